@@ -1,0 +1,4 @@
+from imgdedup.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The `dedup` command: serve, index, check, clusters, info."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import grpc
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dedup", description="Image de-duplication server and client.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--config", help="TOML config file (also DEDUP_CONFIG)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--milvus-uri", help="Milvus server URI; default: Milvus Lite in the data dir")
+    p.add_argument("--milvus-token")
+    p.add_argument("--model", help="built-in model name or spec .toml path")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-queue-delay-ms", type=float)
+    p.add_argument("--log-level")
+
+    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
+        if name == "index":
+            c.add_argument("dir", type=Path)
+            c.add_argument("--threshold", type=float)
+        if name == "check":
+            c.add_argument("files", nargs="+", type=Path)
+            c.add_argument("--threshold", type=float)
+            c.add_argument("--top-k", type=int)
+            c.add_argument("--json", action="store_true")
+        if name == "clusters":
+            c.add_argument("--min-size", type=int, default=2)
+            c.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"serve": _serve, "index": _index, "check": _check, "clusters": _clusters, "info": _info}[args.command](args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from imgdedup.config import Settings
+    from imgdedup.transport.server import serve
+
+    settings = Settings.load(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        milvus_uri=args.milvus_uri,
+        milvus_token=args.milvus_token,
+        model=args.model,
+        threshold=args.threshold,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+    from imgdedup.client import DedupClient
+
+    files = _image_files(args.dir)
+    if not files:
+        print(f"no images under {args.dir}", file=sys.stderr)
+        return 1
+
+    def requests():
+        for f in files:
+            yield pb.BulkCheckRequest(image_id=str(f.relative_to(args.dir)), image=f.read_bytes(), add_to_index=True, threshold=args.threshold)
+
+    stored = dups = errors = 0
+    with DedupClient(args.server) as client, tqdm(total=len(files), unit="img") as bar:
+        for resp in client.bulk_check(requests()):
+            bar.update()
+            if resp.HasField("error"):
+                errors += 1
+                tqdm.write(f"{resp.image_id}: {resp.error.message}")
+                continue
+            stored += resp.result.stored
+            dups += resp.result.is_duplicate
+        clusters = sum(1 for _ in client.list_clusters(min_size=2))
+    print(f"indexed {stored} of {len(files)} images: {dups} duplicates of earlier images, {errors} errors, {clusters} clusters with 2+ images")
+    return 0 if errors == 0 else 2
+
+
+def _check(args: argparse.Namespace) -> int:
+    from imgdedup.client import DedupClient
+
+    rows = []
+    with DedupClient(args.server) as client:
+        for f in args.files:
+            try:
+                r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k)
+            except grpc.RpcError as exc:
+                rows.append({"file": str(f), "error": exc.details()})
+                continue
+            rows.append({
+                "file": str(f),
+                "is_duplicate": r.is_duplicate,
+                "matches": [{"image_id": m.image_id, "similarity": round(m.similarity, 4), "cluster_id": m.cluster_id} for m in r.matches],
+            })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']}: error: {row['error']}")
+            elif row["is_duplicate"]:
+                best = row["matches"][0]
+                print(f"{row['file']}: DUPLICATE of {best['image_id']} (similarity {best['similarity']:.3f}, {len(row['matches'])} matches)")
+            else:
+                print(f"{row['file']}: unique")
+    return 0 if all("error" not in r for r in rows) else 2
+
+
+def _clusters(args: argparse.Namespace) -> int:
+    from imgdedup.client import DedupClient
+
+    with DedupClient(args.server) as client:
+        clusters = list(client.list_clusters(min_size=args.min_size))
+    if args.json:
+        print(json.dumps([
+            {
+                "cluster_id": c.cluster_id,
+                "size": c.size,
+                "representative_id": c.representative_id,
+                "members": [{"image_id": m.image_id, "similarity": round(m.similarity, 4)} for m in c.members],
+            }
+            for c in clusters
+        ], indent=2))
+        return 0
+    print(f"{'cluster_id':<30} {'size':>5}  representative / members")
+    for c in clusters:
+        print(f"{c.cluster_id:<30} {c.size:>5}  {c.representative_id}")
+        for m in c.members[1:]:
+            print(f"{'':<30} {'':>5}    {m.image_id} ({m.similarity:.3f})")
+    print(f"{len(clusters)} clusters")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from imgdedup.client import DedupClient
+
+    with DedupClient(args.server) as client:
+        print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Server settings: command-line flags > DEDUP_* environment variables > TOML config file > defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEDUP_", extra="forbid")
+    _config_file: ClassVar[Path | None] = None
+
+    # Network
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(50051, ge=0, le=65535, description="port (0: any free port, printed at start)")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest gRPC message accepted")
+
+    # Storage
+    data_dir: Path = Field(Path("./dedup-data"), description="where the embedded Milvus Lite file lives")
+    milvus_uri: str | None = Field(None, description="Milvus server URI (http://host:19530); default: Milvus Lite in data_dir")
+    milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or API key)")
+    collection_prefix: str = Field("dedup", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    milvus_timeout_s: float = Field(10.0, gt=0)
+    index_type: str = Field("IVF_FLAT", description="Milvus index for embeddings: IVF_FLAT, FLAT, HNSW (server only), AUTOINDEX")
+    index_nlist: int = Field(128, ge=1)
+    search_nprobe: int = Field(32, ge=1)
+
+    # Model
+    model: str = Field("sscd_disc_mixup", description="built-in model spec name, or path to a spec .toml")
+    providers: list[str] | None = Field(None, description="onnxruntime execution providers; default: CUDA if usable, then CPU")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads; 0: one per core")
+    threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
+
+    # Batching and limits
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    max_queue_size: int = Field(1024, ge=1)
+    max_commit_batch: int = Field(64, ge=1)
+    decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")
+    max_image_bytes: int = Field(48 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(60_000_000, ge=1, description="largest decoded image (width x height), checked before decoding")
+    default_top_k: int = Field(5, ge=1)
+    max_top_k: int = Field(100, ge=1)
+
+    # Operations
+    log_level: str = "INFO"
+    grace_period_s: float = Field(10.0, ge=0)
+
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Build settings; `overrides` (command-line flags) that are None are left out."""
+        path = config_file or os.environ.get("DEDUP_CONFIG")
+        cls._config_file = Path(path) if path else None
+        if cls._config_file is not None and not cls._config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {cls._config_file}")
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        finally:
+            cls._config_file = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+        return tuple(sources)

@@ -1,0 +1,115 @@
+"""Dynamic micro-batching in front of the embedder, shared by every call.
+
+Requests wait at most `max_queue_delay` for company, up to `max_batch_size` per inference (the
+Triton scheme). While one batch runs on the model thread the next one gathers, so on a busy
+server batches fill without any waiting. The queue is bounded: past it callers get Overloaded.
+Requests whose caller has gone (cancelled future) are dropped before they reach the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imgdedup.core.errors import Overloaded
+from imgdedup.runtime import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    tensor: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    batches: int = 0
+    items: int = 0
+    dropped: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+class EmbedBatcher:
+    def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024):
+        self.embedder = embedder
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
+        # One model thread: onnxruntime already uses every core inside one run.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._worker: asyncio.Task | None = None
+        self.stats = BatcherStats()
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="embed-batcher")
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(asyncio.CancelledError())
+        self._executor.shutdown(wait=True)
+
+    async def embed(self, tensor: np.ndarray) -> np.ndarray:
+        """One preprocessed image (H, W, 3) uint8 -> its embedding (dim,) float32."""
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(tensor, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"embedding queue is full ({self._queue.maxsize} images waiting)") from None
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_queue_delay_s
+            while len(batch) < self.max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            live = [p for p in batch if not p.future.done()]
+            self.stats.dropped += len(batch) - len(live)
+            # Only same-shaped images stack into one tensor (always true for square resizing).
+            by_shape: dict[tuple[int, ...], list[_Pending]] = {}
+            for p in live:
+                by_shape.setdefault(p.tensor.shape, []).append(p)
+            for group in by_shape.values():
+                await self._infer(loop, group)
+
+    async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
+        stacked = np.stack([p.tensor for p in group])
+        try:
+            vectors = await loop.run_in_executor(self._executor, self.embedder.embed, stacked)
+        except Exception as exc:  # a model failure fails this batch, not the server
+            log.exception("inference failed for a batch of %d", len(group))
+            for p in group:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self.stats.batches += 1
+        self.stats.items += len(group)
+        for p, vec in zip(group, vectors):
+            if not p.future.done():
+                p.future.set_result(vec)

@@ -1,0 +1,342 @@
+"""DedupEngine: the data plane that every transport (unary, streaming, CLI) goes through.
+
+check = validate -> decode + preprocess (thread pool) -> batched embedding -> batched index
+write (one writer thread). The engine knows nothing about gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgdedup.config import Settings
+from imgdedup.core.batcher import EmbedBatcher
+from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
+from imgdedup.core.images import ImageError, decode_image, preprocess
+from imgdedup.core.index import CheckResult, IndexWriter, PendingImage
+from imgdedup.runtime import Embedder, ModelSpec
+from imgdedup.storage.milvus import MAX_ID_BYTES, Hit, MilvusStore, StorageError
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(slots=True)
+class CheckRequest:
+    image_id: str
+    image: bytes
+    add_to_index: bool = False
+    threshold: float | None = None
+    top_k: int | None = None
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    image_id: str
+    is_duplicate: bool
+    matches: list[Hit]
+    stored: bool
+    cluster_id: str
+    threshold: float
+    width: int
+    height: int
+    format: str
+    decode_ms: float
+    embed_ms: float
+    index_ms: float
+    total_ms: float
+
+
+@dataclass(slots=True)
+class ClusterView:
+    cluster_id: str
+    size: int
+    representative_id: str
+    members: list[tuple[str, float]]  # (image_id, similarity to the representative)
+
+
+@dataclass(slots=True)
+class _Commit:
+    item: PendingImage
+    future: asyncio.Future
+
+
+class DedupEngine:
+    def __init__(self, settings: Settings, spec: ModelSpec):
+        self.settings = settings
+        self.spec = spec
+        self.default_threshold = settings.threshold or spec.search.default_threshold
+        self.embedder: Embedder | None = None
+        self.store: MilvusStore | None = None
+        self._batcher: EmbedBatcher | None = None
+        self._writer: IndexWriter | None = None
+        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        # One writer thread: the single-writer rule that makes checks see every earlier image.
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="index-writer")
+        self._read_pool = ThreadPoolExecutor(2, thread_name_prefix="index-reader")
+        self._commits: asyncio.Queue[_Commit] | None = None
+        self._commit_task: asyncio.Task | None = None
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, embedder_factory) -> None:
+        """Load the model and connect to Milvus (both blocking, off the event loop)."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        self.store = MilvusStore(
+            s.resolved_milvus_uri(),
+            dim=self.spec.output.dim,
+            model_name=self.spec.name,
+            token=s.milvus_token.get_secret_value() if s.milvus_token else "",
+            prefix=s.collection_prefix,
+            timeout_s=s.milvus_timeout_s,
+            index_type=s.index_type,
+            nlist=s.index_nlist,
+            nprobe=s.search_nprobe,
+        )
+        model_load = loop.run_in_executor(None, embedder_factory, self.spec)
+        await loop.run_in_executor(self._write_pool, self.store.connect)
+        self.embedder = await model_load
+        # Warm the model up so the first real call does not pay for lazy initialisation.
+        size = self.spec.input_size
+        await loop.run_in_executor(None, self.embedder.embed, np.zeros((1, size, size, 3), np.uint8))
+        self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold)
+        self._batcher = EmbedBatcher(
+            self.embedder,
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+            max_queue_size=s.max_queue_size,
+        )
+        self._batcher.start()
+        self._commits = asyncio.Queue(s.max_queue_size)
+        self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
+        self.ready = True
+        log.info("engine ready: model=%s providers=%s milvus=%s (%s)", self.spec.name, self.embedder.providers, self.store.uri, self.store.backend)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._batcher:
+            await self._batcher.stop()
+        if self._commit_task:
+            # Let queued writes finish: an acknowledged image must be stored.
+            while self._commits is not None and not self._commits.empty():
+                await asyncio.sleep(0.01)
+            self._commit_task.cancel()
+            await asyncio.gather(self._commit_task, return_exceptions=True)
+        if self.store:
+            await asyncio.get_running_loop().run_in_executor(self._write_pool, self.store.close)
+        for pool in (self._decode_pool, self._write_pool, self._read_pool):
+            pool.shutdown(wait=True)
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise NotReady("the server is starting or stopping; retry shortly")
+
+    # -- check -----------------------------------------------------------------------------
+    def validate(self, req: CheckRequest) -> CheckRequest:
+        s = self.settings
+        if req.image_id:
+            raw = req.image_id.encode("utf-8", "surrogatepass")
+            if len(raw) > MAX_ID_BYTES:
+                raise InvalidArgument("image_id", f"image_id is {len(raw)} bytes; at most {MAX_ID_BYTES}")
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in req.image_id):
+                raise InvalidArgument("image_id", "image_id must not contain control characters")
+        if req.threshold is not None and not (0.0 < req.threshold <= 1.0):
+            raise InvalidArgument("threshold", f"threshold must be in (0, 1], got {req.threshold}")
+        if req.top_k is not None and not (1 <= req.top_k <= s.max_top_k):
+            raise InvalidArgument("top_k", f"top_k must be in 1..{s.max_top_k}, got {req.top_k}")
+        if not req.image:
+            raise InvalidArgument("image", "image is empty (0 bytes)", reason="EMPTY_IMAGE")
+        if len(req.image) > s.max_image_bytes:
+            raise InvalidArgument("image", f"image is {len(req.image)} bytes; at most {s.max_image_bytes}", reason="IMAGE_TOO_LARGE")
+        return req
+
+    async def check(self, req: CheckRequest) -> CheckOutcome:
+        self._require_ready()
+        t0 = time.perf_counter()
+        self.validate(req)
+        loop = asyncio.get_running_loop()
+        image_id = req.image_id or uuid.uuid4().hex
+        try:
+            decoded, tensor, digest = await loop.run_in_executor(self._decode_pool, self._decode, req.image)
+        except ImageError as exc:
+            raise InvalidArgument("image", str(exc), reason=exc.reason) from None
+        t1 = time.perf_counter()
+        assert self._batcher is not None
+        vector = await self._batcher.embed(tensor)
+        t2 = time.perf_counter()
+        threshold = req.threshold if req.threshold is not None else self.default_threshold
+        pending = PendingImage(
+            image_id=image_id,
+            vector=vector,
+            add_to_index=req.add_to_index,
+            threshold=threshold,
+            top_k=req.top_k or self.settings.default_top_k,
+            pixels=decoded.pixels,
+            sha256=digest,
+        )
+        result = await self._submit(pending)
+        t3 = time.perf_counter()
+        return CheckOutcome(
+            image_id=image_id,
+            is_duplicate=bool(result.matches),
+            matches=result.matches,
+            stored=result.stored,
+            cluster_id=result.cluster_id,
+            threshold=threshold,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            decode_ms=(t1 - t0) * 1000,
+            embed_ms=(t2 - t1) * 1000,
+            index_ms=(t3 - t2) * 1000,
+            total_ms=(t3 - t0) * 1000,
+        )
+
+    def _decode(self, data: bytes):
+        decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size)
+        tensor = preprocess(decoded, self.spec.input.resize)
+        return decoded, tensor, hashlib.sha256(data).hexdigest()
+
+    async def _submit(self, item: PendingImage) -> CheckResult:
+        assert self._commits is not None
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._commits.put_nowait(_Commit(item, future))
+        except asyncio.QueueFull:
+            raise Overloaded("index write queue is full") from None
+        return await future
+
+    async def _commit_loop(self) -> None:
+        """Drain whatever is queued into one IndexWriter.commit on the writer thread."""
+        assert self._commits is not None and self._writer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._commits.get()]
+            while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
+                batch.append(self._commits.get_nowait())
+            try:
+                results = await loop.run_in_executor(self._write_pool, self._writer.commit, [c.item for c in batch])
+            except Exception as exc:
+                log.exception("index write failed for %d images", len(batch))
+                err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
+                for c in batch:
+                    if not c.future.done():
+                        c.future.set_exception(err)
+                continue
+            for c, r in zip(batch, results):
+                if not c.future.done():
+                    c.future.set_result(r)
+
+    # -- delete ----------------------------------------------------------------------------
+    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        self._require_ready()
+        if not image_ids:
+            raise InvalidArgument("image_ids", "give at least one image id")
+        if len(image_ids) > 1000:
+            raise InvalidArgument("image_ids", f"at most 1000 ids per call, got {len(image_ids)}")
+        for i in image_ids:
+            if not i or len(i.encode()) > MAX_ID_BYTES:
+                raise InvalidArgument("image_ids", f"invalid image id {i[:40]!r}")
+        assert self._writer is not None
+        return await self._run(self._write_pool, self._writer.delete, image_ids)
+
+    # -- clusters --------------------------------------------------------------------------
+    async def list_clusters(self, *, page_size: int, page_token: str, min_size: int | None) -> tuple[list[ClusterView], str, int]:
+        self._require_ready()
+        min_size = 2 if min_size is None else min_size
+        if min_size < 1:
+            raise InvalidArgument("min_size", "min_size must be at least 1")
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"page_size must be in 0..{MAX_PAGE_SIZE}")
+        page_size = page_size or DEFAULT_PAGE_SIZE
+        cursor = _decode_token(page_token, min_size) if page_token else None
+        assert self.store is not None
+        sizes = await self._run(self._read_pool, self.store.cluster_sizes, min_size)
+        ordered = sorted(sizes, key=lambda cs: (-cs[1], cs[0]))
+        if cursor is not None:
+            last_size, last_id = cursor
+            ordered = [cs for cs in ordered if (-cs[1], cs[0]) > (-last_size, last_id)]
+        page = ordered[:page_size]
+        views = await self._run(self._read_pool, self._cluster_views, [c for c, _ in page])
+        next_token = _encode_token(page[-1][1], page[-1][0], min_size) if len(ordered) > page_size else ""
+        return views, next_token, len(sizes)
+
+    async def get_cluster(self, cluster_id: str) -> ClusterView:
+        self._require_ready()
+        if not cluster_id:
+            raise InvalidArgument("cluster_id", "cluster_id is required")
+        views = await self._run(self._read_pool, self._cluster_views, [cluster_id])
+        if not views:
+            raise NotFound("cluster", cluster_id)
+        return views[0]
+
+    def _cluster_views(self, cluster_ids: list[str]) -> list[ClusterView]:
+        assert self.store is not None
+        rows = self.store.get_clusters(cluster_ids)
+        members = self.store.images_in_clusters([c for c in cluster_ids if c in rows], with_vectors=True)
+        by_cluster: dict[str, list] = {}
+        for m in members:
+            by_cluster.setdefault(m.cluster_id, []).append(m)
+        views = []
+        for cid in cluster_ids:
+            if cid not in rows:
+                continue
+            row, mem = rows[cid], by_cluster.get(cid, [])
+            rep = next((m for m in mem if m.image_id == row.representative_id), None)
+            scored = [(m.image_id, 1.0 if m is rep else float(m.vector @ rep.vector) if rep is not None else 0.0) for m in mem]
+            scored.sort(key=lambda x: (x[0] != row.representative_id, -x[1], x[0]))
+            views.append(ClusterView(cid, row.size, row.representative_id, scored))
+        return views
+
+    # -- info ------------------------------------------------------------------------------
+    async def info(self) -> dict:
+        self._require_ready()
+        assert self.store is not None and self.embedder is not None
+        images = await self._run(self._read_pool, self.store.count_images)
+        clusters = await self._run(self._read_pool, self.store.count_clusters, 2)
+        return {
+            "model_name": self.spec.name,
+            "input_size": self.spec.input_size,
+            "embedding_dim": self.spec.output.dim,
+            "execution_providers": self.embedder.providers,
+            "default_threshold": self.default_threshold,
+            "milvus_backend": self.store.backend,
+            "indexed_images": images,
+            "clusters": clusters,
+        }
+
+    async def _run(self, pool, fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except StorageError as exc:
+            raise StorageUnavailable(f"vector database unavailable: {exc}") from None
+
+
+# AIP-158 page tokens: opaque to clients, tied to the query that made them.
+def _encode_token(last_size: int, last_id: str, min_size: int) -> str:
+    raw = json.dumps({"v": 1, "s": last_size, "c": last_id, "m": min_size}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, min_size: int) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        size, cid, m = int(data["s"]), str(data["c"]), int(data["m"])
+        assert data.get("v") == 1
+    except Exception:
+        raise InvalidArgument("page_token", "page_token is not valid: pass next_page_token from a previous response unchanged", reason="INVALID_PAGE_TOKEN") from None
+    if m != min_size:
+        raise InvalidArgument("page_token", "page_token was made for another min_size; keep the other fields unchanged while paging", reason="INVALID_PAGE_TOKEN")
+    return size, cid

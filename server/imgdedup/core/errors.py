@@ -1,0 +1,53 @@
+"""Errors of the data plane. The transport layer maps each to a gRPC status with details."""
+
+from __future__ import annotations
+
+
+class DedupError(Exception):
+    """Base class. `reason` is a stable UPPER_SNAKE code for machines (google.rpc.ErrorInfo)."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+
+
+class InvalidArgument(DedupError):
+    """The request is malformed; `field` names the offending request field."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str, *, reason: str | None = None):
+        super().__init__(message, reason=reason)
+        self.field = field
+
+
+class NotFound(DedupError):
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource_type: str, name: str):
+        super().__init__(f"{resource_type} {name!r} not found")
+        self.resource_type = resource_type
+        self.name = name
+
+
+class Overloaded(DedupError):
+    """Queues are full: the caller should retry after `retry_after_s`."""
+
+    reason = "OVERLOADED"
+
+    def __init__(self, message: str, retry_after_s: float = 0.5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(DedupError):
+    """The server is starting (model or storage not loaded yet) or shutting down."""
+
+    reason = "NOT_READY"
+
+
+class StorageUnavailable(DedupError):
+    reason = "STORAGE_UNAVAILABLE"

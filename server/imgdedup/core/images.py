@@ -1,0 +1,212 @@
+"""Decode and preprocess images with OpenCV.
+
+The format is recognised from the bytes (never a file name); the size is read from the header
+and checked against the pixel cap before any pixel buffer is allocated; EXIF orientation is
+applied; grey, alpha, palette, CMYK and 16-bit images all become 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from imgdedup.runtime.spec import ResizePolicy
+
+# We enforce our own pixel cap before decoding; Pillow is only used to read headers.
+Image.MAX_IMAGE_PIXELS = None
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF")
+MIN_SIDE = 16
+
+
+class ImageError(ValueError):
+    """An image the service cannot use. `reason` is a stable machine-readable code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    format: str
+    width: int  # of the full-resolution image, after EXIF orientation
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The container format from magic bytes, or a descriptive name for known non-images."""
+    head = data[:32]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
+            return "HEIC"
+        return "ISO-BMFF video or image"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b"<!doctype", b"<html", b"<?xml", b"<svg")):
+        return "HTML/XML/SVG text"
+    return None
+
+
+def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0) -> DecodedImage:
+    """Decode an encoded image into upright 8-bit RGB.
+
+    `target_size` lets JPEG decoding use DCT scaling (decode at 1/2, 1/4 or 1/8) when the
+    model input is that much smaller than the photo: same result after resizing, less work.
+    """
+    if not data:
+        raise ImageError("EMPTY_IMAGE", "the image is empty (0 bytes)")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError("UNKNOWN_FORMAT", f"not a recognised image format (first bytes {data[:8].hex()}); supported: {', '.join(SUPPORTED_FORMATS)}")
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageError("UNSUPPORTED_FORMAT", f"{fmt} is not supported; supported: {', '.join(SUPPORTED_FORMATS)}")
+
+    width, height, has_alpha, orientation = _probe_header(data, fmt)
+    if width * height > max_pixels:
+        raise ImageError(
+            "TOO_MANY_PIXELS",
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError("IMAGE_TOO_SMALL", f"image is {width}x{height}; each side must be at least {MIN_SIDE} px")
+    if fmt == "JPEG" and not _jpeg_has_end(data):
+        raise ImageError("TRUNCATED_IMAGE", "the JPEG data is truncated (no end-of-image marker)")
+
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if has_alpha:
+        img = _decode_with_alpha(buf)
+    else:
+        flags = cv2.IMREAD_COLOR
+        if fmt == "JPEG" and target_size:
+            flags = _reduced_flag(min(width, height), target_size)
+        img = cv2.imdecode(buf, flags)
+    if img is None:
+        img = _decode_with_pillow(data)  # e.g. GIF or TIFF variants OpenCV's codecs refuse
+    if img is None:
+        raise ImageError("CORRUPT_IMAGE", f"the {fmt} data could not be decoded (corrupt or truncated)")
+
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
+        width, height = height, width
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return DecodedImage(rgb=rgb, format=fmt, width=width, height=height)
+
+
+def preprocess(image: DecodedImage, resize: ResizePolicy) -> np.ndarray:
+    """Resize as the model's spec says; returns (H, W, 3) uint8 RGB, C-contiguous."""
+    h, w = image.rgb.shape[:2]
+    if resize.mode == "square":
+        out_w = out_h = resize.size
+    else:
+        scale = resize.size / min(h, w)
+        out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+    shrinking = out_w * out_h < w * h
+    interp = {
+        "area": cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        "linear": cv2.INTER_LINEAR,
+        "cubic": cv2.INTER_CUBIC,
+    }[resize.interpolation]
+    if (out_w, out_h) == (w, h):
+        return np.ascontiguousarray(image.rgb)
+    return cv2.resize(image.rgb, (out_w, out_h), interpolation=interp)
+
+
+def _probe_header(data: bytes, fmt: str) -> tuple[int, int, bool, int]:
+    """(width, height, has_alpha, exif_orientation) from the header alone; nothing decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                    im.mode == "P" and "transparency" in im.info
+                )
+                orientation = 1
+                if fmt in ("JPEG", "TIFF", "WEBP", "PNG", "AVIF"):
+                    try:
+                        orientation = int(im.getexif().get(0x0112, 1) or 1)
+                    except Exception:
+                        orientation = 1
+    except Exception as exc:
+        raise ImageError("CORRUPT_IMAGE", f"the {fmt} header could not be read: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise ImageError("CORRUPT_IMAGE", f"the {fmt} header gives an empty size {width}x{height}")
+    return width, height, has_alpha, orientation
+
+
+def _jpeg_has_end(data: bytes) -> bool:
+    # Entropy-coded data byte-stuffs 0xFF, so FF D9 near the end is the real end marker;
+    # some writers append a little padding or trailer after it.
+    return b"\xff\xd9" in data[-4096:]
+
+
+def _reduced_flag(short_side: int, target: int) -> int:
+    for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        if short_side // factor >= target:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def _decode_with_alpha(buf: np.ndarray) -> np.ndarray | None:
+    """Decode keeping alpha, composite onto white (what a viewer shows), return 8-bit BGR."""
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 2:  # grey + alpha
+        grey, alpha = img[..., 0], img[..., 1]
+        img = cv2.merge([grey, grey, grey, alpha])
+    if img.shape[2] == 4:
+        alpha = img[..., 3:4].astype(np.float32) / 255.0
+        bgr = img[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+    return img[..., :3]
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.seek(0)
+                from PIL import ImageOps
+
+                rgb = ImageOps.exif_transpose(im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA", "P") else "RGB"))
+                if rgb.mode == "RGBA":
+                    background = Image.new("RGBA", rgb.size, (255, 255, 255, 255))
+                    rgb = Image.alpha_composite(background, rgb)
+                arr = np.asarray(rgb.convert("RGB"))
+    except Exception:
+        return None
+    return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)

@@ -1,0 +1,48 @@
+"""The one small interface between the server and whatever computes embeddings.
+
+In-process onnxruntime is one implementation (runtime/onnx.py); a remote NVIDIA Triton client
+would be another. The server hands over a batch of same-shaped uint8 RGB images (N, H, W, 3), as
+the model's spec sized them, and gets L2-normalised float32 embeddings (N, dim) back.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from imgdedup.runtime.spec import ModelSpec
+
+
+class Embedder(Protocol):
+    spec: ModelSpec
+
+    @property
+    def providers(self) -> list[str]:
+        """Where inference runs, as the backend reports it (e.g. ["CUDAExecutionProvider", ...])."""
+        ...
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) RGB -> float32 (N, dim), each row L2-normalised. Blocking."""
+        ...
+
+
+def to_model_input(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Turn a uint8 NHWC RGB batch into what the model's input spec asks for."""
+    inp = spec.input
+    x = images if inp.channels == "RGB" else images[..., ::-1]
+    if inp.dtype != "uint8":
+        x = x.astype(np.float32)
+        if inp.normalize is not None:
+            norm = inp.normalize
+            x = (x * norm.scale - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+        x = x.astype(inp.dtype)
+    if inp.layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

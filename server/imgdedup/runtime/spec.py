@@ -1,0 +1,119 @@
+"""ModelSpec: the one description of an embedding model that the rest of the server reads.
+
+A spec is a TOML file (see model/specs/). Built-in specs are looked up by name; any other
+spec is a path. Nothing else in the code base knows which model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Where the .onnx file is: a path (relative to the spec file) or a package attribute."""
+
+    path: Path | None = None
+    python_package: str | None = None
+    attribute: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSource":
+        if (self.path is None) == (self.python_package is None):
+            raise ValueError("give exactly one of source.path or source.python_package")
+        if self.python_package and not self.attribute:
+            raise ValueError("source.attribute is required with source.python_package")
+        return self
+
+
+class ResizePolicy(_Strict):
+    # square: resize to size x size (aspect ratio not kept; every image the same shape).
+    # short_side: scale so the short side is `size`, keep the aspect ratio.
+    mode: Literal["square", "short_side"] = "square"
+    size: int = Field(288, ge=32, le=2048)
+    interpolation: Literal["area", "linear", "cubic"] = "area"
+
+
+class Normalization(_Strict):
+    """x' = (x * scale - mean) / std, per channel, for float inputs."""
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class InputSpec(_Strict):
+    name: str
+    layout: Literal["NHWC", "NCHW"]
+    dtype: Literal["uint8", "float32", "float16"]
+    channels: Literal["RGB", "BGR"] = "RGB"
+    resize: ResizePolicy = ResizePolicy()
+    # None: the graph normalises by itself (takes raw 0..255 values).
+    normalize: Normalization | None = None
+
+
+class OutputSpec(_Strict):
+    name: str
+    dim: int = Field(ge=1)
+    # When false the runtime L2-normalises, so cosine similarity is a dot product.
+    l2_normalized: bool = False
+
+
+class SearchSpec(_Strict):
+    default_threshold: float = Field(0.75, gt=0.0, le=1.0)
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    source: ModelSource
+    input: InputSpec
+    output: OutputSpec
+    search: SearchSpec = SearchSpec()
+    # The folder of the spec file, for relative source paths.
+    base_dir: Path | None = None
+
+    @property
+    def input_size(self) -> int:
+        return self.input.resize.size
+
+    def model_path(self) -> Path:
+        """The .onnx file, resolved (the installed package's own file, never a copy)."""
+        if self.source.path is not None:
+            path = self.source.path
+            if not path.is_absolute() and self.base_dir is not None:
+                path = self.base_dir / path
+            return path
+        module = importlib.import_module(self.source.python_package or "")
+        return Path(getattr(module, self.source.attribute or ""))
+
+
+def builtin_spec_names() -> list[str]:
+    files = importlib.resources.files("imgdedup.model_specs")
+    return sorted(f.name.removesuffix(".toml") for f in files.iterdir() if f.name.endswith(".toml"))
+
+
+def load_spec(name_or_path: str | Path) -> ModelSpec:
+    """Load a built-in spec by name (e.g. "sscd_disc_mixup") or a spec file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"model spec file not found: {path}")
+        data = tomllib.loads(path.read_text())
+        data.setdefault("base_dir", path.resolve().parent)
+        return ModelSpec.model_validate(data)
+    resource = importlib.resources.files("imgdedup.model_specs") / f"{name_or_path}.toml"
+    if not resource.is_file():
+        raise ValueError(
+            f"unknown model {name_or_path!r}: give a spec file path or one of {builtin_spec_names()}"
+        )
+    return ModelSpec.model_validate(tomllib.loads(resource.read_text()))

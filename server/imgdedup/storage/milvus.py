@@ -1,0 +1,311 @@
+"""Images and clusters in Milvus: Milvus Lite in a local file by default, any server by URI.
+
+Two collections:
+- `<prefix>_images`: one row per stored image (primary key image_id), its embedding (COSINE),
+  cluster id, pixel count, insertion time and content hash.
+- `<prefix>_clusters`: one row per cluster (singletons included): size and representative.
+  Milvus requires a vector field in every collection, so it carries a 2-d placeholder.
+
+Every call passes `timeout`: pymilvus otherwise retries some failures 75 times (minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_ID_BYTES = 256
+# Milvus answers at most this many rows per query (offset + limit).
+QUERY_WINDOW = 16384
+_HEX = "0123456789abcdef"
+
+
+class StorageError(RuntimeError):
+    """Milvus failed or is unreachable."""
+
+
+@dataclass(slots=True)
+class ImageRow:
+    image_id: str
+    cluster_id: str
+    pixels: int
+    inserted_at_ms: int
+    sha256: str
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class ClusterRow:
+    cluster_id: str
+    size: int
+    representative_id: str
+    rep_pixels: int
+    rep_inserted_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    image_id: str
+    similarity: float
+    cluster_id: str
+
+
+def quote(value: str) -> str:
+    """A Milvus filter string literal (filter templates are not supported by Milvus Lite 2.5)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _in_list(field: str, values: Iterable[str]) -> str:
+    return f"{field} in [{', '.join(quote(v) for v in values)}]"
+
+
+class MilvusStore:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        dim: int,
+        model_name: str,
+        token: str = "",
+        prefix: str = "dedup",
+        timeout_s: float = 10.0,
+        index_type: str = "IVF_FLAT",
+        nlist: int = 128,
+        nprobe: int = 32,
+    ):
+        self.uri = uri
+        self.dim = dim
+        self.model_name = model_name
+        self.images = f"{prefix}_images"
+        self.clusters = f"{prefix}_clusters"
+        self.timeout = timeout_s
+        self.index_type = index_type
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+        self._token = token
+        self._client: Any = None
+
+    @property
+    def backend(self) -> str:
+        return "milvus-lite" if self.is_lite else "milvus"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def connect(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # milvus-lite 2.5 imports the deprecated pkg_resources
+            from pymilvus import MilvusClient
+
+            if self.is_lite:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+            except Exception as exc:
+                raise StorageError(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
+        self._ensure_collections()
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.flush(self.images, timeout=self.timeout)
+                self._client.flush(self.clusters, timeout=self.timeout)
+            except Exception:  # closing must not raise
+                log.exception("flush on close failed")
+            self._client.close()
+            self._client = None
+
+    def ping(self) -> None:
+        self._call("has_collection", self.images)
+
+    def _ensure_collections(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        description = f"imgdedup images; model={self.model_name}; dim={self.dim}"
+        if self._call("has_collection", self.images):
+            info = self._call("describe_collection", self.images)
+            stored = info.get("description", "")
+            if stored != description:
+                raise StorageError(
+                    f"collection {self.images!r} was made for another model ({stored!r}); "
+                    f"this server runs {description!r}. Use another collection prefix or data dir."
+                )
+        else:
+            schema = MilvusClient.create_schema(auto_id=False, description=description)
+            schema.add_field("image_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+            schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
+            schema.add_field("cluster_id", DataType.VARCHAR, max_length=64)
+            schema.add_field("pixels", DataType.INT64)
+            schema.add_field("inserted_at_ms", DataType.INT64)
+            schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+            index = MilvusClient.prepare_index_params()
+            params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
+            index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
+            index.add_index("cluster_id", index_type="INVERTED") if not self.is_lite else None
+            self._call("create_collection", self.images, schema=schema, index_params=index, consistency_level="Strong")
+        if not self._call("has_collection", self.clusters):
+            schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
+            schema.add_field("cluster_id", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("size", DataType.INT64)
+            schema.add_field("representative_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
+            schema.add_field("rep_pixels", DataType.INT64)
+            schema.add_field("rep_inserted_at_ms", DataType.INT64)
+            schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
+            index = MilvusClient.prepare_index_params()
+            index.add_index("placeholder", index_type="FLAT", metric_type="L2")
+            self._call("create_collection", self.clusters, schema=schema, index_params=index, consistency_level="Strong")
+        for name in (self.images, self.clusters):
+            self._call("load_collection", name)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise StorageError("Milvus is not connected")
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"Milvus {method} failed: {exc}") from exc
+
+    # -- images ------------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
+        if self.count_images() == 0:
+            return [[] for _ in range(len(vectors))]
+        params = {"metric_type": "COSINE", "params": {"nprobe": self.nprobe}}
+        results = self._call(
+            "search",
+            self.images,
+            data=[np.asarray(v, dtype=np.float32) for v in vectors],
+            limit=limit,
+            output_fields=["cluster_id"],
+            search_params=params,
+            consistency_level="Strong",
+        )
+        return [
+            [Hit(str(h["id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
+            for hits in results
+        ]
+
+    def get_images(self, image_ids: Iterable[str], *, with_vectors: bool = False) -> dict[str, ImageRow]:
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return {}
+        rows = self._query(self.images, _in_list("image_id", ids), self._image_fields(with_vectors))
+        return {r.image_id: r for r in map(self._image_row, rows)}
+
+    def images_in_clusters(self, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
+        ids = list(dict.fromkeys(cluster_ids))
+        if not ids:
+            return []
+        rows = self._query(self.images, _in_list("cluster_id", ids), self._image_fields(with_vectors))
+        return [self._image_row(r) for r in rows]
+
+    def upsert_images(self, rows: list[ImageRow]) -> None:
+        if rows:
+            self._call("upsert", self.images, [self._image_dict(r) for r in rows])
+
+    def delete_images(self, image_ids: list[str]) -> None:
+        if image_ids:
+            self._call("delete", self.images, filter=_in_list("image_id", image_ids))
+
+    def count_images(self) -> int:
+        rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    @staticmethod
+    def _image_fields(with_vectors: bool) -> list[str]:
+        fields = ["image_id", "cluster_id", "pixels", "inserted_at_ms", "sha256"]
+        return [*fields, "embedding"] if with_vectors else fields
+
+    @staticmethod
+    def _image_row(r: dict[str, Any]) -> ImageRow:
+        vec = r.get("embedding")
+        return ImageRow(
+            image_id=r["image_id"],
+            cluster_id=r["cluster_id"],
+            pixels=int(r["pixels"]),
+            inserted_at_ms=int(r["inserted_at_ms"]),
+            sha256=r["sha256"],
+            vector=None if vec is None else np.asarray(vec, dtype=np.float32),
+        )
+
+    @staticmethod
+    def _image_dict(r: ImageRow) -> dict[str, Any]:
+        assert r.vector is not None, "an image row is written with its embedding"
+        return {
+            "image_id": r.image_id,
+            "embedding": np.asarray(r.vector, dtype=np.float32),
+            "cluster_id": r.cluster_id,
+            "pixels": r.pixels,
+            "inserted_at_ms": r.inserted_at_ms,
+            "sha256": r.sha256,
+        }
+
+    # -- clusters ----------------------------------------------------------------------------
+    def get_clusters(self, cluster_ids: Iterable[str]) -> dict[str, ClusterRow]:
+        ids = list(dict.fromkeys(cluster_ids))
+        if not ids:
+            return {}
+        rows = self._query(self.clusters, _in_list("cluster_id", ids), self._cluster_fields())
+        return {r["cluster_id"]: self._cluster_row(r) for r in rows}
+
+    def upsert_clusters(self, rows: list[ClusterRow]) -> None:
+        if rows:
+            self._call("upsert", self.clusters, [
+                {
+                    "cluster_id": r.cluster_id,
+                    "size": r.size,
+                    "representative_id": r.representative_id,
+                    "rep_pixels": r.rep_pixels,
+                    "rep_inserted_at_ms": r.rep_inserted_at_ms,
+                    "placeholder": [0.0, 0.0],
+                }
+                for r in rows
+            ])
+
+    def delete_clusters(self, cluster_ids: list[str]) -> None:
+        if cluster_ids:
+            self._call("delete", self.clusters, filter=_in_list("cluster_id", cluster_ids))
+
+    def cluster_sizes(self, min_size: int) -> list[tuple[str, int]]:
+        """(cluster_id, size) of every cluster with at least min_size members."""
+        rows = self._query_all(self.clusters, f"size >= {int(min_size)}", ["cluster_id", "size"], key="cluster_id")
+        return [(r["cluster_id"], int(r["size"])) for r in rows]
+
+    def count_clusters(self, min_size: int = 1) -> int:
+        rows = self._call(
+            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        return int(rows[0]["count(*)"])
+
+    @staticmethod
+    def _cluster_fields() -> list[str]:
+        return ["cluster_id", "size", "representative_id", "rep_pixels", "rep_inserted_at_ms"]
+
+    @staticmethod
+    def _cluster_row(r: dict[str, Any]) -> ClusterRow:
+        return ClusterRow(r["cluster_id"], int(r["size"]), r["representative_id"], int(r["rep_pixels"]), int(r["rep_inserted_at_ms"]))
+
+    # -- queries -----------------------------------------------------------------------------
+    def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
+        return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, consistency_level="Strong"))
+
+    def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Every row matching expr, past the query window, by splitting on hex key prefixes.
+
+        (query_iterator loops forever against Milvus Lite 2.5.1, so it is not used.)
+        Keys are our cluster ids: "c" followed by lower-case hex.
+        """
+        scoped = expr if not prefix else f'({expr}) and {key} like {quote(prefix + "%")}'
+        rows = self._query(collection, scoped, fields)
+        if len(rows) < QUERY_WINDOW:
+            return rows
+        base = prefix or "c"
+        return [row for ch in _HEX for row in self._query_all(collection, expr, fields, key=key, prefix=base + ch)]

@@ -1,0 +1,52 @@
+"""Map data-plane errors to gRPC statuses with google.rpc error details."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from imgdedup.core.errors import DedupError, InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
+
+log = logging.getLogger(__name__)
+DOMAIN = "imgdedup"
+
+
+def to_status(exc: BaseException) -> status_pb2.Status:
+    """A google.rpc.Status for any exception; unexpected ones become INTERNAL without internals."""
+    details: list = []
+    if isinstance(exc, InvalidArgument):
+        code = code_pb2.INVALID_ARGUMENT
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=str(exc), reason=exc.reason)
+        ]))
+    elif isinstance(exc, NotFound):
+        code = code_pb2.NOT_FOUND
+        details.append(error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.name, description=str(exc)))
+    elif isinstance(exc, Overloaded):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        secs = exc.retry_after_s
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9))))
+    elif isinstance(exc, (NotReady, StorageUnavailable)):
+        code = code_pb2.UNAVAILABLE
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
+    else:
+        log.error("internal error", exc_info=exc)
+        code = code_pb2.INTERNAL
+        exc = DedupError("internal error; see the server log")
+    reason = exc.reason if isinstance(exc, DedupError) else "INTERNAL"
+    details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=code, message=str(exc), details=packed)
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    from grpc_status import rpc_status
+
+    await context.abort_with_status(rpc_status.to_status(to_status(exc)))

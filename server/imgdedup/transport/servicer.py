@@ -1,0 +1,158 @@
+"""DedupService over gRPC: a thin translation between protobuf messages and the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from typing import AsyncIterator
+
+import grpc
+
+from imgdedup import __version__
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine
+from imgdedup.core.errors import DedupError, InvalidArgument
+from imgdedup.transport.errors import abort, to_status
+
+log = logging.getLogger(__name__)
+
+
+def _unary(method):
+    """Turn data-plane errors into gRPC statuses with details."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    return wrapper
+
+
+def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest) -> CheckRequest:
+    return CheckRequest(
+        image_id=msg.image_id,
+        image=msg.image,
+        add_to_index=msg.add_to_index,
+        threshold=msg.threshold if msg.HasField("threshold") else None,
+        top_k=msg.top_k if msg.HasField("top_k") else None,
+    )
+
+
+def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
+    return pb.CheckDuplicateResponse(
+        image_id=o.image_id,
+        is_duplicate=o.is_duplicate,
+        matches=[pb.Match(image_id=m.image_id, similarity=m.similarity, cluster_id=m.cluster_id) for m in o.matches],
+        stored=o.stored,
+        cluster_id=o.cluster_id,
+        threshold=o.threshold,
+        width=o.width,
+        height=o.height,
+        format=o.format,
+        timings=pb.Timings(decode_ms=o.decode_ms, embed_ms=o.embed_ms, index_ms=o.index_ms, total_ms=o.total_ms),
+    )
+
+
+def _cluster(v: ClusterView) -> pb.Cluster:
+    return pb.Cluster(
+        cluster_id=v.cluster_id,
+        size=v.size,
+        representative_id=v.representative_id,
+        members=[pb.ClusterMember(image_id=i, similarity=s) for i, s in v.members],
+    )
+
+
+class DedupServicer(pb_grpc.DedupServiceServicer):
+    def __init__(self, engine: DedupEngine):
+        self.engine = engine
+
+    @_unary
+    async def CheckDuplicate(self, request, context):
+        return _check_response(await self.engine.check(_check_request(request)))
+
+    async def BulkCheck(self, request_iterator: AsyncIterator[pb.BulkCheckRequest], context) -> AsyncIterator[pb.BulkCheckResponse]:
+        """Items run concurrently (decode, batched embedding, batched writes), at most
+        bulk_max_in_flight at a time; responses go out in request order as they complete."""
+        limit = self.engine.settings.bulk_max_in_flight
+        in_flight: deque[asyncio.Task] = deque()
+        slots = asyncio.Semaphore(limit)
+        done_reading = asyncio.Event()
+        read_error: list[BaseException] = []
+
+        async def run_one(index: int, msg: pb.BulkCheckRequest) -> pb.BulkCheckResponse:
+            try:
+                outcome = await self.engine.check(_check_request(msg))
+                return pb.BulkCheckResponse(image_id=outcome.image_id, index=index, result=_check_response(outcome))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=to_status(exc))
+            finally:
+                slots.release()
+
+        new_task = asyncio.Event()
+
+        async def reader() -> None:
+            try:
+                index = 0
+                async for msg in request_iterator:
+                    await slots.acquire()  # backpressure: stop reading while the window is full
+                    in_flight.append(asyncio.create_task(run_one(index, msg)))
+                    new_task.set()
+                    index += 1
+            except Exception as exc:  # the client broke the stream
+                read_error.append(exc)
+            finally:
+                done_reading.set()
+                new_task.set()
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while True:
+                if in_flight:
+                    yield await in_flight.popleft()
+                    continue
+                if done_reading.is_set():
+                    break
+                new_task.clear()
+                await new_task.wait()
+        finally:  # on cancellation stop all work of this stream at once
+            read_task.cancel()
+            for t in in_flight:
+                t.cancel()
+            await asyncio.gather(read_task, *in_flight, return_exceptions=True)
+        if read_error and not isinstance(read_error[0], asyncio.CancelledError):
+            log.warning("BulkCheck request stream failed: %s", read_error[0])
+
+    @_unary
+    async def ListClusters(self, request, context):
+        views, token, total = await self.engine.list_clusters(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_size=request.min_size if request.HasField("min_size") else None,
+        )
+        return pb.ListClustersResponse(clusters=[_cluster(v) for v in views], next_page_token=token, total_size=total)
+
+    @_unary
+    async def GetCluster(self, request, context):
+        return _cluster(await self.engine.get_cluster(request.cluster_id))
+
+    @_unary
+    async def DeleteImages(self, request, context):
+        deleted, not_found = await self.engine.delete(list(request.image_ids))
+        return pb.DeleteImagesResponse(deleted_ids=deleted, not_found_ids=not_found)
+
+    @_unary
+    async def GetInfo(self, request, context):
+        info = await self.engine.info()
+        return pb.GetInfoResponse(version=__version__, **info)
+
+
+__all__ = ["DedupServicer", "DedupError", "InvalidArgument"]
