@@ -1,0 +1,627 @@
+"""Detection-quality benchmark for the image de-duplication server, measured through its gRPC API.
+
+Run it on any folder laid out like the dedup-bench sets (see /work/shared/dedup-bench/README.md):
+
+    FOLDER/images/<name>.jpg     the images
+    FOLDER/ground_truth.json     {"<original>": ["<copy>", ...], ...}; a key and its list form one group
+    FOLDER/edits.json            optional: {"<copy>": {"original": ..., "edit": ..., ...}}
+
+Build a set and run the benchmark:
+
+    .venv/bin/python /work/shared/dedup-bench/make_transformed.py /tmp/dedup-dev/transformed --max-originals 300
+    .venv/bin/python benchmarks/quality.py /tmp/dedup-dev/transformed --json-out /tmp/quality.json
+
+Options: `--server HOST:PORT` uses a running server (it should be empty: images it already holds
+are ignored, but they can still join clusters); without it the script starts its own server
+(`python -m imgdedup serve --port 0 --data-dir <tempdir>`) and stops it with SIGTERM at the end.
+`--limit-groups N` indexes a seeded random subset of N groups; `--threshold T ...` sets the
+thresholds of the sweep; `--json-out PATH` writes every number as JSON.
+
+What it measures:
+
+1. Every image is sent once through BulkCheck with add_to_index=True (image_id = file name), in a
+   seeded random order, with a low per-call threshold (--match-threshold, 0.3) and top_k 20, so
+   each response lists the similarity of the new image to its nearest earlier images.
+2. The server's clusters (ListClusters, min_size=1) are scored with PAIRWISE precision, recall and
+   F1: a predicted pair is two images in one cluster, a true pair two images in one ground-truth
+   group. Pairs are counted from the contingency table, sum of n*(n-1)/2 over its cells.
+   The server clusters at its own default threshold, whatever the per-call threshold is.
+3. Recall per edit (is the copy in its original's cluster?) and per source (the name prefix
+   before the first '-').
+4. A threshold sweep without re-indexing: the scored pairs from step 1 are joined with union-find
+   at each threshold. The sweep at the server's default threshold should reproduce the server's
+   clusters; the script reports how many pairs differ. It also reports the smallest threshold
+   from which precision stays >= --target-precision (0.995) for every higher threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup.client import DedupClient
+
+DEFAULT_SWEEP = [round(0.30 + 0.05 * i, 2) for i in range(14)]  # 0.30 .. 0.95
+
+
+# -- data set -------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    folder: Path
+    group_of: dict[str, str]  # image name -> group id (the original's name)
+    original_of: dict[str, str]  # copy name -> original name
+    edit_of: dict[str, str]  # copy name -> edit, from edits.json
+    n_groups_total: int
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.group_of)
+
+
+def source_of(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+def load_dataset(folder: Path, limit_groups: int | None, seed: int) -> Dataset:
+    truth = json.loads((folder / "ground_truth.json").read_text())
+    keys = sorted(truth)
+    if limit_groups is not None and limit_groups < len(keys):
+        keys = sorted(random.Random(seed).sample(keys, limit_groups))
+    group_of: dict[str, str] = {}
+    original_of: dict[str, str] = {}
+    for original in keys:
+        for name in [original, *truth[original]]:
+            if name in group_of:
+                raise SystemExit(f"ground_truth.json: {name} is in two groups")
+            group_of[name] = original
+        for copy in truth[original]:
+            original_of[copy] = original
+    missing = [n for n in group_of if not (folder / "images" / n).is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} images of ground_truth.json are not in {folder}/images, e.g. {missing[:3]}")
+    edit_of: dict[str, str] = {}
+    edits_path = folder / "edits.json"
+    if edits_path.is_file():
+        edits = json.loads(edits_path.read_text())
+        edit_of = {copy: e["edit"] for copy, e in edits.items() if copy in original_of}
+    return Dataset(folder, group_of, original_of, edit_of, len(truth))
+
+
+# -- server process -------------------------------------------------------------------------------
+class OwnServer:
+    """A server started as a subprocess on a free port with a temporary data dir."""
+
+    def __init__(self, startup_timeout: float):
+        self.tmp = tempfile.TemporaryDirectory(prefix="dedup-quality-")
+        self.data_dir = Path(self.tmp.name) / "data"
+        self.log_path = Path(self.tmp.name) / "server.log"
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+
+    def __enter__(self) -> "OwnServer":
+        cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir)]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def drain() -> None:  # keep reading stdout so the server never blocks on a full pipe
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=drain, daemon=True).start()
+        deadline = time.monotonic() + self.startup_timeout
+        prefix = "dedup server listening on "
+        while not self.address:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise SystemExit(f"the server did not print its address within {self.startup_timeout:.0f} s\n{self.log_tail()}")
+            if line is None:
+                self.stop()
+                raise SystemExit(f"the server exited with code {self.proc.wait()} before listening\n{self.log_tail()}")
+            if line.startswith(prefix):
+                self.address = line[len(prefix):].strip()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.tmp.cleanup()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print(f"warning: server pid {self.proc.pid} ignored SIGTERM for 60 s; killing it", file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "server log (last lines):\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# -- indexing -------------------------------------------------------------------------------------
+@dataclass
+class IndexRun:
+    order: list[str]
+    stored: set[str] = field(default_factory=set)
+    errors: dict[str, str] = field(default_factory=dict)
+    edges: dict[tuple[str, str], float] = field(default_factory=dict)  # (a, b), a < b -> similarity
+    timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    oddities: list[str] = field(default_factory=list)
+    foreign_matches: int = 0
+    elapsed_s: float = 0.0
+
+
+def index_images(client: DedupClient, data: Dataset, order: list[str], *, match_threshold: float, top_k: int) -> IndexRun:
+    run = IndexRun(order)
+    wanted = set(order)
+    images = data.folder / "images"
+
+    def requests():
+        for name in order:
+            yield pb.BulkCheckRequest(image_id=name, image=(images / name).read_bytes(), add_to_index=True, threshold=match_threshold, top_k=top_k)
+
+    t0 = time.perf_counter()
+    last_report = t0
+    n = 0
+    for n, resp in enumerate(client.bulk_check(requests()), 1):
+        expected = order[n - 1]
+        if resp.index != n - 1 or resp.image_id != expected:
+            run.oddities.append(f"BulkCheck response {n - 1} is index {resp.index} / {resp.image_id!r}, expected {expected!r}")
+        if resp.HasField("error"):
+            run.errors[expected] = f"code {resp.error.code}: {resp.error.message}"
+            continue
+        r = resp.result
+        if not r.stored:
+            run.oddities.append(f"{expected}: add_to_index=True but stored=False")
+        else:
+            run.stored.add(expected)
+        for m in r.matches:
+            if m.image_id not in wanted:
+                run.foreign_matches += 1
+                continue
+            if m.image_id == expected:
+                run.oddities.append(f"{expected}: matched itself")
+                continue
+            key = (min(expected, m.image_id), max(expected, m.image_id))
+            run.edges[key] = max(run.edges.get(key, -1.0), m.similarity)
+        t = r.timings
+        for k in ("decode_ms", "embed_ms", "index_ms", "total_ms"):
+            run.timings[k].append(getattr(t, k))
+        now = time.perf_counter()
+        if now - last_report > 15:
+            last_report = now
+            print(f"  ... {n}/{len(order)} images, {n / (now - t0):.1f} images/s", file=sys.stderr, flush=True)
+    run.elapsed_s = time.perf_counter() - t0
+    if n != len(order):
+        run.oddities.append(f"BulkCheck returned {n} responses for {len(order)} requests")
+    return run
+
+
+def read_clusters(client: DedupClient, wanted: set[str], stored: set[str]) -> tuple[dict[str, str], list[str], int]:
+    """image -> server cluster id, for the images of this run; plus sanity problems; plus foreign ids."""
+    cluster_of: dict[str, str] = {}
+    problems: list[str] = []
+    foreign = 0
+    for c in client.list_clusters(min_size=1, page_size=1000):
+        if c.size != len(c.members):
+            problems.append(f"cluster {c.cluster_id}: size {c.size} but {len(c.members)} members")
+        if c.members and c.members[0].image_id != c.representative_id:
+            problems.append(f"cluster {c.cluster_id}: first member {c.members[0].image_id} is not the representative {c.representative_id}")
+        for m in c.members:
+            if m.image_id not in wanted:
+                foreign += 1
+                continue
+            if m.image_id in cluster_of:
+                problems.append(f"{m.image_id} is in clusters {cluster_of[m.image_id]} and {c.cluster_id}")
+            cluster_of[m.image_id] = c.cluster_id
+    lost = stored - cluster_of.keys()
+    if lost:
+        problems.append(f"{len(lost)} stored images are in no cluster, e.g. {sorted(lost)[:3]}")
+    extra = cluster_of.keys() - stored
+    if extra:
+        problems.append(f"{len(extra)} images are in clusters but were not acknowledged as stored, e.g. {sorted(extra)[:3]}")
+    return cluster_of, problems, foreign
+
+
+# -- scoring --------------------------------------------------------------------------------------
+def pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def prf(tp: int, predicted: int, true: int) -> dict:
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / true if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp_pairs": tp, "predicted_pairs": predicted, "true_pairs": true}
+
+
+def pairwise_scores(pred: dict[str, str], truth: dict[str, str]) -> dict:
+    """Pairwise P/R/F1 of the partition `pred` against `truth` (both: item -> label)."""
+    cells = Counter((pred[x], truth[x]) for x in truth)
+    tp = sum(pairs(n) for n in cells.values())
+    predicted = sum(pairs(n) for n in Counter(pred[x] for x in truth).values())
+    true = sum(pairs(n) for n in Counter(truth.values()).values())
+    return prf(tp, predicted, true)
+
+
+def cluster_shape(pred: dict[str, str]) -> dict:
+    sizes = Counter(pred.values()).values()
+    return {"clusters": len(sizes), "multi": sum(1 for s in sizes if s > 1), "singletons": sum(1 for s in sizes if s == 1), "largest": max(sizes, default=0)}
+
+
+def copy_recall(pred: dict[str, str], data: Dataset) -> dict[str, bool]:
+    """copy -> whether it is in the same predicted cluster as its original."""
+    return {c: pred[c] == pred[o] for c, o in data.original_of.items()}
+
+
+def per_source(pred: dict[str, str], data: Dataset) -> dict[str, dict]:
+    """Per source prefix: pair recall inside its groups, copy recall, and false pairs touching it."""
+    truth = data.group_of
+    src = {x: source_of(x) for x in truth}
+    found = copy_recall(pred, data)
+    out: dict[str, dict] = {}
+    for s in sorted(set(src.values())):
+        mine = {x for x in truth if src[x] == s}
+        groups = {truth[x] for x in mine}
+        tp = sum(pairs(n) for n in Counter((pred[x], truth[x]) for x in mine).values())
+        true = sum(pairs(n) for n in Counter(truth[x] for x in mine).values())
+        copies = [c for c in data.original_of if c in mine]
+        # False pairs with at least one image of source s = all false pairs - those among other sources.
+        out[s] = {
+            "groups": len(groups),
+            "images": len(mine),
+            "pair_recall": tp / true if true else 1.0,
+            "copy_recall": sum(found[c] for c in copies) / len(copies) if copies else None,
+            "false_pairs": _false_pairs(pred, truth, set(truth)) - _false_pairs(pred, truth, set(truth) - mine),
+        }
+    return out
+
+
+def _false_pairs(pred: dict[str, str], truth: dict[str, str], items: set[str]) -> int:
+    predicted = sum(pairs(n) for n in Counter(pred[x] for x in items).values())
+    agree = sum(pairs(n) for n in Counter((pred[x], truth[x]) for x in items).values())
+    return predicted - agree
+
+
+def partition_diff(a: dict[str, str], b: dict[str, str]) -> dict:
+    """Pairs together in a but not in b, and the reverse."""
+    both = sum(pairs(n) for n in Counter((a[x], b[x]) for x in a).values())
+    in_a = sum(pairs(n) for n in Counter(a.values()).values())
+    in_b = sum(pairs(n) for n in Counter(b[x] for x in a).values())
+    return {"only_first": in_a - both, "only_second": in_b - both}
+
+
+class Partition:
+    """Union-find that keeps pairwise counts up to date as clusters merge."""
+
+    def __init__(self, truth: dict[str, str]):
+        self.truth = truth
+        self.parent = {x: x for x in truth}
+        self.size = {x: 1 for x in truth}
+        self.groups = {x: Counter({truth[x]: 1}) for x in truth}
+        self.tp = 0
+        self.predicted = 0
+        self.true = sum(pairs(n) for n in Counter(truth.values()).values())
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        ga, gb = self.groups[ra], self.groups.pop(rb)
+        if len(ga) < len(gb):
+            ga, gb = gb, ga
+        self.tp += sum(n * ga.get(g, 0) for g, n in gb.items())
+        self.predicted += self.size[ra] * self.size[rb]
+        ga.update(gb)
+        self.groups[ra] = ga
+        self.parent[rb] = ra
+        self.size[ra] += self.size.pop(rb)
+
+    def labels(self) -> dict[str, str]:
+        return {x: self.find(x) for x in self.truth}
+
+    def scores(self) -> dict:
+        return prf(self.tp, self.predicted, self.true)
+
+
+def sweep(edges: dict[tuple[str, str], float], data: Dataset, thresholds: list[float], target_precision: float, keep_labels_at: float) -> dict:
+    """Connected components of 'similarity >= t' for each t, adding edges from the most similar down.
+
+    Also finds the smallest threshold t such that precision >= target at t and at every higher
+    threshold (exact: checked after each distinct similarity value)."""
+    part = Partition(data.group_of)
+    ordered = sorted(edges.items(), key=lambda e: -e[1])
+    pending = sorted(set(thresholds), reverse=True)
+    rows: dict[float, dict] = {}
+    kept_labels: dict[str, str] = {}
+    safe: dict | None = None
+    last_ok_sim: float | None = None
+
+    def record(t: float) -> None:
+        labels = part.labels()
+        found = copy_recall(labels, data)
+        by_edit: dict[str, list[bool]] = defaultdict(list)
+        for c, e in data.edit_of.items():
+            by_edit[e].append(found[c])
+        rows[t] = {
+            "threshold": t,
+            **part.scores(),
+            **cluster_shape(labels),
+            "copy_recall": sum(found.values()) / len(found) if found else None,
+            "copy_recall_by_edit": {e: sum(v) / len(v) for e, v in sorted(by_edit.items())},
+        }
+        if t == keep_labels_at:
+            kept_labels.update(labels)
+
+    i = 0
+    while i < len(ordered):
+        sim = ordered[i][1]
+        while pending and pending[0] > sim:
+            record(pending.pop(0))
+        while i < len(ordered) and ordered[i][1] == sim:
+            part.union(*ordered[i][0])
+            i += 1
+        if safe is None and part.scores()["precision"] < target_precision:
+            safe = {"threshold": last_ok_sim, "first_failing_similarity": sim}
+        elif safe is None:
+            last_ok_sim = sim
+    for t in pending:
+        record(t)
+    if safe is None:  # precision held down to the lowest scored pair
+        safe = {"threshold": last_ok_sim, "first_failing_similarity": None}
+    if safe["threshold"] is not None:
+        safe.update(components_at(edges, data, safe["threshold"]).scores())
+    return {"rows": [rows[t] for t in sorted(rows)], "safe": safe, "labels_at_default": kept_labels}
+
+
+def components_at(edges: dict[tuple[str, str], float], data: Dataset, t: float) -> Partition:
+    part = Partition(data.group_of)
+    for (a, b), s in edges.items():
+        if s >= t:
+            part.union(a, b)
+    return part
+
+
+# -- report ---------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def fmt_sim(x: float | None, floor: float) -> str:
+    return f"<{floor:.2f}" if x is None or x < floor else f"{x:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="folder with images/ and ground_truth.json")
+    ap.add_argument("--server", help="HOST:PORT of a running (empty) server; default: start one")
+    ap.add_argument("--limit-groups", type=int, help="index only a seeded random subset of N groups")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the group subset and of the indexing order (default 0)")
+    ap.add_argument("--order", choices=("shuffled", "sorted"), default="shuffled", help="indexing order (default shuffled)")
+    ap.add_argument("--threshold", type=float, nargs="+", default=DEFAULT_SWEEP, help="thresholds of the sweep (default 0.30 .. 0.95 by 0.05)")
+    ap.add_argument("--match-threshold", type=float, default=0.3, help="per-call threshold while indexing: the lowest similarity recorded (default 0.3)")
+    ap.add_argument("--top-k", type=int, default=20, help="matches recorded per image (default 20)")
+    ap.add_argument("--target-precision", type=float, default=0.995)
+    ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for a self-started server")
+    ap.add_argument("--json-out", type=Path, help="write all numbers to this JSON file")
+    args = ap.parse_args(argv)
+
+    if args.limit_groups is not None and args.limit_groups < 1:
+        ap.error("--limit-groups must be at least 1")
+    low = [t for t in args.threshold if t < args.match_threshold]
+    if low:
+        ap.error(f"sweep thresholds {low} are below --match-threshold {args.match_threshold}: those pairs are not recorded")
+
+    data = load_dataset(args.folder, args.limit_groups, args.seed)
+    order = sorted(data.names)
+    if args.order == "shuffled":
+        random.Random(args.seed).shuffle(order)
+
+    if args.server:
+        return run(args, data, order, args.server, "given")
+    with OwnServer(args.startup_timeout) as server:
+        try:
+            return run(args, data, order, server.address, f"self-started, pid {server.proc.pid}")
+        except BaseException:
+            print(server.log_tail(), file=sys.stderr)
+            raise
+
+
+def run(args: argparse.Namespace, data: Dataset, order: list[str], address: str, how: str) -> int:
+    mach = machine()
+    with DedupClient(address, timeout=300) as client:
+        client.wait_ready(timeout=args.startup_timeout)
+        info = client.info()
+        preexisting = info.indexed_images
+        default_t = round(info.default_threshold, 6)
+        thresholds = sorted(set(args.threshold) | {default_t})
+
+        print(f"indexing {len(order)} images through BulkCheck at {address} ...", file=sys.stderr, flush=True)
+        idx = index_images(client, data, order, match_threshold=args.match_threshold, top_k=args.top_k)
+        t0 = time.perf_counter()
+        cluster_of, problems, foreign = read_clusters(client, set(order), idx.stored)
+        list_s = time.perf_counter() - t0
+
+    # Images the server did not store count as singletons.
+    server_pred = {x: cluster_of.get(x, "missing:" + x) for x in data.group_of}
+    server_scores = pairwise_scores(server_pred, data.group_of)
+    server_shape = cluster_shape(server_pred)
+    server_copy = copy_recall(server_pred, data)
+    sources = per_source(server_pred, data)
+    sw = sweep(idx.edges, data, thresholds, args.target_precision, default_t)
+    local_vs_server = partition_diff(server_pred, sw["labels_at_default"])
+    safe = sw["safe"]
+    safe_t = safe["threshold"]
+    safe_copy = copy_recall(components_at(idx.edges, data, safe_t).labels(), data) if safe_t is not None else {}
+    listed_ok = [r["threshold"] for r in sw["rows"] if r["precision"] >= args.target_precision]
+
+    pair_sim = idx.edges
+    edits: dict[str, dict] = {}
+    by_edit: dict[str, list[str]] = defaultdict(list)
+    for c, e in data.edit_of.items():
+        by_edit[e].append(c)
+    for e, copies in sorted(by_edit.items()):
+        sims = [pair_sim.get((min(c, data.original_of[c]), max(c, data.original_of[c])), 0.0) for c in copies]
+        edits[e] = {
+            "copies": len(copies),
+            "recall_server": sum(server_copy[c] for c in copies) / len(copies),
+            "recall_at_safe_threshold": sum(safe_copy[c] for c in copies) / len(copies) if safe_copy else None,
+            "direct_match_at_default": sum(s >= default_t for s in sims) / len(sims),
+            "median_similarity": statistics.median(sims),
+            "p10_similarity": percentile(sims, 0.10),
+        }
+
+    n = len(order)
+    rate = n / idx.elapsed_s if idx.elapsed_s else 0.0
+    tm = idx.timings
+    lines: list[str] = []
+    p = lines.append
+    p("== dedup detection quality (through gRPC) ==")
+    subset = f"subset of {len(set(data.group_of.values()))} of {data.n_groups_total} groups, seed {args.seed}" if args.limit_groups else "all groups"
+    p(f"data      {data.folder}: {n} images in {len(set(data.group_of.values()))} groups ({subset}), order {args.order}")
+    p(f"server    {address} ({how}); {info.model_name}, {'/'.join(info.execution_providers)}, {info.milvus_backend}, version {info.version}, default threshold {default_t:g}")
+    p(f"machine   {mach['nproc']} CPUs, {mach['cpu_model']}")
+    p(f"indexing  {n} images in {idx.elapsed_s:.1f} s = {rate:.1f} images/s; {len(idx.errors)} errors; ListClusters {list_s:.2f} s")
+    p(f"per image (server timings, ms)  " + "  ".join(f"{k[:-3]} p50 {percentile(tm[k], .5):.1f} p95 {percentile(tm[k], .95):.1f}" for k in ("decode_ms", "embed_ms", "index_ms", "total_ms")))
+    if preexisting:
+        p(f"WARNING   the server already held {preexisting} images; {foreign} of them are in clusters and were ignored")
+    p("")
+    p(f"Server clusters (ListClusters, server threshold {default_t:g})")
+    p(f"  {server_shape['clusters']} clusters: {server_shape['multi']} with 2+ images, {server_shape['singletons']} singletons, largest {server_shape['largest']}")
+    p(f"  pairwise precision {server_scores['precision']:.4f}  recall {server_scores['recall']:.4f}  F1 {server_scores['f1']:.4f}"
+      f"   ({server_scores['tp_pairs']} correct of {server_scores['predicted_pairs']} predicted pairs; {server_scores['true_pairs']} true pairs)")
+    if server_copy:
+        p(f"  copies in their original's cluster: {sum(server_copy.values())}/{len(server_copy)} = {sum(server_copy.values()) / len(server_copy):.4f}")
+    if edits:
+        p("")
+        p(f"Recall per edit (copy in its original's cluster; sim = copy-original cosine, <{args.match_threshold:.2f} when not in its top {args.top_k})")
+        p(f"  {'edit':<8} {'copies':>6} {'server':>7} {'@safe t':>8} {'direct>=' + format(default_t, 'g'):>12} {'median sim':>10} {'p10 sim':>8}")
+        for e, r in edits.items():
+            at_safe = f"{r['recall_at_safe_threshold']:.3f}" if r["recall_at_safe_threshold"] is not None else "-"
+            p(f"  {e:<8} {r['copies']:>6} {r['recall_server']:>7.3f} {at_safe:>8} {r['direct_match_at_default']:>12.3f} "
+              f"{fmt_sim(r['median_similarity'], args.match_threshold):>10} {fmt_sim(r['p10_similarity'], args.match_threshold):>8}")
+    p("")
+    p("Per source (server clusters; false pairs = wrong pairs with at least one image of the source)")
+    p(f"  {'source':<10} {'groups':>6} {'images':>6} {'pair recall':>11} {'copy recall':>11} {'false pairs':>11}")
+    for s, r in sources.items():
+        cr = f"{r['copy_recall']:.3f}" if r["copy_recall"] is not None else "-"
+        p(f"  {s:<10} {r['groups']:>6} {r['images']:>6} {r['pair_recall']:>11.3f} {cr:>11} {r['false_pairs']:>11}")
+    p("")
+    p(f"Threshold sweep (local union-find over {len(idx.edges)} scored pairs >= {args.match_threshold:g}, top_k {args.top_k}; no re-indexing)")
+    p(f"  {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>7} {'copy rec':>8} {'clusters':>8} {'2+':>5} {'largest':>7}")
+    for r in sw["rows"]:
+        mark = "  <- server default" if r["threshold"] == default_t else ""
+        cr = f"{r['copy_recall']:.4f}" if r["copy_recall"] is not None else "-"
+        p(f"  {r['threshold']:>9.3f} {r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>7.4f} {cr:>8} {r['clusters']:>8} {r['multi']:>5} {r['largest']:>7}{mark}")
+    p(f"  smallest listed threshold with precision >= {args.target_precision}: {min(listed_ok) if listed_ok else 'none'}")
+    if safe_t is None:
+        p(f"  precision is below {args.target_precision} even for the most similar pair")
+    else:
+        fail = f"; it drops below at similarity {safe['first_failing_similarity']:.4f}" if safe["first_failing_similarity"] is not None else f" (down to {args.match_threshold:g})"
+        p(f"  smallest threshold with precision >= {args.target_precision} there and above: {safe_t:.4f}{fail}")
+        p(f"    at {safe_t:.4f}: precision {safe['precision']:.4f} recall {safe['recall']:.4f} F1 {safe['f1']:.4f}")
+    p(f"  local sweep at {default_t:g} vs server clusters: {local_vs_server['only_first']} pairs only in the server's clusters, {local_vs_server['only_second']} only in the local ones")
+    if idx.errors or idx.oddities or problems or idx.foreign_matches:
+        p("")
+        p("Problems")
+        for name, err in list(idx.errors.items())[:10]:
+            p(f"  error {name}: {err}")
+        if len(idx.errors) > 10:
+            p(f"  ... {len(idx.errors) - 10} more errors")
+        for o in (idx.oddities + problems)[:20]:
+            p(f"  {o}")
+        if idx.foreign_matches:
+            p(f"  {idx.foreign_matches} matches to images outside this run were ignored")
+    print("\n".join(lines), flush=True)
+
+    if args.json_out:
+        out = {
+            "folder": str(data.folder),
+            "images": n,
+            "groups": len(set(data.group_of.values())),
+            "limit_groups": args.limit_groups,
+            "seed": args.seed,
+            "order": args.order,
+            "server": {"address": address, "how": how, **{k: getattr(info, k) for k in ("model_name", "milvus_backend", "version")},
+                       "execution_providers": list(info.execution_providers), "default_threshold": default_t, "preexisting_images": preexisting},
+            "machine": mach,
+            "elapsed_s": idx.elapsed_s,
+            "images_per_s": rate,
+            "list_clusters_s": list_s,
+            "timings_ms": {k: {"p50": percentile(v, .5), "p95": percentile(v, .95), "mean": statistics.fmean(v)} for k, v in tm.items() if v},
+            "match_threshold": args.match_threshold,
+            "top_k": args.top_k,
+            "scored_pairs": len(idx.edges),
+            "server_clusters": {**server_scores, **server_shape,
+                                "copy_recall": sum(server_copy.values()) / len(server_copy) if server_copy else None},
+            "per_edit": edits,
+            "per_source": sources,
+            "sweep": sw["rows"],
+            "target_precision": args.target_precision,
+            "smallest_listed_threshold_at_target": min(listed_ok) if listed_ok else None,
+            "safe_threshold": safe,
+            "local_vs_server_at_default": local_vs_server,
+            "errors": idx.errors,
+            "problems": idx.oddities + problems,
+            "foreign_matches": idx.foreign_matches,
+        }
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    return 0 if not (idx.errors or idx.oddities or problems) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real server process on 127.0.0.1 with a real Milvus Lite file and the real
+model, and real photos from scikit-image."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from skimage import data
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 180
+
+
+class ServerProcess:
+    """`python -m imgdedup serve` as a child process; stopped by its own PID."""
+
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.extra = extra
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self._listening = threading.Event()
+
+    def start(self, wait_ready: bool = True) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir), *self.extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._listening.wait(START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError("server did not start listening:\n" + "".join(self.output))
+        if wait_ready and not self._ready.wait(START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError("server did not become ready:\n" + "".join(self.output))
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                self.port = int(m.group(1))
+                self._listening.set()
+            if "dedup server ready" in line:
+                self._ready.set()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+
+def channel_for(target: str) -> grpc.Channel:
+    return grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("dedup-data")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with channel_for(server.target) as channel:
+        yield pb_grpc.DedupServiceStub(channel)
+
+
+# -- photos -------------------------------------------------------------------------------
+def rgb(name: str) -> np.ndarray:
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.dstack([img] * 3)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def encode(img: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
+    bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, bgr, params)
+    assert ok
+    return buf.tobytes()
+
+
+def check(stub, image: bytes, image_id: str = "", add: bool = False, **kw) -> pb.CheckDuplicateResponse:
+    return stub.CheckDuplicate(pb.CheckDuplicateRequest(image_id=image_id, image=image, add_to_index=add, **kw), timeout=60)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,61 @@
+"""BulkCheck: one response per request, in order; duplicates inside one stream; bad items."""
+
+from __future__ import annotations
+
+import numpy as np
+from google.rpc import code_pb2, error_details_pb2
+
+from conftest import encode, rgb
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+
+
+def test_bulk_finds_duplicates_inside_one_stream_and_survives_bad_items(stub):
+    a, c = rgb("astronaut"), rgb("coffee")
+    items = [
+        ("a", encode(a)),
+        ("c", encode(c)),
+        ("bad-empty", b""),
+        ("a-flip", encode(np.ascontiguousarray(a[:, ::-1]))),
+        ("bad-garbage", b"\x00\x01not an image at all" * 10),
+        ("c-dark", encode((c * 0.7).astype(np.uint8))),
+        ("r", encode(rgb("rocket"))),
+    ]
+    reqs = [pb.BulkCheckRequest(image_id=i, image=b, add_to_index=True) for i, b in items]
+    responses = list(stub.BulkCheck(iter(reqs), timeout=120))
+
+    assert [r.image_id for r in responses] == [i for i, _ in items]
+    assert [r.index for r in responses] == list(range(len(items)))
+    by_id = {r.image_id: r for r in responses}
+    for bad in ("bad-empty", "bad-garbage"):
+        assert by_id[bad].WhichOneof("outcome") == "error"
+        assert by_id[bad].error.code == code_pb2.INVALID_ARGUMENT
+        detail = error_details_pb2.BadRequest()
+        assert any(d.Unpack(detail) for d in by_id[bad].error.details)
+        assert detail.field_violations[0].field == "image"
+    ok = {k: v.result for k, v in by_id.items() if v.WhichOneof("outcome") == "result"}
+    assert all(r.stored for r in ok.values())
+    assert ok["a-flip"].is_duplicate and ok["a-flip"].matches[0].image_id == "a"
+    assert ok["c-dark"].is_duplicate and ok["c-dark"].matches[0].image_id == "c"
+    assert ok["a-flip"].cluster_id == ok["a"].cluster_id
+    assert ok["c-dark"].cluster_id == ok["c"].cluster_id != ok["a"].cluster_id
+    assert not ok["r"].is_duplicate
+
+
+def test_copies_in_flight_together_find_each_other(stub):
+    """Many copies of one photo in one burst: exactly one cluster, each later copy a duplicate."""
+    h = rgb("hubble_deep_field")
+    blobs = [encode(h, quality=q) for q in (95, 90, 85, 80, 75, 70, 65, 60)]
+    reqs = [pb.BulkCheckRequest(image_id=f"h{i}", image=b, add_to_index=True) for i, b in enumerate(blobs)]
+    results = [r.result for r in stub.BulkCheck(iter(reqs), timeout=120)]
+    assert len({r.cluster_id for r in results}) == 1
+    assert sum(not r.is_duplicate for r in results) == 1  # only the first one seen is new
+    cluster = stub.GetCluster(pb.GetClusterRequest(cluster_id=results[0].cluster_id))
+    assert cluster.size == len(blobs)
+
+
+def test_long_stream_keeps_order(stub):
+    photos = [rgb(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "camera")]
+    reqs = [pb.BulkCheckRequest(image_id=f"s{i}", image=encode(photos[i % 5], quality=60 + i % 30)) for i in range(60)]
+    responses = list(stub.BulkCheck(iter(reqs), timeout=300))
+    assert [r.index for r in responses] == list(range(60))
+    assert all(r.WhichOneof("outcome") == "result" for r in responses)

