@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One-step set-up and run, on a fresh machine:
+#   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
+#   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite
+# Python 3.12 is required (the default model's package needs it). Found as $PYTHON, python3.12
+# on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+find_python() {
+  local c
+  for c in "${PYTHON:-}" python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -n "$c" ] || continue
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  if command -v pyenv >/dev/null 2>&1; then
+    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | tail -n1 || true)
+    if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python3.12"; return 0; fi
+  fi
+  echo "error: Python 3.12 not found; install it (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12" >&2
+  return 1
+}
+
+mode=${1:-}
+[ -n "$mode" ] && shift || true
+extra=${DEDUP_EXTRA:-cpu}
+case "$mode" in
+  serve) extras="$extra" ;;
+  test) extras="$extra,test" ;;
+  *) echo "usage: ./run.sh serve|test [args...]" >&2; exit 2 ;;
+esac
+
+venv=${DEDUP_VENV:-.venv}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+  py=$(find_python)
+  echo "creating $venv with $py" >&2
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+fi
+# Re-install only when the project's requirements or the chosen extras changed.
+stamp="$venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
+if [ ! -f "$stamp" ]; then
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+
+case "$mode" in
+  serve) exec "$venv/bin/dedup" serve "$@" ;;
+  test) exec "$venv/bin/python" -m pytest "$@" ;;
+esac
