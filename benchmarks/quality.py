@@ -52,6 +52,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.client import DedupClient
 
@@ -170,17 +172,26 @@ class OwnServer:
 class IndexRun:
     order: list[str]
     stored: set[str] = field(default_factory=set)
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (gRPC code, message)
+    first_pass_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     edges: dict[tuple[str, str], float] = field(default_factory=dict)  # (a, b), a < b -> similarity
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     oddities: list[str] = field(default_factory=list)
     foreign_matches: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # the BulkCheck stream, without retries
+    retry_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.wanted = set(self.order)
 
 
-def index_images(client: DedupClient, data: Dataset, order: list[str], *, match_threshold: float, top_k: int) -> IndexRun:
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+
+
+def index_images(client: DedupClient, data: Dataset, order: list[str], *, match_threshold: float, top_k: int, retries: int) -> IndexRun:
+    """Send every image once through one BulkCheck stream; then re-send, one CheckDuplicate at a
+    time, the images that failed with a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED)."""
     run = IndexRun(order)
-    wanted = set(order)
     images = data.folder / "images"
 
     def requests():
@@ -195,25 +206,9 @@ def index_images(client: DedupClient, data: Dataset, order: list[str], *, match_
         if resp.index != n - 1 or resp.image_id != expected:
             run.oddities.append(f"BulkCheck response {n - 1} is index {resp.index} / {resp.image_id!r}, expected {expected!r}")
         if resp.HasField("error"):
-            run.errors[expected] = f"code {resp.error.code}: {resp.error.message}"
-            continue
-        r = resp.result
-        if not r.stored:
-            run.oddities.append(f"{expected}: add_to_index=True but stored=False")
+            run.errors[expected] = (resp.error.code, resp.error.message)
         else:
-            run.stored.add(expected)
-        for m in r.matches:
-            if m.image_id not in wanted:
-                run.foreign_matches += 1
-                continue
-            if m.image_id == expected:
-                run.oddities.append(f"{expected}: matched itself")
-                continue
-            key = (min(expected, m.image_id), max(expected, m.image_id))
-            run.edges[key] = max(run.edges.get(key, -1.0), m.similarity)
-        t = r.timings
-        for k in ("decode_ms", "embed_ms", "index_ms", "total_ms"):
-            run.timings[k].append(getattr(t, k))
+            _record(run, expected, resp.result)
         now = time.perf_counter()
         if now - last_report > 15:
             last_report = now
@@ -221,7 +216,38 @@ def index_images(client: DedupClient, data: Dataset, order: list[str], *, match_
     run.elapsed_s = time.perf_counter() - t0
     if n != len(order):
         run.oddities.append(f"BulkCheck returned {n} responses for {len(order)} requests")
+    run.first_pass_errors = dict(run.errors)
+
+    t0 = time.perf_counter()
+    for _ in range(retries):
+        again = [name for name, (code, _msg) in run.errors.items() if code in RETRYABLE]
+        for name in again:
+            try:
+                r = client.check((images / name).read_bytes(), image_id=name, add_to_index=True, threshold=match_threshold, top_k=top_k)
+            except grpc.RpcError as exc:
+                run.errors[name] = (exc.code().value[0], exc.details() or "")
+                continue
+            del run.errors[name]
+            _record(run, name, r)
+    run.retry_s = time.perf_counter() - t0
     return run
+
+
+def _record(run: IndexRun, name: str, r: pb.CheckDuplicateResponse) -> None:
+    if not r.stored:
+        run.oddities.append(f"{name}: add_to_index=True but stored=False")
+    else:
+        run.stored.add(name)
+    for m in r.matches:
+        if m.image_id not in run.wanted:
+            run.foreign_matches += 1
+        elif m.image_id == name:
+            run.oddities.append(f"{name}: matched itself")
+        else:
+            key = (min(name, m.image_id), max(name, m.image_id))
+            run.edges[key] = max(run.edges.get(key, -1.0), m.similarity)
+    for k in ("decode_ms", "embed_ms", "index_ms", "total_ms"):
+        run.timings[k].append(getattr(r.timings, k))
 
 
 def read_clusters(client: DedupClient, wanted: set[str], stored: set[str]) -> tuple[dict[str, str], list[str], int]:

@@ -1,0 +1,34 @@
+"""Settings come from flags, then DEDUP_* environment variables, then a TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgdedup.config import Settings
+
+
+def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
+    config = tmp_path / "dedup.toml"
+    config.write_text('port = 6000\nmax_batch_size = 4\ndata_dir = "/srv/dedup"\nmodel = "sscd_disc_mixup"\n')
+    monkeypatch.setenv("DEDUP_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("DEDUP_MILVUS_TOKEN", "secret-token")
+    s = Settings.load(config, port=7000, host=None)
+    assert s.port == 7000  # flag
+    assert s.max_batch_size == 16  # env over file
+    assert s.data_dir == Path("/srv/dedup")  # file over default
+    assert s.host == "127.0.0.1"  # default (None flags are ignored)
+    assert "secret-token" not in repr(s)  # secrets never printed
+    assert s.resolved_milvus_uri() == "/srv/dedup/milvus.db"
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(Exception):
+        Settings.load(None, threshold=1.5)
+    with pytest.raises(FileNotFoundError):
+        Settings.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("no_such_setting = 1\n")
+    with pytest.raises(Exception, match="no_such_setting"):
+        Settings.load(bad)
