@@ -41,16 +41,22 @@ def test_bulk_finds_duplicates_inside_one_stream_and_survives_bad_items(stub):
     assert not ok["r"].is_duplicate
 
 
-def test_copies_in_flight_together_find_each_other(stub):
-    """Many copies of one photo in one burst: exactly one cluster, each later copy a duplicate."""
+def test_stream_items_are_checked_in_request_order(stub):
+    """Many copies of one photo in one burst: one cluster, and only the first item is new, even
+    though it is the slowest to decode (a big PNG) and the later small JPEGs overtake it."""
+    import cv2
+
     h = rgb("hubble_deep_field")
-    blobs = [encode(h, quality=q) for q in (95, 90, 85, 80, 75, 70, 65, 60)]
+    big = encode(cv2.resize(h, (2400, 2400), interpolation=cv2.INTER_CUBIC), ".png")
+    small = cv2.resize(h, (160, 160), interpolation=cv2.INTER_AREA)
+    blobs = [big] + [encode(small, quality=q) for q in (95, 90, 85, 80, 75, 70, 65)]
     reqs = [pb.BulkCheckRequest(image_id=f"h{i}", image=b, add_to_index=True) for i, b in enumerate(blobs)]
     results = [r.result for r in stub.BulkCheck(iter(reqs), timeout=120)]
+    assert [r.is_duplicate for r in results] == [False] + [True] * (len(blobs) - 1)
     assert len({r.cluster_id for r in results}) == 1
-    assert sum(not r.is_duplicate for r in results) == 1  # only the first one seen is new
+    assert all("h0" in {m.image_id for m in r.matches} or len(r.matches) == 5 for r in results[1:])
     cluster = stub.GetCluster(pb.GetClusterRequest(cluster_id=results[0].cluster_id))
-    assert cluster.size == len(blobs)
+    assert cluster.size == len(blobs) and cluster.representative_id == "h0"  # most pixels
 
 
 def test_long_stream_keeps_order(stub):

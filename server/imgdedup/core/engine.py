@@ -66,6 +66,20 @@ class ClusterView:
     members: list[tuple[str, float]]  # (image_id, similarity to the representative)
 
 
+class StreamOrder:
+    """Makes the index writes of one stream happen in request order, so that within a stream
+    an item is checked against every earlier item (decoding and embedding still overlap)."""
+
+    def __init__(self) -> None:
+        self._last: asyncio.Event | None = None
+
+    def ticket(self) -> tuple[asyncio.Event | None, asyncio.Event]:
+        """(the previous item's 'submitted' event, this item's), taken in request order."""
+        previous, mine = self._last, asyncio.Event()
+        self._last = mine
+        return previous, mine
+
+
 @dataclass(slots=True)
 class _Commit:
     item: PendingImage
@@ -162,7 +176,14 @@ class DedupEngine:
             raise InvalidArgument("image", f"image is {len(req.image)} bytes; at most {s.max_image_bytes}", reason="IMAGE_TOO_LARGE")
         return req
 
-    async def check(self, req: CheckRequest) -> CheckOutcome:
+    async def check(self, req: CheckRequest, ticket: tuple[asyncio.Event | None, asyncio.Event] | None = None) -> CheckOutcome:
+        try:
+            return await self._check(req, ticket)
+        finally:
+            if ticket is not None:
+                ticket[1].set()  # also on errors: later items of the stream must not wait forever
+
+    async def _check(self, req: CheckRequest, ticket: tuple[asyncio.Event | None, asyncio.Event] | None) -> CheckOutcome:
         self._require_ready()
         t0 = time.perf_counter()
         self.validate(req)
@@ -186,7 +207,9 @@ class DedupEngine:
             pixels=decoded.pixels,
             sha256=digest,
         )
-        result = await self._submit(pending)
+        if ticket is not None and ticket[0] is not None:
+            await ticket[0].wait()
+        result = await self._submit(pending, ticket[1] if ticket is not None else None)
         t3 = time.perf_counter()
         return CheckOutcome(
             image_id=image_id,
@@ -209,13 +232,15 @@ class DedupEngine:
         tensor = preprocess(decoded, self.spec.input.resize)
         return decoded, tensor, hashlib.sha256(data).hexdigest()
 
-    async def _submit(self, item: PendingImage) -> CheckResult:
+    async def _submit(self, item: PendingImage, submitted: asyncio.Event | None = None) -> CheckResult:
         assert self._commits is not None
         future = asyncio.get_running_loop().create_future()
         try:
             self._commits.put_nowait(_Commit(item, future))
         except asyncio.QueueFull:
             raise Overloaded("index write queue is full") from None
+        if submitted is not None:
+            submitted.set()  # the write queue is FIFO: the next item may queue behind this one
         return await future
 
     async def _commit_loop(self) -> None:

@@ -13,7 +13,7 @@ import grpc
 from imgdedup import __version__
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
-from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine
+from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
 from imgdedup.core.errors import DedupError, InvalidArgument
 from imgdedup.transport.errors import abort, to_status
 
@@ -86,9 +86,11 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         done_reading = asyncio.Event()
         read_error: list[BaseException] = []
 
-        async def run_one(index: int, msg: pb.BulkCheckRequest) -> pb.BulkCheckResponse:
+        order = StreamOrder()
+
+        async def run_one(index: int, msg: pb.BulkCheckRequest, ticket) -> pb.BulkCheckResponse:
             try:
-                outcome = await self.engine.check(_check_request(msg))
+                outcome = await self.engine.check(_check_request(msg), ticket)
                 return pb.BulkCheckResponse(image_id=outcome.image_id, index=index, result=_check_response(outcome))
             except asyncio.CancelledError:
                 raise
@@ -104,7 +106,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
                 index = 0
                 async for msg in request_iterator:
                     await slots.acquire()  # backpressure: stop reading while the window is full
-                    in_flight.append(asyncio.create_task(run_one(index, msg)))
+                    in_flight.append(asyncio.create_task(run_one(index, msg, order.ticket())))
                     new_task.set()
                     index += 1
             except Exception as exc:  # the client broke the stream
