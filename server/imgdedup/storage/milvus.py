@@ -176,8 +176,6 @@ class MilvusStore:
 
     # -- images ------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
-        if self.count_images() == 0:
-            return [[] for _ in range(len(vectors))]
         params = {"metric_type": "COSINE", "params": {"nprobe": self.nprobe}}
         results = self._call(
             "search",

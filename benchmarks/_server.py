@@ -1,0 +1,72 @@
+"""Start a throw-away server process for a benchmark (loopback only), or use a given one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def server(target: str | None, *extra: str) -> Iterator[tuple[str, int | None]]:
+    """Yield (target, pid): a new server on 127.0.0.1 with a temporary data dir, or `target`."""
+    if target:
+        yield target, None
+        return
+    with tempfile.TemporaryDirectory(prefix="dedup-bench-") as data_dir:
+        cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", data_dir, "--log-level", "WARNING", *extra]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        port: list[int] = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stdout
+            for line in proc.stdout:
+                if m := re.search(r"listening on [\d.]+:(\d+)", line):
+                    port.append(int(m.group(1)))
+                if "dedup server ready" in line:
+                    ready.set()
+                if "Traceback" in line or "startup failed" in line:
+                    print(line, end="", file=sys.stderr)
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            if not ready.wait(300):
+                raise RuntimeError("benchmark server did not become ready")
+            yield f"127.0.0.1:{port[0]}", proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

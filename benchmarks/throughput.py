@@ -1,0 +1,161 @@
+"""Throughput and latency through the gRPC API, against the model alone on the same machine.
+
+    python benchmarks/throughput.py [--images DIR] [--n 400] [--server HOST:PORT]
+
+Without --server it starts its own server on 127.0.0.1 with a temporary Milvus Lite file, and
+stops it at the end. Images: the photos under --images (default: ../shared/dedup-bench's
+originals when present, else scikit-image photos with random crops), read into memory first.
+
+Prints, for the same input size and thread count:
+- model only: onnxruntime in this process, batch 1 and batch = max_batch_size (images/s, latency);
+- unary CheckDuplicate at concurrency 1, 4, 16 (check only): images/s, p50/p95/p99 latency;
+- BulkCheck of N images (stored): images/s;
+and each path's throughput as a ratio of the model-only figure, plus the server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import machine, peak_rss_mib, server  # noqa: E402
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
+from imgdedup.client import DedupClient  # noqa: E402
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "dedup-bench" / "dev" / "originals"
+
+
+def load_images(folder: Path | None, n: int, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    if folder and folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        picked = rng.choice(len(files), size=min(n, len(files)), replace=False)
+        return [files[i].read_bytes() for i in picked]
+    import cv2
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), np.dstack([data.camera()] * 3)]
+    out = []
+    for i in range(n):
+        a = photos[i % len(photos)]
+        h, w = a.shape[:2]
+        y, x = rng.integers(0, h // 4), rng.integers(0, w // 4)
+        crop = np.ascontiguousarray(a[y: y + h * 3 // 4, x: x + w * 3 // 4, ::-1])
+        out.append(cv2.imencode(".jpg", cv2.resize(crop, (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def model_only(images: list[bytes], batch: int, seconds: float) -> dict:
+    from imgdedup.core.images import decode_image, preprocess
+    from imgdedup.runtime import create_embedder, load_spec
+
+    spec = load_spec("sscd_disc_mixup")
+    embedder = create_embedder(spec)
+    tensors = [preprocess(decode_image(b, max_pixels=10**9, target_size=spec.input_size), spec.input.resize) for b in images[:64]]
+    one = np.stack(tensors[:1])
+    many = np.stack((tensors * batch)[:batch])
+    embedder.embed(many)
+    lat = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        embedder.embed(one)
+        lat.append((time.perf_counter() - t) * 1000)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        embedder.embed(many)
+        done += batch
+    del embedder
+    return {"batch1_ips": 1000 / statistics.mean(lat), "batch1_p50_ms": pct(lat, 50), "batch1_p99_ms": pct(lat, 99), "batched_ips": done / (time.perf_counter() - t0), "input_size": spec.input_size}
+
+
+def unary(target: str, images: list[bytes], concurrency: int, total: int) -> dict:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def worker() -> None:
+        with DedupClient(target) as client:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t = time.perf_counter()
+                client.check(images[i % len(images)])
+                dt = (time.perf_counter() - t) * 1000
+                with lock:
+                    latencies.append(dt)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"ips": total / elapsed, "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99)}
+
+
+def bulk(target: str, images: list[bytes]) -> dict:
+    with DedupClient(target) as client:
+        reqs = (pb.BulkCheckRequest(image_id=f"bulk-{i}", image=b, add_to_index=True) for i, b in enumerate(images))
+        t0 = time.perf_counter()
+        errors = sum(r.HasField("error") for r in client.bulk_check(reqs, timeout=3600))
+        elapsed = time.perf_counter() - t0
+    return {"ips": len(images) / elapsed, "errors": errors, "seconds": elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--n", type=int, default=400, help="images for BulkCheck and for each unary run")
+    parser.add_argument("--server", help="use a running server instead of starting one")
+    parser.add_argument("--model-seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+
+    images = load_images(args.images, args.n)
+    print(f"machine: {machine()}")
+    print(f"images: {len(images)} from {args.images if args.images.is_dir() else 'scikit-image crops'}, mean {statistics.mean(map(len, images)) / 1024:.0f} KiB")
+
+    m = model_only(images, batch=8, seconds=args.model_seconds)
+    print(f"\nmodel only (onnxruntime in-process, {m['input_size']}x{m['input_size']}):")
+    print(f"  batch 1: {m['batch1_ips']:.1f} img/s, latency p50 {m['batch1_p50_ms']:.1f} ms, p99 {m['batch1_p99_ms']:.1f} ms")
+    print(f"  batch 8: {m['batched_ips']:.1f} img/s")
+
+    with server(args.server) as (target, pid):
+        with DedupClient(target) as client:
+            client.wait_ready()
+        rows = []
+        for c in args.concurrency:
+            unary(target, images, c, min(40, args.n))  # warm-up
+            r = unary(target, images, c, args.n if c > 1 else min(args.n, 200))
+            rows.append((f"unary c={c}", r))
+        b = bulk(target, images)
+        rss = peak_rss_mib(pid) if pid else None
+
+    print(f"\n{'path':<14} {'img/s':>7} {'x model':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    for name, r in rows:
+        print(f"{name:<14} {r['ips']:7.1f} {r['ips'] / m['batched_ips']:8.2f} {r['p50']:7.1f} {r['p95']:7.1f} {r['p99']:7.1f}")
+    print(f"{'BulkCheck':<14} {b['ips']:7.1f} {b['ips'] / m['batched_ips']:8.2f} {'':>7} {'':>7} {'':>7}   ({len(images)} stored, {b['errors']} errors)")
+    c1 = rows[0][1]
+    print(f"\nunary c=1 vs model batch-1: p50 {c1['p50'] / m['batch1_p50_ms']:.2f}x, p99 {c1['p99'] / m['batch1_p50_ms']:.2f}x the single-image model time")
+    if rss:
+        print(f"server peak RSS: {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
