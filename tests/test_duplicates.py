@@ -97,3 +97,13 @@ def test_resending_the_same_id_is_idempotent(indexed):
 
     cluster = indexed.GetCluster(pb.GetClusterRequest(cluster_id=first.cluster_id))
     assert [m.image_id for m in cluster.members] == ["hubble"] and cluster.size == 1
+
+
+def test_identical_bytes_take_the_exact_duplicate_fast_path(indexed):
+    blob = encode(rgb("coffee"))  # the same bytes the fixture stored as "coffee"
+    r = check(indexed, blob, top_k=1)
+    assert r.exact_duplicate and r.is_duplicate
+    assert r.matches[0].image_id == "coffee" and r.matches[0].similarity > 0.999
+    assert (r.width, r.height, r.format) == (600, 400, "JPEG")
+    other = check(indexed, encode(rgb("coffee"), quality=89))  # same pixels, other bytes
+    assert not other.exact_duplicate and other.is_duplicate

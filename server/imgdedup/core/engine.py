@@ -21,7 +21,7 @@ import numpy as np
 from imgdedup.config import Settings
 from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
-from imgdedup.core.images import ImageError, decode_image, preprocess
+from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit, MilvusStore, StorageError
@@ -52,6 +52,7 @@ class CheckOutcome:
     width: int
     height: int
     format: str
+    exact_duplicate: bool
     decode_ms: float
     embed_ms: float
     index_ms: float
@@ -190,12 +191,20 @@ class DedupEngine:
         loop = asyncio.get_running_loop()
         image_id = req.image_id or uuid.uuid4().hex
         try:
-            decoded, tensor, digest = await loop.run_in_executor(self._decode_pool, self._decode, req.image)
+            facts, digest = await loop.run_in_executor(self._decode_pool, self._probe, req.image)
+            # Exact-duplicate fast path: identical bytes reuse the stored embedding.
+            assert self.store is not None
+            same = await self._run(self._read_pool, self.store.find_by_sha256, digest)
+            if same is None:
+                tensor = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         t1 = time.perf_counter()
-        assert self._batcher is not None
-        vector = await self._batcher.embed(tensor)
+        if same is not None:
+            vector = same.vector
+        else:
+            assert self._batcher is not None
+            vector = await self._batcher.embed(tensor)
         t2 = time.perf_counter()
         threshold = req.threshold if req.threshold is not None else self.default_threshold
         pending = PendingImage(
@@ -204,7 +213,7 @@ class DedupEngine:
             add_to_index=req.add_to_index,
             threshold=threshold,
             top_k=req.top_k or self.settings.default_top_k,
-            pixels=decoded.pixels,
+            pixels=facts.pixels,
             sha256=digest,
         )
         if ticket is not None and ticket[0] is not None:
@@ -218,19 +227,22 @@ class DedupEngine:
             stored=result.stored,
             cluster_id=result.cluster_id,
             threshold=threshold,
-            width=decoded.width,
-            height=decoded.height,
-            format=decoded.format,
+            width=facts.width,
+            height=facts.height,
+            format=facts.format,
+            exact_duplicate=same is not None,
             decode_ms=(t1 - t0) * 1000,
             embed_ms=(t2 - t1) * 1000,
             index_ms=(t3 - t2) * 1000,
             total_ms=(t3 - t0) * 1000,
         )
 
-    def _decode(self, data: bytes):
-        decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size)
-        tensor = preprocess(decoded, self.spec.input.resize)
-        return decoded, tensor, hashlib.sha256(data).hexdigest()
+    def _probe(self, data: bytes) -> tuple[ImageFacts, str]:
+        return probe_image(data, max_pixels=self.settings.max_pixels), hashlib.sha256(data).hexdigest()
+
+    def _decode(self, data: bytes, facts: ImageFacts) -> np.ndarray:
+        decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
+        return preprocess(decoded, self.spec.input.resize)
 
     async def _submit(self, item: PendingImage, submitted: asyncio.Event | None = None) -> CheckResult:
         assert self._commits is not None

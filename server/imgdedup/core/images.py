@@ -74,12 +74,23 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0) -> DecodedImage:
-    """Decode an encoded image into upright 8-bit RGB.
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What the header says: enough to refuse an image, or to describe an exact duplicate."""
 
-    `target_size` lets JPEG decoding use DCT scaling (decode at 1/2, 1/4 or 1/8) when the
-    model input is that much smaller than the photo: same result after resizing, less work.
-    """
+    format: str
+    width: int  # after EXIF orientation
+    height: int
+    has_alpha: bool
+    orientation: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def probe_image(data: bytes, *, max_pixels: int) -> ImageFacts:
+    """Recognise and vet an encoded image from its header alone; nothing is decoded."""
     if not data:
         raise ImageError("EMPTY_IMAGE", "the image is empty (0 bytes)")
     fmt = sniff_format(data)
@@ -98,24 +109,34 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0) -> Decod
         raise ImageError("IMAGE_TOO_SMALL", f"image is {width}x{height}; each side must be at least {MIN_SIDE} px")
     if fmt == "JPEG" and not _jpeg_has_end(data):
         raise ImageError("TRUNCATED_IMAGE", "the JPEG data is truncated (no end-of-image marker)")
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
+        width, height = height, width
+    return ImageFacts(fmt, width, height, has_alpha, orientation)
 
+
+def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0, facts: ImageFacts | None = None) -> DecodedImage:
+    """Decode an encoded image into upright 8-bit RGB.
+
+    `target_size` lets JPEG decoding use DCT scaling (decode at 1/2, 1/4 or 1/8) when the
+    model input is that much smaller than the photo: same result after resizing, less work.
+    """
+    facts = facts or probe_image(data, max_pixels=max_pixels)
+    fmt = facts.format
     buf = np.frombuffer(data, dtype=np.uint8)
-    if has_alpha:
+    if facts.has_alpha:
         img = _decode_with_alpha(buf)
     else:
         flags = cv2.IMREAD_COLOR
         if fmt == "JPEG" and target_size:
-            flags = _reduced_flag(min(width, height), target_size)
+            flags = _reduced_flag(min(facts.width, facts.height), target_size)
         img = cv2.imdecode(buf, flags)
     if img is None:
         img = _decode_with_pillow(data)  # e.g. GIF or TIFF variants OpenCV's codecs refuse
     if img is None:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} data could not be decoded (corrupt or truncated)")
 
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
-        width, height = height, width
     rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return DecodedImage(rgb=rgb, format=fmt, width=width, height=height)
+    return DecodedImage(rgb=rgb, format=fmt, width=facts.width, height=facts.height)
 
 
 def preprocess(image: DecodedImage, resize: ResizePolicy) -> np.ndarray:

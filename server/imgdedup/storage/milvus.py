@@ -147,7 +147,9 @@ class MilvusStore:
             index = MilvusClient.prepare_index_params()
             params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
             index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
-            index.add_index("cluster_id", index_type="INVERTED") if not self.is_lite else None
+            if not self.is_lite:  # Milvus Lite has no scalar indexes
+                index.add_index("cluster_id", index_type="INVERTED")
+                index.add_index("sha256", index_type="INVERTED")
             self._call("create_collection", self.images, schema=schema, index_params=index, consistency_level="Strong")
         if not self._call("has_collection", self.clusters):
             schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
@@ -195,15 +197,18 @@ class MilvusStore:
         ids = list(dict.fromkeys(image_ids))
         if not ids:
             return {}
-        rows = self._query(self.images, _in_list("image_id", ids), self._image_fields(with_vectors))
-        return {r.image_id: r for r in map(self._image_row, rows)}
+        return {r.image_id: r for r in self._query_images(_in_list("image_id", ids), with_vectors=with_vectors)}
+
+    def find_by_sha256(self, digest: str) -> ImageRow | None:
+        """A stored image with exactly these bytes (with its embedding), if any."""
+        rows = self._query_images(f"sha256 == {quote(digest)}", with_vectors=True, limit=1)
+        return rows[0] if rows else None
 
     def images_in_clusters(self, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
         ids = list(dict.fromkeys(cluster_ids))
         if not ids:
             return []
-        rows = self._query(self.images, _in_list("cluster_id", ids), self._image_fields(with_vectors))
-        return [self._image_row(r) for r in rows]
+        return self._query_images(_in_list("cluster_id", ids), with_vectors=with_vectors)
 
     def upsert_images(self, rows: list[ImageRow]) -> None:
         if rows:
@@ -216,6 +221,21 @@ class MilvusStore:
     def count_images(self) -> int:
         rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
+
+    def _query_images(self, expr: str, *, with_vectors: bool, limit: int = QUERY_WINDOW) -> list[ImageRow]:
+        fields = self._image_fields(False)
+        rows = list(self._call("query", self.images, filter=expr, output_fields=fields, limit=limit, consistency_level="Strong"))
+        if with_vectors and rows:
+            # Asked for vectors, Milvus Lite 2.5.1 fails on a collection that never held a row
+            # ("Growing segment loss raw data"), so vectors are fetched only for rows that exist.
+            vectors = self._call(
+                "query", self.images, filter=_in_list("image_id", [r["image_id"] for r in rows]),
+                output_fields=["image_id", "embedding"], limit=len(rows), consistency_level="Strong",
+            )
+            by_id = {v["image_id"]: v["embedding"] for v in vectors}
+            # A row deleted between the two queries (by the writer thread) is left out.
+            rows = [{**r, "embedding": by_id[r["image_id"]]} for r in rows if r["image_id"] in by_id]
+        return [self._image_row(r) for r in rows]
 
     @staticmethod
     def _image_fields(with_vectors: bool) -> list[str]:

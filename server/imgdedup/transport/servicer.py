@@ -56,6 +56,7 @@ def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
         width=o.width,
         height=o.height,
         format=o.format,
+        exact_duplicate=o.exact_duplicate,
         timings=pb.Timings(decode_ms=o.decode_ms, embed_ms=o.embed_ms, index_ms=o.index_ms, total_ms=o.total_ms),
     )
 

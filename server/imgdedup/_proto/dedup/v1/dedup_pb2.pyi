@@ -44,7 +44,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., embed_ms: _Optional[float] = ..., index_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class CheckDuplicateResponse(_message.Message):
-    __slots__ = ("image_id", "is_duplicate", "matches", "stored", "cluster_id", "threshold", "width", "height", "format", "timings")
+    __slots__ = ("image_id", "is_duplicate", "matches", "stored", "cluster_id", "threshold", "width", "height", "format", "timings", "exact_duplicate")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class CheckDuplicateResponse(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     is_duplicate: bool
     matches: _containers.RepeatedCompositeFieldContainer[Match]
@@ -65,7 +66,8 @@ class CheckDuplicateResponse(_message.Message):
     height: int
     format: str
     timings: Timings
-    def __init__(self, image_id: _Optional[str] = ..., is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., threshold: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    exact_duplicate: bool
+    def __init__(self, image_id: _Optional[str] = ..., is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., threshold: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., exact_duplicate: _Optional[bool] = ...) -> None: ...
 
 class BulkCheckRequest(_message.Message):
     __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k")
