@@ -15,13 +15,16 @@ Options: `--server HOST:PORT` uses a running server (it should be empty: images 
 are ignored, but they can still join clusters); without it the script starts its own server
 (`python -m imgdedup serve --port 0 --data-dir <tempdir>`) and stops it with SIGTERM at the end.
 `--limit-groups N` indexes a seeded random subset of N groups; `--threshold T ...` sets the
-thresholds of the sweep; `--json-out PATH` writes every number as JSON.
+thresholds of the sweep; `--json-out PATH` writes every number as JSON; `--server-log PATH` keeps
+the self-started server's log. `--help` lists the rest.
 
 What it measures:
 
 1. Every image is sent once through BulkCheck with add_to_index=True (image_id = file name), in a
    seeded random order, with a low per-call threshold (--match-threshold, 0.3) and top_k 20, so
-   each response lists the similarity of the new image to its nearest earlier images.
+   each response lists the similarity of the new image to its nearest earlier images. Images
+   that fail with a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED) are re-sent once, alone,
+   with CheckDuplicate (--retries); images that still fail count as singletons.
 2. The server's clusters (ListClusters, min_size=1) are scored with PAIRWISE precision, recall and
    F1: a predicted pair is two images in one cluster, a true pair two images in one ground-truth
    group. Pairs are counted from the contingency table, sum of n*(n-1)/2 over its cells.
@@ -32,6 +35,9 @@ What it measures:
    at each threshold. The sweep at the server's default threshold should reproduce the server's
    clusters; the script reports how many pairs differ. It also reports the smallest threshold
    from which precision stays >= --target-precision (0.995) for every higher threshold.
+
+The report goes to stdout, progress to stderr. Exit status: 0, or 1 when an image still failed
+after the retries or the server's answers were inconsistent (both listed under "Problems").
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import json
 import os
 import queue
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -107,7 +114,8 @@ def load_dataset(folder: Path, limit_groups: int | None, seed: int) -> Dataset:
 class OwnServer:
     """A server started as a subprocess on a free port with a temporary data dir."""
 
-    def __init__(self, startup_timeout: float):
+    def __init__(self, startup_timeout: float, keep_log: Path | None = None):
+        self.keep_log = keep_log
         self.tmp = tempfile.TemporaryDirectory(prefix="dedup-quality-")
         self.data_dir = Path(self.tmp.name) / "data"
         self.log_path = Path(self.tmp.name) / "server.log"
@@ -145,6 +153,8 @@ class OwnServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        if self.keep_log is not None:
+            shutil.copyfile(self.log_path, self.keep_log)
         self.tmp.cleanup()
 
     def stop(self) -> None:
@@ -251,7 +261,8 @@ def _record(run: IndexRun, name: str, r: pb.CheckDuplicateResponse) -> None:
 
 
 def read_clusters(client: DedupClient, wanted: set[str], stored: set[str]) -> tuple[dict[str, str], list[str], int]:
-    """image -> server cluster id, for the images of this run; plus sanity problems; plus foreign ids."""
+    """image -> server cluster id for the images of this run; sanity problems; and how many images
+    from outside this run share a cluster with one of its images."""
     cluster_of: dict[str, str] = {}
     problems: list[str] = []
     foreign = 0
@@ -260,13 +271,13 @@ def read_clusters(client: DedupClient, wanted: set[str], stored: set[str]) -> tu
             problems.append(f"cluster {c.cluster_id}: size {c.size} but {len(c.members)} members")
         if c.members and c.members[0].image_id != c.representative_id:
             problems.append(f"cluster {c.cluster_id}: first member {c.members[0].image_id} is not the representative {c.representative_id}")
-        for m in c.members:
-            if m.image_id not in wanted:
-                foreign += 1
-                continue
-            if m.image_id in cluster_of:
-                problems.append(f"{m.image_id} is in clusters {cluster_of[m.image_id]} and {c.cluster_id}")
-            cluster_of[m.image_id] = c.cluster_id
+        ours = [m.image_id for m in c.members if m.image_id in wanted]
+        if ours:
+            foreign += len(c.members) - len(ours)
+        for image_id in ours:
+            if image_id in cluster_of:
+                problems.append(f"{image_id} is in clusters {cluster_of[image_id]} and {c.cluster_id}")
+            cluster_of[image_id] = c.cluster_id
     lost = stored - cluster_of.keys()
     if lost:
         problems.append(f"{len(lost)} stored images are in no cluster, e.g. {sorted(lost)[:3]}")
@@ -387,11 +398,12 @@ class Partition:
         return prf(self.tp, self.predicted, self.true)
 
 
-def sweep(edges: dict[tuple[str, str], float], data: Dataset, thresholds: list[float], target_precision: float, keep_labels_at: float) -> dict:
+def sweep(edges: dict[tuple[str, str], float], data: Dataset, thresholds: list[float], target_precision: float, keep_labels_at: float, floor: float) -> dict:
     """Connected components of 'similarity >= t' for each t, adding edges from the most similar down.
 
     Also finds the smallest threshold t such that precision >= target at t and at every higher
-    threshold (exact: checked after each distinct similarity value)."""
+    threshold (exact: checked after each distinct similarity value). `floor` is the lowest
+    similarity recorded; the search stops there."""
     part = Partition(data.group_of)
     ordered = sorted(edges.items(), key=lambda e: -e[1])
     pending = sorted(set(thresholds), reverse=True)
@@ -430,8 +442,8 @@ def sweep(edges: dict[tuple[str, str], float], data: Dataset, thresholds: list[f
             last_ok_sim = sim
     for t in pending:
         record(t)
-    if safe is None:  # precision held down to the lowest scored pair
-        safe = {"threshold": last_ok_sim, "first_failing_similarity": None}
+    if safe is None:  # precision held down to the lowest recorded similarity
+        safe = {"threshold": floor, "first_failing_similarity": None}
     if safe["threshold"] is not None:
         safe.update(components_at(edges, data, safe["threshold"]).scores())
     return {"rows": [rows[t] for t in sorted(rows)], "safe": safe, "labels_at_default": kept_labels}
@@ -469,8 +481,11 @@ def fmt_sim(x: float | None, floor: float) -> str:
     return f"<{floor:.2f}" if x is None or x < floor else f"{x:.3f}"
 
 
+STATUS_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="folder with images/ and ground_truth.json")
     ap.add_argument("--server", help="HOST:PORT of a running (empty) server; default: start one")
     ap.add_argument("--limit-groups", type=int, help="index only a seeded random subset of N groups")
@@ -480,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match-threshold", type=float, default=0.3, help="per-call threshold while indexing: the lowest similarity recorded (default 0.3)")
     ap.add_argument("--top-k", type=int, default=20, help="matches recorded per image (default 20)")
     ap.add_argument("--target-precision", type=float, default=0.995)
-    ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for a self-started server")
+    ap.add_argument("--retries", type=int, default=1, help="re-send images that failed with UNAVAILABLE/RESOURCE_EXHAUSTED this many times (default 1)")
+    ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the server to be ready")
+    ap.add_argument("--server-log", type=Path, help="keep the self-started server's log here")
     ap.add_argument("--json-out", type=Path, help="write all numbers to this JSON file")
     args = ap.parse_args(argv)
 
@@ -496,51 +513,50 @@ def main(argv: list[str] | None = None) -> int:
         random.Random(args.seed).shuffle(order)
 
     if args.server:
-        return run(args, data, order, args.server, "given")
-    with OwnServer(args.startup_timeout) as server:
-        try:
-            return run(args, data, order, server.address, f"self-started, pid {server.proc.pid}")
-        except BaseException:
-            print(server.log_tail(), file=sys.stderr)
-            raise
+        results = benchmark(args, data, order, args.server, "given")
+    else:
+        with OwnServer(args.startup_timeout, keep_log=args.server_log) as server:
+            try:
+                results = benchmark(args, data, order, server.address, f"self-started, pid {server.proc.pid}")
+            except BaseException:
+                print(server.log_tail(), file=sys.stderr)
+                raise
+    print(format_report(results), flush=True)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    return 1 if results["errors"] or results["problems"] else 0
 
 
-def run(args: argparse.Namespace, data: Dataset, order: list[str], address: str, how: str) -> int:
-    mach = machine()
+def benchmark(args: argparse.Namespace, data: Dataset, order: list[str], address: str, how: str) -> dict:
+    """Index through the server, read its clusters, and compute every number of the report."""
     with DedupClient(address, timeout=300) as client:
         client.wait_ready(timeout=args.startup_timeout)
         info = client.info()
-        preexisting = info.indexed_images
         default_t = round(info.default_threshold, 6)
-        thresholds = sorted(set(args.threshold) | {default_t})
-
         print(f"indexing {len(order)} images through BulkCheck at {address} ...", file=sys.stderr, flush=True)
-        idx = index_images(client, data, order, match_threshold=args.match_threshold, top_k=args.top_k)
+        idx = index_images(client, data, order, match_threshold=args.match_threshold, top_k=args.top_k, retries=args.retries)
         t0 = time.perf_counter()
         cluster_of, problems, foreign = read_clusters(client, set(order), idx.stored)
         list_s = time.perf_counter() - t0
 
     # Images the server did not store count as singletons.
     server_pred = {x: cluster_of.get(x, "missing:" + x) for x in data.group_of}
-    server_scores = pairwise_scores(server_pred, data.group_of)
-    server_shape = cluster_shape(server_pred)
     server_copy = copy_recall(server_pred, data)
-    sources = per_source(server_pred, data)
-    sw = sweep(idx.edges, data, thresholds, args.target_precision, default_t)
-    local_vs_server = partition_diff(server_pred, sw["labels_at_default"])
+    sw = sweep(idx.edges, data, sorted(set(args.threshold) | {default_t}), args.target_precision, default_t, args.match_threshold)
     safe = sw["safe"]
-    safe_t = safe["threshold"]
-    safe_copy = copy_recall(components_at(idx.edges, data, safe_t).labels(), data) if safe_t is not None else {}
+    safe_copy = copy_recall(components_at(idx.edges, data, safe["threshold"]).labels(), data) if safe["threshold"] is not None else {}
     listed_ok = [r["threshold"] for r in sw["rows"] if r["precision"] >= args.target_precision]
 
-    pair_sim = idx.edges
-    edits: dict[str, dict] = {}
     by_edit: dict[str, list[str]] = defaultdict(list)
     for c, e in data.edit_of.items():
         by_edit[e].append(c)
+    per_edit: dict[str, dict] = {}
     for e, copies in sorted(by_edit.items()):
-        sims = [pair_sim.get((min(c, data.original_of[c]), max(c, data.original_of[c])), 0.0) for c in copies]
-        edits[e] = {
+        # Copy-original similarity; 0 when the pair was not among the recorded matches.
+        sims = [idx.edges.get((min(c, data.original_of[c]), max(c, data.original_of[c])), 0.0) for c in copies]
+        per_edit[e] = {
             "copies": len(copies),
             "recall_server": sum(server_copy[c] for c in copies) / len(copies),
             "recall_at_safe_threshold": sum(safe_copy[c] for c in copies) / len(copies) if safe_copy else None,
@@ -549,104 +565,139 @@ def run(args: argparse.Namespace, data: Dataset, order: list[str], address: str,
             "p10_similarity": percentile(sims, 0.10),
         }
 
+    truth = data.group_of
+    negatives = sorted(((sim, a, b) for (a, b), sim in idx.edges.items() if truth[a] != truth[b]), reverse=True)
+
     n = len(order)
-    rate = n / idx.elapsed_s if idx.elapsed_s else 0.0
-    tm = idx.timings
+    groups = len(set(data.group_of.values()))
+    return {
+        "folder": str(data.folder),
+        "images": n,
+        "groups": groups,
+        "groups_in_set": data.n_groups_total,
+        "limit_groups": args.limit_groups,
+        "seed": args.seed,
+        "order": args.order,
+        "server": {
+            "address": address,
+            "how": how,
+            "model_name": info.model_name,
+            "execution_providers": list(info.execution_providers),
+            "milvus_backend": info.milvus_backend,
+            "version": info.version,
+            "default_threshold": default_t,
+            "preexisting_images": info.indexed_images,
+            "foreign_images_in_clusters": foreign,
+        },
+        "machine": machine(),
+        "elapsed_s": idx.elapsed_s,
+        "images_per_s": n / idx.elapsed_s if idx.elapsed_s else 0.0,
+        "retry_s": idx.retry_s,
+        "list_clusters_s": list_s,
+        "timings_ms": {k: {"p50": percentile(v, .5), "p95": percentile(v, .95), "mean": statistics.fmean(v)} for k, v in idx.timings.items() if v},
+        "match_threshold": args.match_threshold,
+        "top_k": args.top_k,
+        "scored_pairs": len(idx.edges),
+        "server_clusters": {
+            **pairwise_scores(server_pred, data.group_of),
+            **cluster_shape(server_pred),
+            "copy_recall": sum(server_copy.values()) / len(server_copy) if server_copy else None,
+            "copies_found": sum(server_copy.values()),
+            "copies": len(server_copy),
+        },
+        "per_edit": per_edit,
+        "per_source": per_source(server_pred, data),
+        "sweep": sw["rows"],
+        "target_precision": args.target_precision,
+        "smallest_listed_threshold_at_target": min(listed_ok) if listed_ok else None,
+        "safe_threshold": safe,
+        "local_vs_server_at_default": partition_diff(server_pred, sw["labels_at_default"]),
+        "hardest_negatives": [{"similarity": sim, "a": a, "b": b} for sim, a, b in negatives[:10]],
+        "first_pass_errors": {k: {"code": STATUS_NAMES.get(c, c), "message": m} for k, (c, m) in idx.first_pass_errors.items()},
+        "errors": {k: {"code": STATUS_NAMES.get(c, c), "message": m} for k, (c, m) in idx.errors.items()},
+        "problems": idx.oddities + problems,
+        "foreign_matches": idx.foreign_matches,
+    }
+
+
+def format_report(r: dict) -> str:
     lines: list[str] = []
     p = lines.append
-    p("== dedup detection quality (through gRPC) ==")
-    subset = f"subset of {len(set(data.group_of.values()))} of {data.n_groups_total} groups, seed {args.seed}" if args.limit_groups else "all groups"
-    p(f"data      {data.folder}: {n} images in {len(set(data.group_of.values()))} groups ({subset}), order {args.order}")
-    p(f"server    {address} ({how}); {info.model_name}, {'/'.join(info.execution_providers)}, {info.milvus_backend}, version {info.version}, default threshold {default_t:g}")
+    srv, mach, sc = r["server"], r["machine"], r["server_clusters"]
+    t_def, floor = srv["default_threshold"], r["match_threshold"]
+    subset = f"random subset of {r['groups_in_set']} groups, seed {r['seed']}" if r["limit_groups"] else "all groups"
+    p("== dedup detection quality, measured through the gRPC API ==")
+    p(f"data      {r['folder']}: {r['images']} images in {r['groups']} groups ({subset}), indexing order {r['order']}")
+    p(f"server    {srv['address']} ({srv['how']}): {srv['model_name']}, {'/'.join(srv['execution_providers'])}, "
+      f"{srv['milvus_backend']}, version {srv['version']}, default threshold {t_def:g}")
     p(f"machine   {mach['nproc']} CPUs, {mach['cpu_model']}")
-    p(f"indexing  {n} images in {idx.elapsed_s:.1f} s = {rate:.1f} images/s; {len(idx.errors)} errors; ListClusters {list_s:.2f} s")
-    p(f"per image (server timings, ms)  " + "  ".join(f"{k[:-3]} p50 {percentile(tm[k], .5):.1f} p95 {percentile(tm[k], .95):.1f}" for k in ("decode_ms", "embed_ms", "index_ms", "total_ms")))
-    if preexisting:
-        p(f"WARNING   the server already held {preexisting} images; {foreign} of them are in clusters and were ignored")
+    retried = f"; retries took {r['retry_s']:.1f} s" if r["first_pass_errors"] else ""
+    p(f"indexing  {r['images']} images in {r['elapsed_s']:.1f} s = {r['images_per_s']:.1f} images/s (one BulkCheck stream); "
+      f"errors: {len(r['first_pass_errors'])} in the stream, {len(r['errors'])} after retries{retried}; ListClusters {r['list_clusters_s']:.2f} s")
+    tm = r["timings_ms"]
+    if tm:
+        p("latency   per image as the server reports it, under load, ms: "
+          + ", ".join(f"{k[:-3]} p50 {tm[k]['p50']:.0f} / p95 {tm[k]['p95']:.0f}" for k in ("decode_ms", "embed_ms", "index_ms", "total_ms")))
+    if srv["preexisting_images"]:
+        p(f"WARNING   the server already held {srv['preexisting_images']} images; {srv['foreign_images_in_clusters']} of them share clusters with this run and were ignored")
     p("")
-    p(f"Server clusters (ListClusters, server threshold {default_t:g})")
-    p(f"  {server_shape['clusters']} clusters: {server_shape['multi']} with 2+ images, {server_shape['singletons']} singletons, largest {server_shape['largest']}")
-    p(f"  pairwise precision {server_scores['precision']:.4f}  recall {server_scores['recall']:.4f}  F1 {server_scores['f1']:.4f}"
-      f"   ({server_scores['tp_pairs']} correct of {server_scores['predicted_pairs']} predicted pairs; {server_scores['true_pairs']} true pairs)")
-    if server_copy:
-        p(f"  copies in their original's cluster: {sum(server_copy.values())}/{len(server_copy)} = {sum(server_copy.values()) / len(server_copy):.4f}")
-    if edits:
+    p(f"Server clusters (ListClusters, min_size 1; clustered at the server's threshold {t_def:g})")
+    p(f"  {sc['clusters']} clusters: {sc['multi']} with 2+ images, {sc['singletons']} singletons, largest {sc['largest']}")
+    p(f"  pairwise precision {sc['precision']:.4f}  recall {sc['recall']:.4f}  F1 {sc['f1']:.4f}   "
+      f"({sc['tp_pairs']} correct of {sc['predicted_pairs']} predicted pairs; {sc['true_pairs']} true pairs)")
+    if sc["copies"]:
+        p(f"  copies in their original's cluster: {sc['copies_found']}/{sc['copies']} = {sc['copy_recall']:.4f}")
+    if r["per_edit"]:
         p("")
-        p(f"Recall per edit (copy in its original's cluster; sim = copy-original cosine, <{args.match_threshold:.2f} when not in its top {args.top_k})")
-        p(f"  {'edit':<8} {'copies':>6} {'server':>7} {'@safe t':>8} {'direct>=' + format(default_t, 'g'):>12} {'median sim':>10} {'p10 sim':>8}")
-        for e, r in edits.items():
-            at_safe = f"{r['recall_at_safe_threshold']:.3f}" if r["recall_at_safe_threshold"] is not None else "-"
-            p(f"  {e:<8} {r['copies']:>6} {r['recall_server']:>7.3f} {at_safe:>8} {r['direct_match_at_default']:>12.3f} "
-              f"{fmt_sim(r['median_similarity'], args.match_threshold):>10} {fmt_sim(r['p10_similarity'], args.match_threshold):>8}")
+        p(f"Recall per edit (copy in its original's cluster). 'server': server clusters; '@safe': local clusters at the safe threshold below;")
+        p(f"'direct': the copy-original similarity itself >= {t_def:g}; sim: copy-original cosine (<{floor:.2f}: not among the top {r['top_k']} matches)")
+        p(f"  {'edit':<8} {'copies':>6} {'server':>7} {'@safe':>7} {'direct':>7} {'median sim':>10} {'p10 sim':>8}")
+        for e, x in r["per_edit"].items():
+            at_safe = f"{x['recall_at_safe_threshold']:.3f}" if x["recall_at_safe_threshold"] is not None else "-"
+            p(f"  {e:<8} {x['copies']:>6} {x['recall_server']:>7.3f} {at_safe:>7} {x['direct_match_at_default']:>7.3f} "
+              f"{fmt_sim(x['median_similarity'], floor):>10} {fmt_sim(x['p10_similarity'], floor):>8}")
     p("")
-    p("Per source (server clusters; false pairs = wrong pairs with at least one image of the source)")
+    p("Per source (server clusters; false pairs: wrong pairs with at least one image of the source)")
     p(f"  {'source':<10} {'groups':>6} {'images':>6} {'pair recall':>11} {'copy recall':>11} {'false pairs':>11}")
-    for s, r in sources.items():
-        cr = f"{r['copy_recall']:.3f}" if r["copy_recall"] is not None else "-"
-        p(f"  {s:<10} {r['groups']:>6} {r['images']:>6} {r['pair_recall']:>11.3f} {cr:>11} {r['false_pairs']:>11}")
+    for s, x in r["per_source"].items():
+        cr = f"{x['copy_recall']:.3f}" if x["copy_recall"] is not None else "-"
+        p(f"  {s:<10} {x['groups']:>6} {x['images']:>6} {x['pair_recall']:>11.3f} {cr:>11} {x['false_pairs']:>11}")
     p("")
-    p(f"Threshold sweep (local union-find over {len(idx.edges)} scored pairs >= {args.match_threshold:g}, top_k {args.top_k}; no re-indexing)")
+    p(f"Threshold sweep: connected components of the {r['scored_pairs']} recorded pairs (similarity >= {floor:g}, top {r['top_k']} per image), no re-indexing")
     p(f"  {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>7} {'copy rec':>8} {'clusters':>8} {'2+':>5} {'largest':>7}")
-    for r in sw["rows"]:
-        mark = "  <- server default" if r["threshold"] == default_t else ""
-        cr = f"{r['copy_recall']:.4f}" if r["copy_recall"] is not None else "-"
-        p(f"  {r['threshold']:>9.3f} {r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>7.4f} {cr:>8} {r['clusters']:>8} {r['multi']:>5} {r['largest']:>7}{mark}")
-    p(f"  smallest listed threshold with precision >= {args.target_precision}: {min(listed_ok) if listed_ok else 'none'}")
-    if safe_t is None:
-        p(f"  precision is below {args.target_precision} even for the most similar pair")
+    for x in r["sweep"]:
+        mark = "  <- server default" if x["threshold"] == t_def else ""
+        cr = f"{x['copy_recall']:.4f}" if x["copy_recall"] is not None else "-"
+        p(f"  {x['threshold']:>9.3f} {x['precision']:>9.4f} {x['recall']:>7.4f} {x['f1']:>7.4f} {cr:>8} {x['clusters']:>8} {x['multi']:>5} {x['largest']:>7}{mark}")
+    target, safe, listed = r["target_precision"], r["safe_threshold"], r["smallest_listed_threshold_at_target"]
+    p(f"  smallest listed threshold with precision >= {target}: {listed if listed is not None else 'none'}")
+    if safe["threshold"] is None:
+        p(f"  precision is below {target} even at the most similar pair")
     else:
-        fail = f"; it drops below at similarity {safe['first_failing_similarity']:.4f}" if safe["first_failing_similarity"] is not None else f" (down to {args.match_threshold:g})"
-        p(f"  smallest threshold with precision >= {args.target_precision} there and above: {safe_t:.4f}{fail}")
-        p(f"    at {safe_t:.4f}: precision {safe['precision']:.4f} recall {safe['recall']:.4f} F1 {safe['f1']:.4f}")
-    p(f"  local sweep at {default_t:g} vs server clusters: {local_vs_server['only_first']} pairs only in the server's clusters, {local_vs_server['only_second']} only in the local ones")
-    if idx.errors or idx.oddities or problems or idx.foreign_matches:
+        where = (f"precision drops below at similarity {safe['first_failing_similarity']:.4f}" if safe["first_failing_similarity"] is not None
+                 else f"it holds all the way down to {floor:g}, the lowest similarity recorded")
+        p(f"  safe threshold (smallest t with precision >= {target} at t and every higher t): {safe['threshold']:.4f}; {where}")
+        p(f"    at {safe['threshold']:.4f}: precision {safe['precision']:.4f}  recall {safe['recall']:.4f}  F1 {safe['f1']:.4f}")
+    d = r["local_vs_server_at_default"]
+    p(f"  check: local components at {t_def:g} vs server clusters: {d['only_first']} pairs only in the server's, {d['only_second']} only in the local ones")
+    if r["hardest_negatives"]:
+        p("  most similar recorded pairs from different groups:")
+        for x in r["hardest_negatives"][:5]:
+            p(f"    {x['similarity']:.4f}  {x['a']}  {x['b']}")
+    if r["first_pass_errors"] or r["errors"] or r["problems"] or r["foreign_matches"]:
         p("")
         p("Problems")
-        for name, err in list(idx.errors.items())[:10]:
-            p(f"  error {name}: {err}")
-        if len(idx.errors) > 10:
-            p(f"  ... {len(idx.errors) - 10} more errors")
-        for o in (idx.oddities + problems)[:20]:
+        for (code, msg), count in Counter((e["code"], e["message"]) for e in r["first_pass_errors"].values()).most_common(5):
+            p(f"  {count} x in the stream: {code}: {msg}")
+        for name, e in list(r["errors"].items())[:10]:
+            p(f"  still failing after retries: {name}: {e['code']}: {e['message']}")
+        if len(r["errors"]) > 10:
+            p(f"  ... and {len(r['errors']) - 10} more")
+        for o in r["problems"][:20]:
             p(f"  {o}")
-        if idx.foreign_matches:
-            p(f"  {idx.foreign_matches} matches to images outside this run were ignored")
-    print("\n".join(lines), flush=True)
-
-    if args.json_out:
-        out = {
-            "folder": str(data.folder),
-            "images": n,
-            "groups": len(set(data.group_of.values())),
-            "limit_groups": args.limit_groups,
-            "seed": args.seed,
-            "order": args.order,
-            "server": {"address": address, "how": how, **{k: getattr(info, k) for k in ("model_name", "milvus_backend", "version")},
-                       "execution_providers": list(info.execution_providers), "default_threshold": default_t, "preexisting_images": preexisting},
-            "machine": mach,
-            "elapsed_s": idx.elapsed_s,
-            "images_per_s": rate,
-            "list_clusters_s": list_s,
-            "timings_ms": {k: {"p50": percentile(v, .5), "p95": percentile(v, .95), "mean": statistics.fmean(v)} for k, v in tm.items() if v},
-            "match_threshold": args.match_threshold,
-            "top_k": args.top_k,
-            "scored_pairs": len(idx.edges),
-            "server_clusters": {**server_scores, **server_shape,
-                                "copy_recall": sum(server_copy.values()) / len(server_copy) if server_copy else None},
-            "per_edit": edits,
-            "per_source": sources,
-            "sweep": sw["rows"],
-            "target_precision": args.target_precision,
-            "smallest_listed_threshold_at_target": min(listed_ok) if listed_ok else None,
-            "safe_threshold": safe,
-            "local_vs_server_at_default": local_vs_server,
-            "errors": idx.errors,
-            "problems": idx.oddities + problems,
-            "foreign_matches": idx.foreign_matches,
-        }
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json_out}", file=sys.stderr)
-    return 0 if not (idx.errors or idx.oddities or problems) else 1
+        if r["foreign_matches"]:
+            p(f"  {r['foreign_matches']} matches to images outside this run were ignored")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,17 @@ def test_bridging_image_merges_clusters_and_deleting_it_splits_them(bridge_serve
     stub.DeleteImages(pb.DeleteImagesRequest(image_ids=["left", "right"]))
     assert stub.ListClusters(pb.ListClustersRequest(min_size=1)).total_size == 0
     assert stub.GetInfo(pb.GetInfoRequest()).indexed_images == 0
+
+
+def test_ids_with_quotes_backslashes_and_unicode_round_trip(stub):
+    odd = ["jack-o'-lantern.jpg", 'say "cheese".png', "back\\slash", "ünïcödé/写真.jpg", "x' or 1=1 or id=''"]
+    a = rgb("rocket")
+    for i, image_id in enumerate(odd):
+        r = check(stub, encode(np.ascontiguousarray(a[:, ::-1] if i % 2 else a), quality=90 - i), image_id=image_id, add=True)
+        assert r.image_id == image_id and r.stored
+    cluster = stub.GetCluster(pb.GetClusterRequest(cluster_id=r.cluster_id))
+    assert set(odd) <= {m.image_id for m in cluster.members}
+    resp = stub.DeleteImages(pb.DeleteImagesRequest(image_ids=odd))
+    assert sorted(resp.deleted_ids) == sorted(odd)
+    remaining = {m.image_id for m in stub.GetCluster(pb.GetClusterRequest(cluster_id=r.cluster_id)).members}
+    assert remaining.isdisjoint(odd) and "rocket" in remaining

@@ -263,18 +263,33 @@ class DedupEngine:
             batch = [await self._commits.get()]
             while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
                 batch.append(self._commits.get_nowait())
-            try:
-                results = await loop.run_in_executor(self._write_pool, self._writer.commit, [c.item for c in batch])
-            except Exception as exc:
-                log.exception("index write failed for %d images", len(batch))
-                err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
-                for c in batch:
+            for commits in self._retry_plan(batch):
+                try:
+                    results = await loop.run_in_executor(self._write_pool, self._writer.commit, [c.item for c in commits])
+                except Exception as exc:
+                    if len(commits) > 1:
+                        # Retry one by one so that only the image that breaks the write fails.
+                        # Safe: commit skips ids already stored with the same bytes.
+                        log.warning("index write of %d images failed (%s); retrying one by one", len(commits), exc)
+                        continue
+                    log.exception("index write failed for %r", commits[0].item.image_id)
+                    err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
+                    if not commits[0].future.done():
+                        commits[0].future.set_exception(err)
+                    continue
+                for c, r in zip(commits, results):
                     if not c.future.done():
-                        c.future.set_exception(err)
-                continue
-            for c, r in zip(batch, results):
-                if not c.future.done():
-                    c.future.set_result(r)
+                        c.future.set_result(r)
+                if len(commits) == len(batch):
+                    break
+
+    @staticmethod
+    def _retry_plan(batch: list[_Commit]):
+        """The whole batch first; if that fails, each commit alone (the caller breaks early)."""
+        yield batch
+        if len(batch) > 1:
+            for c in batch:
+                yield [c]
 
     # -- delete ----------------------------------------------------------------------------
     async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:

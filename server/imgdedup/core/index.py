@@ -96,13 +96,13 @@ class _ClusterBook:
         """Write new images, re-home members of merged clusters, then the cluster rows."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
-        self.store.upsert_images(new_images)
+        self.store.insert_images(new_images)
         merged = [c for c in self.merged_into if c not in self.rows]
         if merged:
             moved = self.store.images_in_clusters(merged, with_vectors=True)
             for img in moved:
                 img.cluster_id = self.resolve(img.cluster_id)
-            self.store.upsert_images(moved)
+            self.store.rewrite_images(moved)
         self.store.upsert_clusters([self.rows[c] for c in sorted(self.dirty)])
         self.store.delete_clusters(merged)
 
@@ -196,7 +196,7 @@ class IndexWriter:
                         rewrite.append(m)
                 rep = max(component, key=lambda m: (m.pixels, -m.inserted_at_ms))
                 cluster_rows.append(ClusterRow(new_cid, len(component), rep.image_id, rep.pixels, rep.inserted_at_ms))
-        self.store.upsert_images(rewrite)
+        self.store.rewrite_images(rewrite)
         self.store.upsert_clusters(cluster_rows)
         self.store.delete_clusters(emptied)
         return deleted, not_found

@@ -1,8 +1,10 @@
 """Images and clusters in Milvus: Milvus Lite in a local file by default, any server by URI.
 
 Two collections:
-- `<prefix>_images`: one row per stored image (primary key image_id), its embedding (COSINE),
-  cluster id, pixel count, insertion time and content hash.
+- `<prefix>_images`: one row per stored image: its embedding (COSINE), the caller's image_id,
+  cluster id, pixel count, insertion time and content hash. The primary key is a hash of the
+  image_id (`image_key`), never the caller's string itself: Milvus Lite 2.5.1 builds SQL from
+  primary keys without escaping, so a delete or upsert of an id with a quote in it fails.
 - `<prefix>_clusters`: one row per cluster (singletons included): size and representative.
   Milvus requires a vector field in every collection, so it carries a 2-d placeholder.
 
@@ -11,6 +13,7 @@ Every call passes `timeout`: pymilvus otherwise retries some failures 75 times (
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -55,6 +58,11 @@ class Hit:
     image_id: str
     similarity: float
     cluster_id: str
+
+
+def image_key(image_id: str) -> str:
+    """The primary key for an image id: 32 hex digits, safe in any filter or statement."""
+    return hashlib.blake2b(image_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def quote(value: str) -> str:
@@ -138,7 +146,8 @@ class MilvusStore:
                 )
         else:
             schema = MilvusClient.create_schema(auto_id=False, description=description)
-            schema.add_field("image_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+            schema.add_field("image_key", DataType.VARCHAR, is_primary=True, max_length=32)
+            schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
             schema.add_field("cluster_id", DataType.VARCHAR, max_length=64)
             schema.add_field("pixels", DataType.INT64)
@@ -184,12 +193,12 @@ class MilvusStore:
             self.images,
             data=[np.asarray(v, dtype=np.float32) for v in vectors],
             limit=limit,
-            output_fields=["cluster_id"],
+            output_fields=["image_id", "cluster_id"],
             search_params=params,
             consistency_level="Strong",
         )
         return [
-            [Hit(str(h["id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
+            [Hit(str(h["entity"]["image_id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
             for hits in results
         ]
 
@@ -197,7 +206,8 @@ class MilvusStore:
         ids = list(dict.fromkeys(image_ids))
         if not ids:
             return {}
-        return {r.image_id: r for r in self._query_images(_in_list("image_id", ids), with_vectors=with_vectors)}
+        rows = self._query_images(_in_list("image_key", map(image_key, ids)), with_vectors=with_vectors)
+        return {r.image_id: r for r in rows}
 
     def find_by_sha256(self, digest: str) -> ImageRow | None:
         """A stored image with exactly these bytes (with its embedding), if any."""
@@ -210,13 +220,24 @@ class MilvusStore:
             return []
         return self._query_images(_in_list("cluster_id", ids), with_vectors=with_vectors)
 
-    def upsert_images(self, rows: list[ImageRow]) -> None:
+    def insert_images(self, rows: list[ImageRow]) -> None:
+        """Add images whose ids are not stored yet."""
         if rows:
-            self._call("upsert", self.images, [self._image_dict(r) for r in rows])
+            self._call("insert", self.images, [self._image_dict(r) for r in rows])
+
+    def rewrite_images(self, rows: list[ImageRow]) -> None:
+        """Replace stored images (e.g. with a new cluster id).
+
+        Not pymilvus' upsert: Milvus Lite 2.5.1 fails an upsert whose primary keys contain a
+        single quote ("internal error"), so this deletes with our own escaped filter, then inserts.
+        """
+        if rows:
+            self.delete_images([r.image_id for r in rows])
+            self.insert_images(rows)
 
     def delete_images(self, image_ids: list[str]) -> None:
         if image_ids:
-            self._call("delete", self.images, filter=_in_list("image_id", image_ids))
+            self._call("delete", self.images, filter=_in_list("image_key", map(image_key, image_ids)))
 
     def count_images(self) -> int:
         rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level="Strong")
@@ -229,17 +250,17 @@ class MilvusStore:
             # Asked for vectors, Milvus Lite 2.5.1 fails on a collection that never held a row
             # ("Growing segment loss raw data"), so vectors are fetched only for rows that exist.
             vectors = self._call(
-                "query", self.images, filter=_in_list("image_id", [r["image_id"] for r in rows]),
-                output_fields=["image_id", "embedding"], limit=len(rows), consistency_level="Strong",
+                "query", self.images, filter=_in_list("image_key", [r["image_key"] for r in rows]),
+                output_fields=["image_key", "embedding"], limit=len(rows), consistency_level="Strong",
             )
-            by_id = {v["image_id"]: v["embedding"] for v in vectors}
+            by_key = {v["image_key"]: v["embedding"] for v in vectors}
             # A row deleted between the two queries (by the writer thread) is left out.
-            rows = [{**r, "embedding": by_id[r["image_id"]]} for r in rows if r["image_id"] in by_id]
+            rows = [{**r, "embedding": by_key[r["image_key"]]} for r in rows if r["image_key"] in by_key]
         return [self._image_row(r) for r in rows]
 
     @staticmethod
     def _image_fields(with_vectors: bool) -> list[str]:
-        fields = ["image_id", "cluster_id", "pixels", "inserted_at_ms", "sha256"]
+        fields = ["image_key", "image_id", "cluster_id", "pixels", "inserted_at_ms", "sha256"]
         return [*fields, "embedding"] if with_vectors else fields
 
     @staticmethod
@@ -258,6 +279,7 @@ class MilvusStore:
     def _image_dict(r: ImageRow) -> dict[str, Any]:
         assert r.vector is not None, "an image row is written with its embedding"
         return {
+            "image_key": image_key(r.image_id),
             "image_id": r.image_id,
             "embedding": np.asarray(r.vector, dtype=np.float32),
             "cluster_id": r.cluster_id,
