@@ -4,6 +4,9 @@ Requests wait at most `max_queue_delay` for company, up to `max_batch_size` per 
 Triton scheme). While one batch runs on the model thread the next one gathers, so on a busy
 server batches fill without any waiting. The queue is bounded: past it callers get Overloaded.
 Requests whose caller has gone (cancelled future) are dropped before they reach the model.
+
+The wait is adaptive: callers announce images that are still being decoded (`incoming`); when
+none are, nobody else can join the batch, so it runs at once instead of idling for the delay.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class EmbedBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._worker: asyncio.Task | None = None
         self.stats = BatcherStats()
+        # Images being decoded that will call embed() soon (kept by the caller, see engine).
+        self.incoming = 0
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="embed-batcher")
@@ -83,7 +88,7 @@ class EmbedBatcher:
                     batch.append(self._queue.get_nowait())
                     continue
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.incoming == 0:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))

@@ -190,20 +190,25 @@ class DedupEngine:
         self.validate(req)
         loop = asyncio.get_running_loop()
         image_id = req.image_id or uuid.uuid4().hex
+        assert self.store is not None and self._batcher is not None
+        self._batcher.incoming += 1  # lets the batcher know another image is on its way
         try:
             facts, digest = await loop.run_in_executor(self._decode_pool, self._probe, req.image)
-            # Exact-duplicate fast path: identical bytes reuse the stored embedding.
-            assert self.store is not None
-            same = await self._run(self._read_pool, self.store.find_by_sha256, digest)
-            if same is None:
-                tensor = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
+            # Exact-duplicate fast path: identical bytes reuse the stored embedding. The lookup
+            # runs alongside decoding; its decoded pixels are simply dropped when it hits.
+            decoding = loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
+            try:
+                same = await self._run(self._read_pool, self.store.find_by_sha256, digest)
+            finally:
+                tensor = await decoding
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
+        finally:
+            self._batcher.incoming -= 1
         t1 = time.perf_counter()
         if same is not None:
             vector = same.vector
         else:
-            assert self._batcher is not None
             vector = await self._batcher.embed(tensor)
         t2 = time.perf_counter()
         threshold = req.threshold if req.threshold is not None else self.default_threshold

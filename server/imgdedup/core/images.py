@@ -19,6 +19,9 @@ from imgdedup.runtime.spec import ResizePolicy
 
 # We enforce our own pixel cap before decoding; Pillow is only used to read headers.
 Image.MAX_IMAGE_PIXELS = None
+# Decoding runs on a pool of threads next to onnxruntime's; OpenCV's own threads would only
+# oversubscribe the cores.
+cv2.setNumThreads(1)
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF")
 MIN_SIDE = 16
