@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--log-level")
+    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); with --tls-key turns TLS on")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, help="CA (PEM) for client certificates: requires mutual TLS")
+    p.add_argument("--auth-tokens-file", type=Path, help="bearer tokens, one per line; DedupService calls then need one")
 
     for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server")):
         c = sub.add_parser(name, help=help_)
         c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
+        c.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server's certificate; turns TLS on")
+        c.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS; turns TLS on")
+        c.add_argument("--tls-key", type=Path, help="client private key (PEM)")
+        c.add_argument("--tls-server-name", help="name to verify in the server's certificate")
+        c.add_argument("--token", default=os.environ.get("DEDUP_TOKEN"), help="bearer token (default: env DEDUP_TOKEN, which keeps it out of ps)")
         if name == "index":
             c.add_argument("dir", type=Path)
             c.add_argument("--threshold", type=float)
@@ -70,10 +80,30 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         log_level=args.log_level,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        tls_client_ca_file=args.tls_client_ca,
+        auth_tokens_file=args.auth_tokens_file,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(settings))
     return 0
+
+
+def _client(args: argparse.Namespace):
+    from imgdedup.client import DedupClient
+
+    try:
+        return DedupClient(
+            args.server,
+            tls_ca_file=args.tls_ca,
+            tls_cert_file=args.tls_cert,
+            tls_key_file=args.tls_key,
+            tls_server_name=args.tls_server_name,
+            token=args.token,
+        )
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -84,7 +114,6 @@ def _index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
-    from imgdedup.client import DedupClient
 
     files = _image_files(args.dir)
     if not files:
@@ -96,7 +125,7 @@ def _index(args: argparse.Namespace) -> int:
             yield pb.BulkCheckRequest(image_id=str(f.relative_to(args.dir)), image=f.read_bytes(), add_to_index=True, threshold=args.threshold)
 
     stored = dups = errors = 0
-    with DedupClient(args.server) as client, tqdm(total=len(files), unit="img") as bar:
+    with _client(args) as client, tqdm(total=len(files), unit="img") as bar:
         for resp in client.bulk_check(requests()):
             bar.update()
             if resp.HasField("error"):
@@ -111,10 +140,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from imgdedup.client import DedupClient
-
     rows = []
-    with DedupClient(args.server) as client:
+    with _client(args) as client:
         for f in args.files:
             try:
                 r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k)
@@ -141,9 +168,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _clusters(args: argparse.Namespace) -> int:
-    from imgdedup.client import DedupClient
-
-    with DedupClient(args.server) as client:
+    with _client(args) as client:
         clusters = list(client.list_clusters(min_size=args.min_size))
     if args.json:
         print(json.dumps([
@@ -168,9 +193,7 @@ def _clusters(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from imgdedup.client import DedupClient
-
-    with DedupClient(args.server) as client:
+    with _client(args) as client:
         print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True), indent=2))
     return 0
 

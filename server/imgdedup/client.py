@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import grpc
@@ -12,16 +14,77 @@ from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+class _CallDetails(namedtuple("_CallDetails", "method timeout metadata credentials wait_for_ready compression"), grpc.ClientCallDetails):
+    pass
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call made through the channel."""
+
+    def __init__(self, token: str):
+        if not token or not all(0x21 <= ord(ch) <= 0x7E for ch in token):
+            raise ValueError("a token must be printable ASCII without spaces")
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "_BearerToken(<hidden>)"
+
+    def _details(self, d: grpc.ClientCallDetails) -> _CallDetails:
+        metadata = [m for m in (d.metadata or ()) if m[0] != "authorization"] + [self._header]
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
 class DedupClient:
-    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float | None = 60.0):
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        self.stub = pb_grpc.DedupServiceStub(self.channel)
+    """Plaintext by default. TLS when any tls_* argument is given: `tls_ca_file` (PEM roots that
+    sign the server's certificate; default: the system roots), `tls_cert_file` + `tls_key_file`
+    (this client's certificate for mutual TLS), `tls_server_name` (the name to verify in the
+    server's certificate, when it differs from the target's host). `token`: sent as
+    `authorization: Bearer <token>` on every DedupService call."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        timeout: float | None = 60.0,
+        tls_ca_file: str | Path | None = None,
+        tls_cert_file: str | Path | None = None,
+        tls_key_file: str | Path | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
+    ):
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+        auth = _BearerToken(token.strip()) if token and token.strip() else None
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise ValueError("a client certificate needs both tls_cert_file and tls_key_file")
+        if any(x is not None for x in (tls_ca_file, tls_cert_file, tls_server_name)):
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(tls_ca_file).read_bytes() if tls_ca_file is not None else None,
+                private_key=Path(tls_key_file).read_bytes() if tls_key_file is not None else None,
+                certificate_chain=Path(tls_cert_file).read_bytes() if tls_cert_file is not None else None,
+            )
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        # Health checks (wait_ready) go over the bare channel; DedupService calls carry the token.
+        calls = grpc.intercept_channel(self.channel, auth) if auth else self.channel
+        self.stub = pb_grpc.DedupServiceStub(calls)
         self.timeout = timeout
 
     def close(self) -> None:

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1)
     max_top_k: int = Field(100, ge=1)
 
+    # Security
+    tls_cert_file: Path | None = Field(None, description="server certificate chain (PEM); with tls_key_file turns TLS on")
+    tls_key_file: Path | None = Field(None, description="private key (PEM) of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="CA certificates (PEM); when set, clients must present a certificate they signed (mutual TLS)")
+    auth_tokens_file: Path | None = Field(None, description="bearer tokens, one per line ('#' comment lines and blank lines ignored)")
+    auth_tokens: SecretStr | None = Field(None, description="bearer tokens, comma-separated (DEDUP_AUTH_TOKENS)")
+
     # Operations
     log_level: str = "INFO"
     grace_period_s: float = Field(10.0, ge=0)

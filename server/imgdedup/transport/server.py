@@ -18,16 +18,56 @@ from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
 from imgdedup.runtime import create_embedder, load_spec
+from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.servicer import DedupServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = dedup_pb2.DESCRIPTOR.services_by_name["DedupService"].full_name
 
 
+def _read_pem(setting: str, path, marker: bytes) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {setting} {path}: {exc.strerror or type(exc).__name__}") from None
+    if b"-----BEGIN " not in data or marker not in data:
+        raise SystemExit(f"{setting} {path} is not a PEM file with a {marker.decode().strip('- ')}")
+    return data
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured files (mutual TLS when tls_client_ca_file is set);
+    None when TLS is not configured."""
+    cert, key, client_ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise SystemExit("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return None
+    if cert is None or key is None:
+        raise SystemExit("TLS needs both tls_cert_file and tls_key_file")
+    root = _read_pem("tls_client_ca_file", client_ca, b"CERTIFICATE-----") if client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(_read_pem("tls_key_file", key, b"PRIVATE KEY-----"), _read_pem("tls_cert_file", cert, b"CERTIFICATE-----"))],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
+
+
+def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    try:
+        tokens = load_tokens(settings)
+    except TokenConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    return [BearerTokenInterceptor(tokens)] if tokens else []
+
+
 async def serve(settings: Settings) -> None:
+    credentials = server_credentials(settings)
+    auth = interceptors(settings)
     spec = load_spec(settings.model)
     engine = DedupEngine(settings, spec)
     server = grpc.aio.server(
+        interceptors=auth,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -42,7 +82,17 @@ async def serve(settings: Settings) -> None:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as exc:
+        hint = " (is the port free? are tls_cert_file and tls_key_file a matching pair?)" if credentials else ""
+        raise SystemExit(f"cannot listen on {address}: {exc}{hint}") from None
+    log.info(
+        "transport: %s; bearer tokens: %s",
+        ("mutual TLS" if settings.tls_client_ca_file else "TLS") if credentials else "plaintext",
+        "required" if auth else "off",
+    )
     await server.start()
     # Tests and scripts read this line to find a port chosen with --port 0.
     print(f"dedup server listening on {settings.host}:{port}", flush=True)
