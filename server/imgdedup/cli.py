@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--min-size", type=int, default=2)
             c.add_argument("--json", action="store_true")
 
+    sub.add_parser("calibrate", help="choose a threshold from a labelled folder (dedup calibrate -h)", add_help=False)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["calibrate"]:  # its own parser: runs offline, needs no server
+        from imgdedup.calibrate import main as calibrate
+
+        return calibrate(argv[1:])
     args = parser.parse_args(argv)
     try:
         return {"serve": _serve, "index": _index, "check": _check, "clusters": _clusters, "info": _info}[args.command](args)
