@@ -65,3 +65,22 @@ def test_long_stream_keeps_order(stub):
     responses = list(stub.BulkCheck(iter(reqs), timeout=300))
     assert [r.index for r in responses] == list(range(60))
     assert all(r.WhichOneof("outcome") == "result" for r in responses)
+
+
+def test_a_failing_item_does_not_let_later_items_overtake_earlier_ones(stub):
+    """The original is slow to decode (big PNG); a bad item after it fails at once; the small
+    copy after that must still be checked after the original is stored."""
+    import cv2
+
+    r = rgb("retina")
+    big = encode(cv2.resize(r, (2400, 2400), interpolation=cv2.INTER_CUBIC), ".png")
+    small = encode(cv2.resize(r, (200, 200), interpolation=cv2.INTER_AREA))
+    reqs = [
+        pb.BulkCheckRequest(image_id="retina-big", image=big, add_to_index=True),
+        pb.BulkCheckRequest(image_id="broken", image=b"\x00garbage", add_to_index=True),
+        pb.BulkCheckRequest(image_id="retina-small", image=small, add_to_index=True),
+    ]
+    first, bad, copy = stub.BulkCheck(iter(reqs), timeout=120)
+    assert bad.WhichOneof("outcome") == "error"
+    assert not first.result.is_duplicate
+    assert copy.result.is_duplicate and copy.result.matches[0].image_id == "retina-big"

@@ -80,6 +80,15 @@ class StreamOrder:
         self._last = mine
         return previous, mine
 
+    @staticmethod
+    def pass_on(previous: asyncio.Event | None, mine: asyncio.Event) -> None:
+        """Set `mine` once `previous` is set, without blocking the caller."""
+        if previous is None or previous.is_set():
+            mine.set()
+        else:
+            task = asyncio.get_running_loop().create_task(previous.wait())
+            task.add_done_callback(lambda _: mine.set())
+
 
 @dataclass(slots=True)
 class _Commit:
@@ -181,8 +190,10 @@ class DedupEngine:
         try:
             return await self._check(req, ticket)
         finally:
-            if ticket is not None:
-                ticket[1].set()  # also on errors: later items of the stream must not wait forever
+            if ticket is not None and not ticket[1].is_set():
+                # Failed before reaching the write queue: later items may go once every earlier
+                # item has gone (not at once: they could then overtake those earlier items).
+                StreamOrder.pass_on(*ticket)
 
     async def _check(self, req: CheckRequest, ticket: tuple[asyncio.Event | None, asyncio.Event] | None) -> CheckOutcome:
         self._require_ready()
