@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--log-level")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: off)")
     p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); with --tls-key turns TLS on")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA (PEM) for client certificates: requires mutual TLS")
@@ -87,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,
         tls_client_ca_file=args.tls_client_ca,

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
 
     # Operations
     log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics HTTP port on `host`; 0: off")
     grace_period_s: float = Field(10.0, ge=0)
 
     def resolved_milvus_uri(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgdedup import metrics
 from imgdedup.core.errors import Overloaded
 from imgdedup.runtime import Embedder
 
@@ -75,6 +76,7 @@ class EmbedBatcher:
         try:
             self._queue.put_nowait(_Pending(tensor, future))
         except asyncio.QueueFull:
+            metrics.SHED.labels("embed").inc()
             raise Overloaded(f"embedding queue is full ({self._queue.maxsize} images waiting)") from None
         return await future
 
@@ -105,8 +107,13 @@ class EmbedBatcher:
 
     async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
         stacked = np.stack([p.tensor for p in group])
+        started = time.perf_counter()
+        for p in group:
+            metrics.EMBED_QUEUE_SECONDS.observe(started - p.enqueued)
+        metrics.EMBED_BATCH_SIZE.observe(len(group))
         try:
             vectors = await loop.run_in_executor(self._executor, self.embedder.embed, stacked)
+            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # a model failure fails this batch, not the server
             log.exception("inference failed for a batch of %d", len(group))
             for p in group:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
@@ -218,6 +219,7 @@ class DedupEngine:
             self._batcher.incoming -= 1
         t1 = time.perf_counter()
         if same is not None:
+            metrics.EXACT_DUPLICATES.inc()
             vector = same.vector
         else:
             vector = await self._batcher.embed(tensor)
@@ -266,6 +268,7 @@ class DedupEngine:
         try:
             self._commits.put_nowait(_Commit(item, future))
         except asyncio.QueueFull:
+            metrics.SHED.labels("index").inc()
             raise Overloaded("index write queue is full") from None
         if submitted is not None:
             submitted.set()  # the write queue is FIFO: the next item may queue behind this one
@@ -280,8 +283,11 @@ class DedupEngine:
             while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
                 batch.append(self._commits.get_nowait())
             for commits in self._retry_plan(batch):
+                started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._write_pool, self._writer.commit, [c.item for c in commits])
+                    metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+                    metrics.WRITE_BATCH_SIZE.observe(len(commits))
                 except Exception as exc:
                     if len(commits) > 1:
                         # Retry one by one so that only the image that breaks the write fails.

@@ -96,6 +96,10 @@ async def serve(settings: Settings) -> None:
     await server.start()
     # Tests and scripts read this line to find a port chosen with --port 0.
     print(f"dedup server listening on {settings.host}:{port}", flush=True)
+    if settings.metrics_port:
+        from imgdedup.metrics import serve_metrics
+
+        print(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,7 +10,9 @@ from typing import AsyncIterator
 
 import grpc
 
-from imgdedup import __version__
+import time
+
+from imgdedup import __version__, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
@@ -20,17 +22,31 @@ from imgdedup.transport.errors import abort, to_status
 log = logging.getLogger(__name__)
 
 
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _observe(method: str, started: float, code: int) -> None:
+    metrics.REQUESTS.labels(method, _CODE_NAMES.get(code, str(code))).inc()
+    metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
 def _unary(method):
-    """Turn data-plane errors into gRPC statuses with details."""
+    """Turn data-plane errors into gRPC statuses with details; count and time every call."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
+        started = time.perf_counter()
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
         except asyncio.CancelledError:
+            _observe(method.__name__, started, grpc.StatusCode.CANCELLED.value[0])
             raise
         except Exception as exc:
+            status = to_status(exc)
+            _observe(method.__name__, started, status.code)
             await abort(context, exc)
+        _observe(method.__name__, started, 0)
+        return response
 
     return wrapper
 
@@ -90,13 +106,17 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         order = StreamOrder()
 
         async def run_one(index: int, msg: pb.BulkCheckRequest, ticket) -> pb.BulkCheckResponse:
+            started = time.perf_counter()
             try:
                 outcome = await self.engine.check(_check_request(msg), ticket)
+                _observe("BulkCheck", started, 0)
                 return pb.BulkCheckResponse(image_id=outcome.image_id, index=index, result=_check_response(outcome))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=to_status(exc))
+                status = to_status(exc)
+                _observe("BulkCheck", started, status.code)
+                return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=status)
             finally:
                 slots.release()
 

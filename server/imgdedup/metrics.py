@@ -1,0 +1,28 @@
+"""Prometheus metrics (served over HTTP when `metrics_port` is set; off by default).
+
+Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, base units.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_QUEUE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+REQUESTS = Counter("dedup_requests_total", "RPCs (BulkCheck: each item) by method and status code", ["method", "code"])
+REQUEST_SECONDS = Histogram("dedup_request_seconds", "time to answer an RPC (BulkCheck: each item)", ["method"], buckets=_LATENCY_BUCKETS)
+EMBED_BATCH_SIZE = Histogram("dedup_embed_batch_size", "images per model inference", buckets=_SIZE_BUCKETS)
+EMBED_QUEUE_SECONDS = Histogram("dedup_embed_queue_seconds", "time an image waits for its inference to start", buckets=_QUEUE_BUCKETS)
+INFERENCE_SECONDS = Histogram("dedup_inference_seconds", "time of one model inference (one batch)", buckets=_LATENCY_BUCKETS)
+WRITE_BATCH_SIZE = Histogram("dedup_index_write_batch_size", "images per index write (search + store)", buckets=_SIZE_BUCKETS)
+WRITE_SECONDS = Histogram("dedup_index_write_seconds", "time of one index write batch", buckets=_LATENCY_BUCKETS)
+EXACT_DUPLICATES = Counter("dedup_exact_duplicates_total", "checks answered from identical stored bytes (no decode, no model)")
+SHED = Counter("dedup_shed_total", "requests refused because a queue was full", ["queue"])
+
+
+def serve_metrics(host: str, port: int) -> int:
+    """Start the /metrics HTTP endpoint in a background thread; returns the bound port."""
+    server, _thread = start_http_server(port, addr=host)
+    return server.server_port
