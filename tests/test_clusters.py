@@ -41,7 +41,8 @@ def test_clusters_group_copies_with_the_largest_as_representative(stub):
     assert [m.image_id for m in astro.members][0] == "astro-full"
     assert astro.members[0].similarity == pytest.approx(1.0)
     assert {m.image_id for m in astro.members} == {"astro-small", "astro-full", "astro-flip"}
-    assert all(0.75 <= m.similarity <= 1.0001 for m in astro.members)
+    threshold = stub.GetInfo(pb.GetInfoRequest()).default_threshold
+    assert all(threshold <= m.similarity <= 1.0001 for m in astro.members)
 
     singles, _, total_all = _list_all(stub, min_size=1)
     assert total_all == 3 and any(c.representative_id == "rocket" and c.size == 1 for c in singles)
