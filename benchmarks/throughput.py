@@ -10,7 +10,8 @@ Prints, for the same input size and thread count:
 - model only: onnxruntime in this process, batch 1 and batch = max_batch_size (images/s, latency);
 - unary CheckDuplicate at concurrency 1, 4, 16 (check only): images/s, p50/p95/p99 latency;
 - BulkCheck of N images (stored): images/s;
-and each path's throughput as a ratio of the model-only figure, plus the server's peak RSS.
+and each path's throughput as a ratio of the model-only figure, the mean batch size the server's
+batcher formed (from its Prometheus metrics; self-started server only), and its peak RSS.
 """
 
 from __future__ import annotations
@@ -109,6 +110,30 @@ def unary(target: str, images: list[bytes], concurrency: int, total: int) -> dic
     return {"ips": total / elapsed, "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99)}
 
 
+def batch_totals(metrics_url: str | None) -> tuple[float, float]:
+    """(images embedded, inferences run) so far, from the server's Prometheus metrics."""
+    if not metrics_url:
+        return 0.0, 0.0
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("dedup_embed_batch_size_")}
+    return values.get("dedup_embed_batch_size_sum", 0.0), values.get("dedup_embed_batch_size_count", 0.0)
+
+
+def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float:
+    images, batches = after[0] - before[0], after[1] - before[1]
+    return images / batches if batches else float("nan")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def bulk(target: str, images: list[bytes]) -> dict:
     with DedupClient(target) as client:
         reqs = (pb.BulkCheckRequest(image_id=f"bulk-{i}", image=b, add_to_index=True) for i, b in enumerate(images))
@@ -136,21 +161,28 @@ def main() -> None:
     print(f"  batch 1: {m['batch1_ips']:.1f} img/s, latency p50 {m['batch1_p50_ms']:.1f} ms, p99 {m['batch1_p99_ms']:.1f} ms")
     print(f"  batch 8: {m['batched_ips']:.1f} img/s")
 
-    with server(args.server) as (target, pid):
+    metrics_port = None if args.server else free_port()
+    extra = ("--metrics-port", str(metrics_port)) if metrics_port else ()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
+    with server(args.server, *extra) as (target, pid):
         with DedupClient(target) as client:
             client.wait_ready()
         rows = []
         for c in args.concurrency:
             unary(target, images, c, min(40, args.n))  # warm-up
+            before = batch_totals(metrics_url)
             r = unary(target, images, c, args.n if c > 1 else min(args.n, 200))
+            r["batch"] = mean_batch(before, batch_totals(metrics_url))
             rows.append((f"unary c={c}", r))
+        before = batch_totals(metrics_url)
         b = bulk(target, images)
+        b["batch"] = mean_batch(before, batch_totals(metrics_url))
         rss = peak_rss_mib(pid) if pid else None
 
-    print(f"\n{'path':<14} {'img/s':>7} {'x model':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    print(f"\n{'path':<14} {'img/s':>7} {'x model':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'batch':>6}")
     for name, r in rows:
-        print(f"{name:<14} {r['ips']:7.1f} {r['ips'] / m['batched_ips']:8.2f} {r['p50']:7.1f} {r['p95']:7.1f} {r['p99']:7.1f}")
-    print(f"{'BulkCheck':<14} {b['ips']:7.1f} {b['ips'] / m['batched_ips']:8.2f} {'':>7} {'':>7} {'':>7}   ({len(images)} stored, {b['errors']} errors)")
+        print(f"{name:<14} {r['ips']:7.1f} {r['ips'] / m['batched_ips']:8.2f} {r['p50']:7.1f} {r['p95']:7.1f} {r['p99']:7.1f} {r['batch']:6.2f}")
+    print(f"{'BulkCheck':<14} {b['ips']:7.1f} {b['ips'] / m['batched_ips']:8.2f} {'':>7} {'':>7} {'':>7} {b['batch']:6.2f}   ({len(images)} stored, {b['errors']} errors)")
     c1 = rows[0][1]
     print(f"\nunary c=1 vs model batch-1: p50 {c1['p50'] / m['batch1_p50_ms']:.2f}x, p99 {c1['p99'] / m['batch1_p50_ms']:.2f}x the single-image model time")
     if rss:
