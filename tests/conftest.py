@@ -28,8 +28,11 @@ START_TIMEOUT_S = 180
 class ServerProcess:
     """`python -m imgdedup serve` as a child process; stopped by its own PID."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, new_session: bool = False):
         self.data_dir = data_dir
+        # new_session: the server and its Milvus Lite child get their own process group, so a
+        # test can kill -9 both at once (os.killpg) as a machine crash would.
+        self.new_session = new_session
         self.extra = extra
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -40,7 +43,7 @@ class ServerProcess:
 
     def start(self, wait_ready: bool = True) -> "ServerProcess":
         cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir), *self.extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=self.new_session)
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._listening.wait(START_TIMEOUT_S):
             self.stop()

@@ -111,6 +111,10 @@ class DedupEngine:
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="index-writer")
         self._read_pool = ThreadPoolExecutor(2, thread_name_prefix="index-reader")
         self._commits: asyncio.Queue[_Commit] | None = None
+        # Present while a write is in progress: if the process dies then, the next start finds
+        # it and rebuilds the (derived) cluster rows from the image rows.
+        self._write_marker = settings.data_dir / "index-write-in-progress"
+        self._write_failed = False
         self._commit_task: asyncio.Task | None = None
         self.ready = False
 
@@ -130,6 +134,7 @@ class DedupEngine:
             nlist=s.index_nlist,
             nprobe=s.search_nprobe,
         )
+        s.data_dir.mkdir(parents=True, exist_ok=True)
         model_load = loop.run_in_executor(None, embedder_factory, self.spec)
         await loop.run_in_executor(self._write_pool, self.store.connect)
         self.embedder = await model_load
@@ -137,6 +142,11 @@ class DedupEngine:
         size = self.spec.input_size
         await loop.run_in_executor(None, self.embedder.embed, np.zeros((1, size, size, 3), np.uint8))
         self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold)
+        if self._write_marker.exists():
+            log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
+            written, stale = await loop.run_in_executor(self._write_pool, self._writer.rebuild_clusters)
+            log.warning("clusters rebuilt: %d written, %d stale removed", written, stale)
+            self._write_marker.unlink()
         self._batcher = EmbedBatcher(
             self.embedder,
             max_batch_size=s.max_batch_size,
@@ -285,7 +295,7 @@ class DedupEngine:
             for commits in self._retry_plan(batch):
                 started = time.perf_counter()
                 try:
-                    results = await loop.run_in_executor(self._write_pool, self._writer.commit, [c.item for c in commits])
+                    results = await loop.run_in_executor(self._write_pool, self._guarded, self._writer.commit, [c.item for c in commits])
                     metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                     metrics.WRITE_BATCH_SIZE.observe(len(commits))
                 except Exception as exc:
@@ -324,7 +334,20 @@ class DedupEngine:
             if not i or len(i.encode()) > MAX_ID_BYTES:
                 raise InvalidArgument("image_ids", f"invalid image id {i[:40]!r}")
         assert self._writer is not None
-        return await self._run(self._write_pool, self._writer.delete, image_ids)
+        return await self._run(self._write_pool, self._guarded, self._writer.delete, image_ids)
+
+    def _guarded(self, write, *args):
+        """Run a write with the in-progress marker on disk (no fsync: it guards against process
+        crashes, whose page cache survives)."""
+        self._write_marker.touch()
+        try:
+            result = write(*args)
+        except BaseException:
+            self._write_failed = True  # possibly half-written: keep the marker for the next start
+            raise
+        if not self._write_failed:
+            self._write_marker.unlink()
+        return result
 
     # -- clusters --------------------------------------------------------------------------
     async def list_clusters(self, *, page_size: int, page_token: str, min_size: int | None) -> tuple[list[ClusterView], str, int]:

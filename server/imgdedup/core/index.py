@@ -93,10 +93,14 @@ class _ClusterBook:
         self.dirty.add(target)
 
     def flush(self, new_images: list[ImageRow]) -> None:
-        """Write new images, re-home members of merged clusters, then the cluster rows."""
+        """Write new images, re-home members of merged clusters, then the cluster rows.
+
+        Image rows are the truth and go first; cluster rows are derived from them, so a crash
+        part-way leaves nothing that IndexWriter.rebuild_clusters cannot put right."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
         self.store.insert_images(new_images)
+        _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
         if merged:
             moved = self.store.images_in_clusters(merged, with_vectors=True)
@@ -105,6 +109,13 @@ class _ClusterBook:
             self.store.rewrite_images(moved)
         self.store.upsert_clusters([self.rows[c] for c in sorted(self.dirty)])
         self.store.delete_clusters(merged)
+
+
+def _fault_point(name: str) -> None:
+    """FAULT INJECTION FOR TESTS ONLY: DEDUP_TEST_CRASH_AT=<name> kills the process right here,
+    to test recovery from a crash between two writes (a moment kill -9 cannot aim at)."""
+    if os.environ.get("DEDUP_TEST_CRASH_AT") == name:
+        os._exit(137)
 
 
 def _better_representative(pixels: int, inserted_at_ms: int, current: ClusterRow) -> bool:
@@ -164,6 +175,24 @@ class IndexWriter:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]
         return results
+
+    # -- repair ------------------------------------------------------------------------------
+    def rebuild_clusters(self) -> tuple[int, int]:
+        """Recompute every cluster row from the image rows (after an interrupted write).
+
+        Returns (clusters written, stale cluster rows deleted)."""
+        images = self.store.all_images()
+        groups: dict[str, list[ImageRow]] = {}
+        for img in images:
+            groups.setdefault(img.cluster_id, []).append(img)
+        rows = []
+        for cid, members in groups.items():
+            rep = max(members, key=lambda m: (m.pixels, -m.inserted_at_ms))
+            rows.append(ClusterRow(cid, len(members), rep.image_id, rep.pixels, rep.inserted_at_ms))
+        stale = [cid for cid, _ in self.store.cluster_sizes(1) if cid not in groups]
+        self.store.upsert_clusters(rows)
+        self.store.delete_clusters(stale)
+        return len(rows), len(stale)
 
     # -- delete ------------------------------------------------------------------------------
     def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:

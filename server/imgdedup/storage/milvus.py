@@ -234,14 +234,14 @@ class MilvusStore:
             self._call("insert", self.images, [self._image_dict(r) for r in rows])
 
     def rewrite_images(self, rows: list[ImageRow]) -> None:
-        """Replace stored images (e.g. with a new cluster id).
-
-        Not pymilvus' upsert: Milvus Lite 2.5.1 fails an upsert whose primary keys contain a
-        single quote ("internal error"), so this deletes with our own escaped filter, then inserts.
-        """
+        """Replace stored images (e.g. with a new cluster id), each row atomically (upsert)."""
         if rows:
-            self.delete_images([r.image_id for r in rows])
-            self.insert_images(rows)
+            self._call("upsert", self.images, [self._image_dict(r) for r in rows])
+
+    def all_images(self) -> list[ImageRow]:
+        """Every stored image, without embeddings (for rebuilding the clusters)."""
+        rows = self._query_all(self.images, "image_key != \"\"", self._image_fields(False), key="image_key", root="")
+        return [self._image_row(r) for r in rows]
 
     def delete_images(self, image_ids: list[str]) -> None:
         if image_ids:
@@ -352,15 +352,15 @@ class MilvusStore:
     def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, consistency_level="Strong"))
 
-    def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, prefix: str = "") -> list[dict[str, Any]]:
+    def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, root: str = "c", prefix: str = "") -> list[dict[str, Any]]:
         """Every row matching expr, past the query window, by splitting on hex key prefixes.
 
         (query_iterator loops forever against Milvus Lite 2.5.1, so it is not used.)
-        Keys are our cluster ids: "c" followed by lower-case hex.
+        Keys are lower-case hex after `root`: cluster ids ("c" + hex) or image keys ("" + hex).
         """
         scoped = expr if not prefix else f'({expr}) and {key} like {quote(prefix + "%")}'
         rows = self._query(collection, scoped, fields)
         if len(rows) < QUERY_WINDOW:
             return rows
-        base = prefix or "c"
-        return [row for ch in _HEX for row in self._query_all(collection, expr, fields, key=key, prefix=base + ch)]
+        base = prefix or root
+        return [row for ch in _HEX for row in self._query_all(collection, expr, fields, key=key, root=root, prefix=base + ch)]
