@@ -37,6 +37,10 @@ class OnnxEmbedder:
         options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if os.environ.get("DEDUP_ORT_SPIN", "0") != "1":
+            # Idle onnxruntime threads spin by default, burning the cores that decoding and
+            # Milvus need between inferences.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         requested = providers or self._default_providers(ort.get_available_providers())
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
