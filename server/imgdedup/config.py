@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics HTTP port on `host`; 0: off")
     grace_period_s: float = Field(10.0, ge=0)
+    storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")
+    max_concurrent_streams: int = Field(100, ge=1, description="concurrent RPCs per client connection (HTTP/2)")
 
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())

@@ -98,6 +98,7 @@ class EmbedBatcher:
                     break
             live = [p for p in batch if not p.future.done()]
             self.stats.dropped += len(batch) - len(live)
+            metrics.EMBED_DROPPED.inc(len(batch) - len(live))
             # Only same-shaped images stack into one tensor (always true for square resizing).
             by_shape: dict[tuple[int, ...], list[_Pending]] = {}
             for p in live:

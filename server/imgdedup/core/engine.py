@@ -174,6 +174,24 @@ class DedupEngine:
         for pool in (self._decode_pool, self._write_pool, self._read_pool):
             pool.shutdown(wait=True)
 
+    async def storage_healthy(self) -> bool:
+        """Ping Milvus; when it fails, try to reconnect (on the writer thread, between writes).
+
+        Returns whether Milvus answered; after a successful reconnect the next call says so."""
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._read_pool, self.store.ping)
+            return True
+        except StorageError as exc:
+            log.error("Milvus is not answering (%s); reconnecting", exc)
+        try:
+            await loop.run_in_executor(self._write_pool, self.store.reconnect)
+            log.warning("reconnected to Milvus at %s", self.store.uri)
+        except Exception as exc:
+            log.error("reconnecting to Milvus failed: %s", exc)
+        return False
+
     def _require_ready(self) -> None:
         if not self.ready:
             raise NotReady("the server is starting or stopping; retry shortly")

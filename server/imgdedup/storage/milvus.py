@@ -140,6 +140,21 @@ class MilvusStore:
     def ping(self) -> None:
         self._call("has_collection", self.images)
 
+    def reconnect(self) -> None:
+        """Drop the connection and connect again (a Milvus Lite whose process died is restarted
+        on the same file; pymilvus' registry would otherwise hand back the dead socket)."""
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # already broken
+                pass
+            self._client = None
+        if self.is_lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+        self.connect()
+
     def _ensure_collections(self) -> None:
         from pymilvus import DataType, MilvusClient
 

@@ -61,6 +61,20 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
+async def _follow_storage(engine: DedupEngine, health_servicer, interval_s: float) -> None:
+    """Readiness follows Milvus: NOT_SERVING while it does not answer, SERVING once it does."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval_s)
+        ok = await engine.storage_healthy()
+        if ok != serving:
+            serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
+            log.warning("health: %s (Milvus %s)", "SERVING" if ok else "NOT_SERVING", "answers again" if ok else "is not answering")
+
+
 async def serve(settings: Settings) -> None:
     credentials = server_credentials(settings)
     auth = interceptors(settings)
@@ -71,6 +85,7 @@ async def serve(settings: Settings) -> None:
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ]
     )
     dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(engine), server)
@@ -116,7 +131,9 @@ async def serve(settings: Settings) -> None:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         print("dedup server ready", flush=True)
+        monitor = asyncio.create_task(_follow_storage(engine, health_servicer, settings.storage_check_interval_s))
         await stop.wait()
+        monitor.cancel()
     elif startup.done():
         log.error("startup failed: %s", startup.exception())
         await server.stop(0)

@@ -1,0 +1,100 @@
+"""Overload, deadlines and a vector database that goes away: clear statuses, nothing breaks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from conftest import ServerProcess, channel_for, check, encode, rgb, wait_until
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+
+PHOTOS = [encode(rgb(n), quality=q) for n in ("astronaut", "coffee", "rocket", "camera") for q in (70, 80, 90)]
+
+
+def _codes(stub, n: int, timeout: float = 60) -> list:
+    def one(i: int):
+        try:
+            stub.CheckDuplicate(pb.CheckDuplicateRequest(image=PHOTOS[i % len(PHOTOS)]), timeout=timeout)
+            return grpc.StatusCode.OK, None
+        except grpc.RpcError as exc:
+            return exc.code(), exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_full_queue_sheds_load_with_retry_info(tmp_path):
+    srv = ServerProcess(tmp_path, env={"DEDUP_MAX_QUEUE_SIZE": "2", "DEDUP_MAX_BATCH_SIZE": "1"}).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            results = _codes(stub, 24)
+            codes = [c for c, _ in results]
+            assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1 and codes.count(grpc.StatusCode.OK) >= 2
+            exc = next(e for c, e in results if c == grpc.StatusCode.RESOURCE_EXHAUSTED)
+            retry = error_details_pb2.RetryInfo()
+            assert any(d.Unpack(retry) for d in rpc_status.from_call(exc).details)
+            assert retry.retry_delay.ToNanoseconds() > 0
+            assert check(stub, PHOTOS[0]).image_id  # and it keeps serving
+    finally:
+        assert srv.stop() == 0
+
+
+def test_work_past_its_deadline_never_reaches_the_model(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = ServerProcess(tmp_path, "--metrics-port", str(port), env={"DEDUP_MAX_BATCH_SIZE": "1"}).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            codes = [c for c, _ in _codes(stub, 24, timeout=0.05)]
+            assert grpc.StatusCode.DEADLINE_EXCEEDED in codes
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            dropped = float(re.search(r"^dedup_embed_dropped_total ([0-9.e+]+)$", text, re.M).group(1))
+            embedded = float(re.search(r"^dedup_embed_batch_size_sum ([0-9.e+]+)$", text, re.M).group(1))
+            assert dropped >= 1 and embedded + dropped <= 24
+            assert check(stub, PHOTOS[1]).image_id
+    finally:
+        assert srv.stop() == 0
+
+
+def test_milvus_going_away_turns_health_off_then_reconnects(tmp_path):
+    srv = ServerProcess(tmp_path, env={"DEDUP_STORAGE_CHECK_INTERVAL_S": "0.3", "DEDUP_MILVUS_TIMEOUT_S": "2"}).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            stored = check(stub, PHOTOS[0], image_id="kept", add=True)
+            # The real fault: the embedded Milvus Lite process (this server's child) dies.
+            children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
+            assert len(children) == 1
+            os.kill(int(children[0]), signal.SIGKILL)
+            try:
+                check(stub, PHOTOS[3], add=True)
+                raised = None
+            except grpc.RpcError as exc:
+                raised = exc.code()
+            assert raised in (None, grpc.StatusCode.UNAVAILABLE)  # never INTERNAL or a hang
+            status = lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # noqa: E731
+            assert wait_until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=20, interval=0.01)
+            assert wait_until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=60)
+            again = check(stub, PHOTOS[0])
+            assert again.exact_duplicate and again.matches[0].image_id == "kept"
+            assert again.matches[0].cluster_id == stored.cluster_id
+            assert any("reconnected to Milvus" in line for line in srv.output)
+    finally:
+        srv.stop()
