@@ -115,11 +115,28 @@ def test_odd_but_valid_images_are_accepted(stub):
         "bmp": _pil(a, "BMP"),
         "webp": _pil(a, "WEBP"),
         "grey jpeg": _pil(Image.fromarray(a).convert("L"), "JPEG"),
+        "exif-rotated jpeg": _exif_rotated(a),
     }
     check(stub, encode(a), image_id="astro-original", add=True)
     for name, blob in cases.items():
         r = check(stub, blob)
         assert r.is_duplicate and r.matches[0].image_id == "astro-original", name
+
+
+def _exif_rotated(a: np.ndarray) -> bytes:
+    """Pixels stored turned 90 degrees, with EXIF orientation 6 saying how to turn them upright."""
+    im = Image.fromarray(np.ascontiguousarray(np.rot90(a, 1)))  # counter-clockwise
+    exif = im.getexif()
+    exif[0x0112] = 6  # display: rotate 90 degrees clockwise
+    return _pil(im, "JPEG", exif=exif, quality=92)
+
+
+def test_exif_rotated_photo_is_seen_upright(stub):
+    a = rgb("coffee")  # 600x400
+    check(stub, encode(a), image_id="coffee-upright", add=True)
+    r = check(stub, _exif_rotated(a))
+    assert (r.width, r.height) == (600, 400)
+    assert r.matches[0].image_id == "coffee-upright" and r.matches[0].similarity > 0.95
 
 
 def test_message_over_the_size_limit_is_resource_exhausted(stub):

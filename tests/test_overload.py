@@ -53,11 +53,11 @@ def test_full_queue_sheds_load_with_retry_info(tmp_path):
         assert srv.stop() == 0
 
 
-def test_work_past_its_deadline_never_reaches_the_model(tmp_path):
+def test_work_past_its_deadline_never_reaches_the_model_and_streams_are_capped(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = ServerProcess(tmp_path, "--metrics-port", str(port), env={"DEDUP_MAX_BATCH_SIZE": "1"}).start()
+    srv = ServerProcess(tmp_path, "--metrics-port", str(port), env={"DEDUP_MAX_BATCH_SIZE": "1", "DEDUP_BULK_MAX_ITEMS": "3"}).start()
     try:
         with channel_for(srv.target) as channel:
             stub = pb_grpc.DedupServiceStub(channel)
@@ -68,6 +68,12 @@ def test_work_past_its_deadline_never_reaches_the_model(tmp_path):
             embedded = float(re.search(r"^dedup_embed_batch_size_sum ([0-9.e+]+)$", text, re.M).group(1))
             assert dropped >= 1 and embedded + dropped <= 24
             assert check(stub, PHOTOS[1]).image_id
+
+            # bulk_max_items=3: the 4th and 5th items of a stream are refused, clearly.
+            reqs = [pb.BulkCheckRequest(image_id=f"s{i}", image=PHOTOS[i]) for i in range(5)]
+            out = list(stub.BulkCheck(iter(reqs), timeout=60))
+            assert [r.WhichOneof("outcome") for r in out] == ["result"] * 3 + ["error"] * 2
+            assert out[3].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and "bulk_max_items" in out[3].error.message
     finally:
         assert srv.stop() == 0
 

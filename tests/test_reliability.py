@@ -122,6 +122,28 @@ def test_sigterm_drains_in_flight_work_then_exits_cleanly(tmp_path):
         again.stop()
 
 
+def test_a_cancelled_stream_stops_its_work(tmp_path):
+    import time
+
+    srv = ServerProcess(tmp_path).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            responses = stub.BulkCheck(_stream_requests(200), timeout=300)
+            for n, _ in enumerate(responses, 1):
+                if n == 3:
+                    responses.cancel()
+                    break
+            info = lambda: stub.GetInfo(pb.GetInfoRequest()).indexed_images  # noqa: E731
+            time.sleep(1.0)
+            settled = info()
+            time.sleep(1.0)
+            assert info() == settled < 60  # nothing more is stored once the stream is gone
+            assert check(stub, encode(rgb("coffee"))).image_id  # and the server serves on
+    finally:
+        assert srv.stop() == 0
+
+
 # -- garbage ----------------------------------------------------------------------------------
 _VALID = [encode(rgb("coffee")), encode(rgb("camera"), ".png"), encode(rgb("rocket"), ".webp")]
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_commit_batch: int = Field(64, ge=1)
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")
+    bulk_max_items: int = Field(1_000_000, ge=1, description="images per BulkCheck stream; later ones get RESOURCE_EXHAUSTED")
     max_image_bytes: int = Field(48 * 1024 * 1024, ge=1)
     max_pixels: int = Field(60_000_000, ge=1, description="largest decoded image (width x height), checked before decoding")
     default_top_k: int = Field(5, ge=1)

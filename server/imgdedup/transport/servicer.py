@@ -16,7 +16,7 @@ from imgdedup import __version__, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
-from imgdedup.core.errors import DedupError, InvalidArgument
+from imgdedup.core.errors import DedupError, InvalidArgument, Overloaded
 from imgdedup.transport.errors import abort, to_status
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,13 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
             finally:
                 slots.release()
 
+        max_items = self.engine.settings.bulk_max_items
+
+        async def too_long(index: int, msg: pb.BulkCheckRequest) -> pb.BulkCheckResponse:
+            slots.release()
+            exc = Overloaded(f"a BulkCheck stream takes at most {max_items} images (bulk_max_items); open a new stream", retry_after_s=0)
+            return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=to_status(exc))
+
         new_task = asyncio.Event()
 
         async def reader() -> None:
@@ -127,7 +134,11 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
                 index = 0
                 async for msg in request_iterator:
                     await slots.acquire()  # backpressure: stop reading while the window is full
-                    in_flight.append(asyncio.create_task(run_one(index, msg, order.ticket())))
+                    if index >= max_items:
+                        task = asyncio.create_task(too_long(index, msg))
+                    else:
+                        task = asyncio.create_task(run_one(index, msg, order.ticket()))
+                    in_flight.append(task)
                     new_task.set()
                     index += 1
             except Exception as exc:  # the client broke the stream
