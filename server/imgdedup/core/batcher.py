@@ -45,13 +45,17 @@ class BatcherStats:
 
 
 class EmbedBatcher:
-    def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024):
+    def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024, workers: int = 1):
         self.embedder = embedder
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
-        # One model thread: onnxruntime already uses every core inside one run.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        # `workers` inferences may run at once (one session, thread-safe runs). With one worker
+        # onnxruntime spreads each run over the cores; with several, each run is single-threaded
+        # and batches overlap, which keeps the cores busy while decoding competes for them.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed")
+        self._slots = asyncio.Semaphore(workers)
+        self._running: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
         self.stats = BatcherStats()
         # Images being decoded that will call embed() soon (kept by the caller, see engine).
@@ -63,7 +67,7 @@ class EmbedBatcher:
     async def stop(self) -> None:
         if self._worker:
             self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await asyncio.gather(self._worker, *self._running, return_exceptions=True)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
@@ -83,6 +87,9 @@ class EmbedBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Wait for a free worker first, so a batch is gathered at the moment it can run and
+            # takes everything that queued up meanwhile.
+            await self._slots.acquire()
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_queue_delay_s
             while len(batch) < self.max_batch_size:
@@ -103,8 +110,18 @@ class EmbedBatcher:
             by_shape: dict[tuple[int, ...], list[_Pending]] = {}
             for p in live:
                 by_shape.setdefault(p.tensor.shape, []).append(p)
-            for group in by_shape.values():
-                await self._infer(loop, group)
+            if not by_shape:
+                self._slots.release()
+            for n, group in enumerate(by_shape.values()):
+                if n > 0:
+                    await self._slots.acquire()
+                task = loop.create_task(self._infer(loop, group))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
         stacked = np.stack([p.tensor for p in group])

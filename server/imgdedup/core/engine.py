@@ -152,6 +152,7 @@ class DedupEngine:
             max_batch_size=s.max_batch_size,
             max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
             max_queue_size=s.max_queue_size,
+            workers=s.inference_workers,
         )
         self._batcher.start()
         self._commits = asyncio.Queue(s.max_queue_size)

@@ -122,7 +122,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def make_embedder(model_spec):
-        return create_embedder(model_spec, providers=settings.providers, intra_op_threads=settings.intra_op_threads)
+        return create_embedder(
+            model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads
+        )
 
     startup = asyncio.create_task(engine.start(make_embedder))
     stopper = asyncio.create_task(stop.wait())
