@@ -203,7 +203,7 @@ def _info(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     with _client(args) as client:
-        print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True), indent=2))
+        print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
     return 0
 
 
