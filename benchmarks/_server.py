@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Iterator
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return "unknown CPU"
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
 def peak_rss_mib(pid: int) -> float | None:

@@ -61,9 +61,12 @@ from pathlib import Path
 
 import grpc
 
-from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
-from imgdedup.client import DedupClient
-from imgdedup.evaluation import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import cpu_model  # noqa: E402
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
+from imgdedup.client import DedupClient  # noqa: E402
+from imgdedup.evaluation import (  # noqa: E402
     Dataset,
     components_at,
     copy_recall,
@@ -258,15 +261,7 @@ def read_clusters(client: DedupClient, wanted: set[str], stored: set[str]) -> tu
 
 # -- report ---------------------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu}
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu_model()}
 
 
 def percentile(values: list[float], q: float) -> float:
