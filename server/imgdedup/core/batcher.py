@@ -33,31 +33,18 @@ class _Pending:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-@dataclass(slots=True)
-class BatcherStats:
-    batches: int = 0
-    items: int = 0
-    dropped: int = 0
-
-    @property
-    def mean_batch_size(self) -> float:
-        return self.items / self.batches if self.batches else 0.0
-
-
 class EmbedBatcher:
     def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024, workers: int = 1):
         self.embedder = embedder
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
-        # `workers` inferences may run at once (one session, thread-safe runs). With one worker
-        # onnxruntime spreads each run over the cores; with several, each run is single-threaded
-        # and batches overlap, which keeps the cores busy while decoding competes for them.
+        # `workers` inferences may run at once; the embedder has a session for each (see
+        # OnnxEmbedder: the first on every core, the others overlapping under load).
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed")
         self._slots = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
-        self.stats = BatcherStats()
         # Images being decoded that will call embed() soon (kept by the caller, see engine).
         self.incoming = 0
 
@@ -104,7 +91,6 @@ class EmbedBatcher:
                 except TimeoutError:
                     break
             live = [p for p in batch if not p.future.done()]
-            self.stats.dropped += len(batch) - len(live)
             metrics.EMBED_DROPPED.inc(len(batch) - len(live))
             # Only same-shaped images stack into one tensor (always true for square resizing).
             by_shape: dict[tuple[int, ...], list[_Pending]] = {}
@@ -138,8 +124,6 @@ class EmbedBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self.stats.batches += 1
-        self.stats.items += len(group)
         for p, vec in zip(group, vectors):
             if not p.future.done():
                 p.future.set_result(vec)

@@ -120,7 +120,7 @@ def _fault_point(name: str) -> None:
 
 def _better_representative(pixels: int, inserted_at_ms: int, current: ClusterRow) -> bool:
     """The copy a user would keep: most pixels, then the earliest stored."""
-    return (pixels, -inserted_at_ms) > (current.rep_pixels, -current.rep_inserted_at_ms) or current.size == 0
+    return (pixels, -inserted_at_ms) > (current.rep_pixels, -current.rep_inserted_at_ms)
 
 
 class IndexWriter:

@@ -16,7 +16,7 @@ from imgdedup import __version__, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
-from imgdedup.core.errors import DedupError, InvalidArgument, Overloaded
+from imgdedup.core.errors import Overloaded
 from imgdedup.transport.errors import abort, to_status
 
 log = logging.getLogger(__name__)
@@ -188,5 +188,3 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         info = await self.engine.info()
         return pb.GetInfoResponse(version=__version__, **info)
 
-
-__all__ = ["DedupServicer", "DedupError", "InvalidArgument"]
