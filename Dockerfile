@@ -17,6 +17,8 @@ RUN useradd --create-home dedup && mkdir /data && chown dedup /data
 USER dedup
 VOLUME /data
 EXPOSE 50051
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
-  CMD python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; sys.exit(g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(), timeout=2).status != 1)"
+# Shell form so that DEDUP_HEALTHCHECK_ARGS can carry the client TLS flags when TLS is on, e.g.
+# "--tls-ca /certs/ca.pem --tls-cert /certs/probe.pem --tls-key /certs/probe.key" (health needs no token).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s \
+  CMD dedup health --server 127.0.0.1:50051 --timeout 3 $DEDUP_HEALTHCHECK_ARGS
 CMD ["dedup", "serve", "--host", "0.0.0.0", "--port", "50051", "--data-dir", "/data"]

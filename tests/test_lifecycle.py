@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import ROOT, ServerProcess, channel_for, check, encode, rgb
+from conftest import ROOT, ServerProcess, channel_for, check, encode, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
@@ -81,5 +81,13 @@ def test_restart_on_the_same_data_dir_keeps_everything(tmp_path):
             assert after == before
             r = check(stub, encode((a * 0.7).astype("uint8")))
             assert r.is_duplicate and r.matches[0].cluster_id == first.cluster_id
+            # The in-memory digest set is refilled from Milvus: stored bytes are still exact
+            # duplicates once it is loaded, and deleted ones are not.
+            assert wait_until(lambda: any("digest set loaded: 3 stored images" in line for line in srv2.output))
+            again = check(stub, encode(c))
+            assert again.exact_duplicate and again.matches[0].image_id == "c"
+            stub.DeleteImages(pb.DeleteImagesRequest(image_ids=["c"]))
+            gone = check(stub, encode(c))
+            assert not gone.exact_duplicate and "c" not in [m.image_id for m in gone.matches]
     finally:
         assert srv2.stop() == 0

@@ -210,6 +210,15 @@ def test_mtls_rejects_a_certificate_from_another_ca(mtls_server, pki):
         assert _code(c.info) == grpc.StatusCode.UNAVAILABLE
 
 
+def test_the_health_command_works_over_mutual_tls(mtls_server, pki, capsys):
+    # What the Docker HEALTHCHECK runs: `dedup health` with the client TLS flags (no token).
+    flags = ["--server", mtls_server.target, "--tls-ca", str(pki.ca)]
+    assert cli.main(["health", *flags, "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]) == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+    assert cli.main(["health", *flags]) == 1  # no client certificate: refused, exit 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
 def test_mtls_rejects_plaintext_even_for_health(mtls_server):
     with channel_for(mtls_server.target) as ch:
         health = health_pb2_grpc.HealthStub(ch)

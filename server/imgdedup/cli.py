@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-client-ca", type=Path, help="CA (PEM) for client certificates: requires mutual TLS")
     p.add_argument("--auth-tokens-file", type=Path, help="bearer tokens, one per line; DedupService calls then need one")
 
-    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server")):
+    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)")):
         c = sub.add_parser(name, help=help_)
         c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
         c.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server's certificate; turns TLS on")
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--threshold", type=float)
             c.add_argument("--top-k", type=int)
             c.add_argument("--json", action="store_true")
+        if name == "health":
+            c.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
         if name == "clusters":
             c.add_argument("--min-size", type=int, default=2)
             c.add_argument("--json", action="store_true")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return calibrate(argv[1:])
     args = parser.parse_args(argv)
     try:
-        return {"serve": _serve, "index": _index, "check": _check, "clusters": _clusters, "info": _info}[args.command](args)
+        return {"serve": _serve, "index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health}[args.command](args)
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -205,6 +207,13 @@ def _info(args: argparse.Namespace) -> int:
     with _client(args) as client:
         print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.health(timeout=args.timeout)
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 if __name__ == "__main__":

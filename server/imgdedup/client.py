@@ -96,15 +96,21 @@ class DedupClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def health(self, service: str = "", *, timeout: float = 2.0) -> str:
+        """The grpc.health.v1 status name ("SERVING", "NOT_SERVING", ...) of `service`
+        ("" = the whole server); raises grpc.RpcError when the server does not answer."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        status = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
         import time
 
-        health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                if self.health() == "SERVING":
                     return
             except grpc.RpcError:
                 pass

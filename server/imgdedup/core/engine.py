@@ -21,6 +21,7 @@ import numpy as np
 from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.batcher import EmbedBatcher
+from imgdedup.core.digests import DigestSet
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage
@@ -116,6 +117,8 @@ class DedupEngine:
         self._write_marker = settings.data_dir / "index-write-in-progress"
         self._write_failed = False
         self._commit_task: asyncio.Task | None = None
+        self._digests = DigestSet() if settings.digest_cache else None
+        self._digest_task: asyncio.Task | None = None
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -157,11 +160,33 @@ class DedupEngine:
         self._batcher.start()
         self._commits = asyncio.Queue(s.max_queue_size)
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
+        if self._digests is not None:
+            self._digest_task = loop.create_task(self._load_digests(), name="digest-loader")
         self.ready = True
         log.info("engine ready: model=%s providers=%s milvus=%s (%s)", self.spec.name, self.embedder.providers, self.store.uri, self.store.backend)
 
+    async def _load_digests(self) -> None:
+        """Fill the digest set from Milvus in the background; checks query Milvus until then."""
+        assert self._digests is not None and self.store is not None
+        loop = asyncio.get_running_loop()
+        delay = 1.0
+        while True:
+            started = time.perf_counter()
+            try:
+                digests = await loop.run_in_executor(self._read_pool, self.store.all_digests)
+            except Exception as exc:  # Milvus away: keep asking it per image, try again later
+                log.warning("loading stored image digests failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            self._digests.load(digests)
+            log.info("digest set loaded: %d stored images in %.1f s", len(digests), time.perf_counter() - started)
+            return
+
     async def stop(self) -> None:
         self.ready = False
+        if self._digest_task:
+            self._digest_task.cancel()
         if self._batcher:
             await self._batcher.stop()
         if self._commit_task:
@@ -234,14 +259,14 @@ class DedupEngine:
         assert self.store is not None and self._batcher is not None
         self._batcher.incoming += 1  # lets the batcher know another image is on its way
         try:
-            facts, digest = await loop.run_in_executor(self._decode_pool, self._probe, req.image)
-            # Exact-duplicate fast path: identical bytes reuse the stored embedding. The lookup
-            # runs alongside decoding; its decoded pixels are simply dropped when it hits.
-            decoding = loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
-            try:
+            facts, digest, tensor = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
+            # Exact-duplicate fast path: identical bytes reuse the stored embedding. Only bytes
+            # the digest set cannot rule out are looked up (see core/digests.py).
+            same = None
+            if self._digests is None or self._digests.might_contain(digest):
                 same = await self._run(self._read_pool, self.store.find_by_sha256, digest)
-            finally:
-                tensor = await decoding
+            if same is None and tensor is None:
+                tensor = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         finally:
@@ -284,8 +309,13 @@ class DedupEngine:
             total_ms=(t3 - t0) * 1000,
         )
 
-    def _probe(self, data: bytes) -> tuple[ImageFacts, str]:
-        return probe_image(data, max_pixels=self.settings.max_pixels), hashlib.sha256(data).hexdigest()
+    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, np.ndarray | None]:
+        """Vet, hash and (unless the bytes may already be stored) decode, in one thread hop."""
+        facts = probe_image(data, max_pixels=self.settings.max_pixels)
+        digest = hashlib.sha256(data).hexdigest()
+        if self._digests is not None and self._digests.loaded and self._digests.might_contain(digest):
+            return facts, digest, None  # probably an exact duplicate: decode only if it is not
+        return facts, digest, self._decode(data, facts)
 
     def _decode(self, data: bytes, facts: ImageFacts) -> np.ndarray:
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
@@ -329,6 +359,8 @@ class DedupEngine:
                         commits[0].future.set_exception(err)
                     continue
                 for c, r in zip(commits, results):
+                    if r.stored and self._digests is not None:
+                        self._digests.add(c.item.sha256)
                     if not c.future.done():
                         c.future.set_result(r)
                 if len(commits) == len(batch):

@@ -151,8 +151,10 @@ def preprocess(image: DecodedImage, resize: ResizePolicy) -> np.ndarray:
         scale = resize.size / min(h, w)
         out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
     shrinking = out_w * out_h < w * h
+    halving = w >= 2 * out_w or h >= 2 * out_h
     interp = {
         "area": cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        "auto": cv2.INTER_AREA if halving else cv2.INTER_LINEAR,
         "linear": cv2.INTER_LINEAR,
         "cubic": cv2.INTER_CUBIC,
     }[resize.interpolation]

@@ -40,7 +40,10 @@ class ResizePolicy(_Strict):
     # short_side: scale so the short side is `size`, keep the aspect ratio.
     mode: Literal["square", "short_side"] = "square"
     size: int = Field(288, ge=32, le=2048)
-    interpolation: Literal["area", "linear", "cubic"] = "area"
+    # area: OpenCV INTER_AREA whenever shrinking (linear when enlarging).
+    # auto: INTER_AREA when shrinking by 2x or more on an axis, else INTER_LINEAR, which below 2x
+    #   samples every source pixel anyway and costs a fifth of INTER_AREA's non-integer path.
+    interpolation: Literal["area", "auto", "linear", "cubic"] = "area"
 
 
 class Normalization(_Strict):
