@@ -24,7 +24,8 @@ from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core.digests import DigestSet
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
-from imgdedup.core.index import CheckResult, IndexWriter, PendingImage
+from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
+from imgdedup.core.views import content_view
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit, MilvusStore, StorageError
 
@@ -199,6 +200,8 @@ class DedupEngine:
             await asyncio.get_running_loop().run_in_executor(self._write_pool, self.store.close)
         for pool in (self._decode_pool, self._write_pool, self._read_pool):
             pool.shutdown(wait=True)
+        if self._writer:
+            self._writer.close()
 
     async def storage_healthy(self) -> bool:
         """Ping Milvus; when it fails, try to reconnect (on the writer thread, between writes).
@@ -259,14 +262,14 @@ class DedupEngine:
         assert self.store is not None and self._batcher is not None
         self._batcher.incoming += 1  # lets the batcher know another image is on its way
         try:
-            facts, digest, tensor = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
-            # Exact-duplicate fast path: identical bytes reuse the stored embedding. Only bytes
+            facts, digest, tensors = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
+            # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only bytes
             # the digest set cannot rule out are looked up (see core/digests.py).
             same = None
             if self._digests is None or self._digests.might_contain(digest):
-                same = await self._run(self._read_pool, self.store.find_by_sha256, digest)
-            if same is None and tensor is None:
-                tensor = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
+                same = await self._run(self._read_pool, self._find_exact, digest)
+            if same is None and tensors is None:
+                tensors = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         finally:
@@ -274,9 +277,12 @@ class DedupEngine:
         t1 = time.perf_counter()
         if same is not None:
             metrics.EXACT_DUPLICATES.inc()
-            vector = same.vector
+            vector, views = same
         else:
-            vector = await self._batcher.embed(tensor)
+            # The whole image and its extra views (core/views.py) batch together.
+            vector, *views = await asyncio.gather(*(self._batcher.embed(t) for t in tensors))
+            if views:
+                metrics.EXTRA_VIEWS.inc(len(views))
         t2 = time.perf_counter()
         threshold = req.threshold if req.threshold is not None else self.default_threshold
         pending = PendingImage(
@@ -287,6 +293,7 @@ class DedupEngine:
             top_k=req.top_k or self.settings.default_top_k,
             pixels=facts.pixels,
             sha256=digest,
+            views=views,
         )
         if ticket is not None and ticket[0] is not None:
             await ticket[0].wait()
@@ -309,7 +316,7 @@ class DedupEngine:
             total_ms=(t3 - t0) * 1000,
         )
 
-    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, np.ndarray | None]:
+    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, list[np.ndarray] | None]:
         """Vet, hash and (unless the bytes may already be stored) decode, in one thread hop."""
         facts = probe_image(data, max_pixels=self.settings.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
@@ -317,9 +324,22 @@ class DedupEngine:
             return facts, digest, None  # probably an exact duplicate: decode only if it is not
         return facts, digest, self._decode(data, facts)
 
-    def _decode(self, data: bytes, facts: ImageFacts) -> np.ndarray:
+    def _decode(self, data: bytes, facts: ImageFacts) -> list[np.ndarray]:
+        """Model inputs: the whole image, then its extra views (if any)."""
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
-        return preprocess(decoded, self.spec.input.resize)
+        resize = self.spec.input.resize
+        tensors = [preprocess(decoded, resize)]
+        if self.settings.content_views and (view := content_view(decoded)) is not None:
+            tensors.append(preprocess(view, resize))
+        return tensors
+
+    def _find_exact(self, digest: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """The embedding and extra views of a stored image with exactly these bytes, if any."""
+        assert self.store is not None
+        row = self.store.find_by_sha256(digest)
+        if row is None or row.vector is None:
+            return None
+        return row.vector, self.store.views_of([row.image_id]).get(row.image_id, [])
 
     async def _submit(self, item: PendingImage, submitted: asyncio.Event | None = None) -> CheckResult:
         assert self._commits is not None
@@ -434,6 +454,7 @@ class DedupEngine:
         assert self.store is not None
         rows = self.store.get_clusters(cluster_ids)
         members = self.store.images_in_clusters([c for c in cluster_ids if c in rows], with_vectors=True)
+        extra = self.store.views_of([m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list] = {}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -443,7 +464,8 @@ class DedupEngine:
                 continue
             row, mem = rows[cid], by_cluster.get(cid, [])
             rep = next((m for m in mem if m.image_id == row.representative_id), None)
-            scored = [(m.image_id, 1.0 if m is rep else float(m.vector @ rep.vector) if rep is not None else 0.0) for m in mem]
+            of = {m.image_id: [m.vector, *extra.get(m.image_id, [])] for m in mem}
+            scored = [(m.image_id, 1.0 if m is rep else image_similarity(of[m.image_id], of[rep.image_id]) if rep is not None else 0.0) for m in mem]
             scored.sort(key=lambda x: (x[0] != row.representative_id, -x[1], x[0]))
             views.append(ClusterView(cid, row.size, row.representative_id, scored))
         return views

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,11 @@ class PendingImage:
     top_k: int
     pixels: int
     sha256: str
+    views: list[np.ndarray] = field(default_factory=list)  # extra views (core/views.py)
+
+    @property
+    def all_vectors(self) -> list[np.ndarray]:
+        return [self.vector, *self.views]
 
 
 @dataclass(slots=True)
@@ -92,13 +98,16 @@ class _ClusterBook:
         self.dirty.discard(source)
         self.dirty.add(target)
 
-    def flush(self, new_images: list[ImageRow]) -> None:
-        """Write new images, re-home members of merged clusters, then the cluster rows.
+    def flush(self, new_images: list[ImageRow], new_views: dict[str, list[np.ndarray]]) -> None:
+        """Write new images (their extra views just before), re-home members of merged
+        clusters, then the cluster rows.
 
-        Image rows are the truth and go first; cluster rows are derived from them, so a crash
-        part-way leaves nothing that IndexWriter.rebuild_clusters cannot put right."""
+        Image rows are the truth; views whose image row is missing are ignored, and cluster rows
+        are derived from the images, so a crash part-way leaves nothing that
+        IndexWriter.rebuild_clusters cannot put right."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
+        self.store.insert_views(new_views)
         self.store.insert_images(new_images)
         _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
@@ -123,10 +132,70 @@ def _better_representative(pixels: int, inserted_at_ms: int, current: ClusterRow
     return (pixels, -inserted_at_ms) > (current.rep_pixels, -current.rep_inserted_at_ms)
 
 
+def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Similarity of two images given their views (whole image first, then extra views): the
+    best pair, except that two images which both have a content view are compared by pairs
+    involving a content view only: their whole images are mostly background (two screenshots
+    of different photos in the same app look alike as wholes)."""
+    sims = np.stack(a) @ np.stack(b).T
+    if len(a) > 1 and len(b) > 1:
+        sims[0, 0] = -1.0
+    return float(sims.max())
+
+
 class IndexWriter:
     def __init__(self, store: MilvusStore, *, cluster_threshold: float):
         self.store = store
         self.cluster_threshold = cluster_threshold
+        # The views collection is searched alongside the images collection, not after it.
+        self._view_search = ThreadPoolExecutor(1, thread_name_prefix="view-search")
+
+    def close(self) -> None:
+        self._view_search.shutdown(wait=True)
+
+    def _search(self, items: list[PendingImage], limit: int) -> list[list[Hit]]:
+        """Nearest stored images of each item by image_similarity, most similar first."""
+        queries, owners = [], []
+        for n, item in enumerate(items):
+            for v in item.all_vectors:
+                queries.append(v)
+                owners.append(n)
+        stacked = np.stack(queries)
+        in_views = self._view_search.submit(self.store.search_views, stacked, limit)
+        try:
+            in_images = self.store.search(stacked, limit)
+        finally:
+            view_hits = in_views.result()
+        found: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair seen
+        cluster_of: dict[str, str] = {}
+        for n, hits in zip(owners, in_images):
+            for h in hits:
+                cluster_of[h.image_id] = h.cluster_id
+                found[n][h.image_id] = max(found[n].get(h.image_id, -1.0), h.similarity)
+        for n, pairs in zip(owners, view_hits):
+            for image_id, sim in pairs:
+                found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
+        # Only candidates that could be a match or a cluster link matter from here on.
+        floor = min(min(i.threshold for i in items), self.cluster_threshold)
+        # An item with a content view is re-scored exactly against candidates that have one too
+        # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
+        rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
+        their_views = self.store.views_of(rescore) if rescore else {}
+        if their_views:
+            rows = self.store.get_images(their_views, with_vectors=True)
+            cluster_of.update({i: r.cluster_id for i, r in rows.items()})
+            for item, f in zip(items, found):
+                for image_id in f.keys() & rows.keys() if item.views else ():
+                    f[image_id] = image_similarity(item.all_vectors, [rows[image_id].vector, *their_views[image_id]])
+        # Hits found only through a view carry no cluster id: take their image's (and drop a
+        # view whose image row is missing: left by a crash, it is ignored).
+        missing = {image_id for f in found for image_id, sim in f.items() if sim >= floor and image_id not in cluster_of}
+        if missing:
+            cluster_of.update({i: r.cluster_id for i, r in self.store.get_images(missing).items()})
+        return [
+            sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if i in cluster_of), key=lambda h: -h.similarity)
+            for f in found
+        ]
 
     # -- check (and store) -------------------------------------------------------------------
     def commit(self, items: list[PendingImage]) -> list[CheckResult]:
@@ -140,16 +209,17 @@ class IndexWriter:
             for image_id in replaced:
                 existing.pop(image_id)
 
-        vectors = np.stack([i.vector for i in items])
         limit = max(i.top_k for i in items) + SEARCH_SLACK
-        all_hits = self.store.search(vectors, limit)
+        all_hits = self._search(items, limit)
         book = _ClusterBook(self.store)
         batch_rows: list[ImageRow] = []  # stored earlier in this batch, in order
+        batch_views: list[list[np.ndarray]] = []  # their views (whole image first)
+        new_views: dict[str, list[np.ndarray]] = {}
         results: list[CheckResult] = []
         for item, hits in zip(items, all_hits):
             candidates = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in hits if h.image_id != item.image_id]
             if batch_rows:
-                sims = np.stack([r.vector for r in batch_rows]) @ item.vector
+                sims = [image_similarity(views, item.all_vectors) for views in batch_views]
                 candidates += [
                     Hit(r.image_id, float(s), book.resolve(r.cluster_id))
                     for r, s in zip(batch_rows, sims)
@@ -168,9 +238,12 @@ class IndexWriter:
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector)
             row.cluster_id = book.add_image(row, linked)
             batch_rows.append(row)
+            batch_views.append(item.all_vectors)
+            if item.views:
+                new_views[item.image_id] = item.views
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id))
         if batch_rows or book.dirty:
-            book.flush(batch_rows)
+            book.flush(batch_rows, new_views)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]
@@ -203,8 +276,10 @@ class IndexWriter:
         if not deleted:
             return deleted, not_found
         self.store.delete_images(deleted)
+        self.store.delete_views(deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
         members = self.store.images_in_clusters(affected, with_vectors=True)
+        extra = self.store.views_of([m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -215,7 +290,7 @@ class IndexWriter:
             if not rows:
                 emptied.append(cid)
                 continue
-            components = _components(rows, self.cluster_threshold)
+            components = _components(rows, extra, self.cluster_threshold)
             components.sort(key=len, reverse=True)
             for n, component in enumerate(components):
                 new_cid = cid if n == 0 else new_cluster_id()
@@ -231,10 +306,20 @@ class IndexWriter:
         return deleted, not_found
 
 
-def _components(rows: list[ImageRow], threshold: float) -> list[list[ImageRow]]:
-    """Connected components of the graph 'cosine similarity >= threshold'."""
-    vecs = np.stack([r.vector for r in rows])
-    adjacent = (vecs @ vecs.T) >= threshold
+def _components(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], threshold: float) -> list[list[ImageRow]]:
+    """Connected components of the graph 'image_similarity >= threshold'."""
+    vectors, starts, with_views = [], [], []
+    for r in rows:
+        starts.append(len(vectors))
+        vectors += [r.vector, *extra.get(r.image_id, [])]
+        with_views.append(r.image_id in extra)
+    sims = np.stack(vectors) @ np.stack(vectors).T
+    if len(vectors) > len(rows):  # reduce view x view to image x image as image_similarity does
+        both = np.flatnonzero(with_views)
+        whole = np.asarray(starts)[both]
+        sims[np.ix_(whole, whole)] = -1.0  # (the diagonal too: never used)
+        sims = np.maximum.reduceat(np.maximum.reduceat(sims, starts, axis=0), starts, axis=1)
+    adjacent = sims >= threshold
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:

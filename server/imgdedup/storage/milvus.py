@@ -5,6 +5,10 @@ Two collections:
   cluster id, pixel count, insertion time and content hash. The primary key is a hash of the
   image_id (`image_key`), never the caller's string itself: Milvus Lite 2.5.1 builds SQL from
   primary keys without escaping, so a delete or upsert of an id with a quote in it fails.
+- `<prefix>_views`: extra embeddings of some stored images (e.g. the photo inside a screenshot,
+  see core/views.py), keyed by a hash of (image_id, view number), pointing at their image by
+  image_key/image_id. Derived data: written before the image row, deleted after it, and a view
+  whose image row is missing is ignored, so a crash in between leaves nothing visible.
 - `<prefix>_clusters`: one row per cluster (singletons included): size and representative.
   Milvus requires a vector field in every collection, so it carries a 2-d placeholder.
 
@@ -68,6 +72,11 @@ def image_key(image_id: str) -> str:
     return hashlib.blake2b(image_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def view_key(image_id: str, view: int) -> str:
+    """The primary key of an image's extra view number `view` (1, 2, ...)."""
+    return hashlib.blake2b(f"{view}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view").hexdigest()
+
+
 def quote(value: str) -> str:
     """A Milvus filter string literal (filter templates are not supported by Milvus Lite 2.5)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -101,6 +110,7 @@ class MilvusStore:
         self.model_name = model_name
         self.images = f"{prefix}_images"
         self.clusters = f"{prefix}_clusters"
+        self.views = f"{prefix}_views"
         self.timeout = timeout_s
         self.index_type = index_type
         self.nlist = nlist
@@ -130,8 +140,8 @@ class MilvusStore:
     def close(self) -> None:
         if self._client is not None:
             try:
-                self._client.flush(self.images, timeout=self.timeout)
-                self._client.flush(self.clusters, timeout=self.timeout)
+                for name in (self.images, self.views, self.clusters):
+                    self._client.flush(name, timeout=self.timeout)
             except Exception:  # closing must not raise
                 log.exception("flush on close failed")
             self._client.close()
@@ -183,6 +193,18 @@ class MilvusStore:
                 index.add_index("cluster_id", index_type="INVERTED")
                 index.add_index("sha256", index_type="INVERTED")
             self._call("create_collection", self.images, schema=schema, index_params=index, consistency_level="Strong")
+        if not self._call("has_collection", self.views):
+            schema = MilvusClient.create_schema(auto_id=False, description=f"imgdedup views; model={self.model_name}; dim={self.dim}")
+            schema.add_field("view_key", DataType.VARCHAR, is_primary=True, max_length=32)
+            schema.add_field("image_key", DataType.VARCHAR, max_length=32)
+            schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
+            schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
+            index = MilvusClient.prepare_index_params()
+            params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
+            index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
+            if not self.is_lite:
+                index.add_index("image_key", index_type="INVERTED")
+            self._call("create_collection", self.views, schema=schema, index_params=index, consistency_level="Strong")
         if not self._call("has_collection", self.clusters):
             schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
             schema.add_field("cluster_id", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -194,7 +216,7 @@ class MilvusStore:
             index = MilvusClient.prepare_index_params()
             index.add_index("placeholder", index_type="FLAT", metric_type="L2")
             self._call("create_collection", self.clusters, schema=schema, index_params=index, consistency_level="Strong")
-        for name in (self.images, self.clusters):
+        for name in (self.images, self.views, self.clusters):
             self._call("load_collection", name)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -224,6 +246,52 @@ class MilvusStore:
             [Hit(str(h["entity"]["image_id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
             for hits in results
         ]
+
+    def search_views(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
+        """(image_id, similarity) of the nearest extra views, per query vector."""
+        params = {"metric_type": "COSINE", "params": {"nprobe": self.nprobe}}
+        results = self._call(
+            "search",
+            self.views,
+            data=[np.asarray(v, dtype=np.float32) for v in vectors],
+            limit=limit,
+            output_fields=["image_id"],
+            search_params=params,
+            consistency_level="Strong",
+        )
+        return [[(str(h["entity"]["image_id"]), float(h["distance"])) for h in hits] for hits in results]
+
+    def insert_views(self, views: dict[str, list[np.ndarray]]) -> None:
+        """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""
+        rows = [
+            {"view_key": view_key(image_id, n), "image_key": image_key(image_id), "image_id": image_id, "embedding": np.asarray(v, dtype=np.float32)}
+            for image_id, vectors in views.items()
+            for n, v in enumerate(vectors, 1)
+        ]
+        if rows:
+            self._call("upsert", self.views, rows)
+
+    def views_of(self, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
+        """The stored extra views of these images (images without any are left out)."""
+        keys = [image_key(i) for i in dict.fromkeys(image_ids)]
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(keys):
+            # Keys first: Milvus Lite 2.5.1 fails to return vectors from a collection that never
+            # held a row, so vectors are fetched only for rows known to exist.
+            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW, consistency_level="Strong")
+            if rows:
+                found += self._call(
+                    "query", self.views, filter=_in_list("view_key", [r["view_key"] for r in rows]),
+                    output_fields=["view_key", "image_id", "embedding"], limit=len(rows), consistency_level="Strong",
+                )
+        out: dict[str, list[np.ndarray]] = {}
+        for r in sorted(found, key=lambda r: r["view_key"]):
+            out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
+        return out
+
+    def delete_views(self, image_ids: list[str]) -> None:
+        for chunk in _chunks([image_key(i) for i in image_ids]):
+            self._call("delete", self.views, filter=_in_list("image_key", chunk))
 
     def get_images(self, image_ids: Iterable[str], *, with_vectors: bool = False) -> dict[str, ImageRow]:
         ids = list(dict.fromkeys(image_ids))
