@@ -232,16 +232,7 @@ class MilvusStore:
 
     # -- images ------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
-        params = {"metric_type": "COSINE", "params": {"nprobe": self.nprobe}}
-        results = self._call(
-            "search",
-            self.images,
-            data=[np.asarray(v, dtype=np.float32) for v in vectors],
-            limit=limit,
-            output_fields=["image_id", "cluster_id"],
-            search_params=params,
-            consistency_level="Strong",
-        )
+        results = self._search(self.images, vectors, limit, ["image_id", "cluster_id"])
         return [
             [Hit(str(h["entity"]["image_id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
             for hits in results
@@ -249,17 +240,19 @@ class MilvusStore:
 
     def search_views(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """(image_id, similarity) of the nearest extra views, per query vector."""
-        params = {"metric_type": "COSINE", "params": {"nprobe": self.nprobe}}
-        results = self._call(
+        results = self._search(self.views, vectors, limit, ["image_id"])
+        return [[(str(h["entity"]["image_id"]), float(h["distance"])) for h in hits] for hits in results]
+
+    def _search(self, collection: str, vectors: np.ndarray, limit: int, fields: list[str]) -> Any:
+        return self._call(
             "search",
-            self.views,
+            collection,
             data=[np.asarray(v, dtype=np.float32) for v in vectors],
             limit=limit,
-            output_fields=["image_id"],
-            search_params=params,
+            output_fields=fields,
+            search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
             consistency_level="Strong",
         )
-        return [[(str(h["entity"]["image_id"]), float(h["distance"])) for h in hits] for hits in results]
 
     def insert_views(self, views: dict[str, list[np.ndarray]]) -> None:
         """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""
