@@ -262,12 +262,10 @@ class DedupEngine:
         assert self.store is not None and self._batcher is not None
         self._batcher.incoming += 1  # lets the batcher know another image is on its way
         try:
-            facts, digest, tensors = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
+            facts, digest, maybe_stored, tensors = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
             # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only bytes
             # the digest set cannot rule out are looked up (see core/digests.py).
-            same = None
-            if self._digests is None or self._digests.might_contain(digest):
-                same = await self._run(self._read_pool, self._find_exact, digest)
+            same = await self._run(self._read_pool, self._find_exact, digest) if maybe_stored else None
             if same is None and tensors is None:
                 tensors = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
         except ImageError as exc:
@@ -316,13 +314,16 @@ class DedupEngine:
             total_ms=(t3 - t0) * 1000,
         )
 
-    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, list[np.ndarray] | None]:
-        """Vet, hash and (unless the bytes may already be stored) decode, in one thread hop."""
+    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, bool, list[np.ndarray] | None]:
+        """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
+
+        Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
         facts = probe_image(data, max_pixels=self.settings.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
-        if self._digests is not None and self._digests.loaded and self._digests.might_contain(digest):
-            return facts, digest, None  # probably an exact duplicate: decode only if it is not
-        return facts, digest, self._decode(data, facts)
+        maybe_stored = self._digests is None or self._digests.might_contain(digest)
+        if maybe_stored and self._digests is not None and self._digests.loaded:
+            return facts, digest, True, None  # probably an exact duplicate: decode only if it is not
+        return facts, digest, maybe_stored, self._decode(data, facts)
 
     def _decode(self, data: bytes, facts: ImageFacts) -> list[np.ndarray]:
         """Model inputs: the whole image, then its extra views (if any)."""
