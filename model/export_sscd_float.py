@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from _onnx_export import export  # this folder's helper (the script's directory is on sys.path)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,19 +32,7 @@ def main() -> None:
     import torch
 
     model = torch.jit.load(str(args.torchscript), map_location="cpu").eval()
-    dummy = torch.zeros(1, 3, args.size, args.size)
-    if args.fp16:
-        model, dummy = model.half(), dummy.half()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        dummy,
-        str(args.output),
-        input_names=["image"],
-        output_names=["embedding"],
-        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "embedding": {0: "batch"}},
-        opset_version=args.opset,
-    )
+    export(model, args.output, size=args.size, opset=args.opset, fp16=args.fp16, dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "embedding": {0: "batch"}})
     print(f"wrote {args.output}; describe it with a spec like model/examples/sscd_disc_mixup_float.toml")
 
 
