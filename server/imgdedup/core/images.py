@@ -126,19 +126,23 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0, facts: I
     facts = facts or probe_image(data, max_pixels=max_pixels)
     fmt = facts.format
     buf = np.frombuffer(data, dtype=np.uint8)
-    if facts.has_alpha:
-        img = _decode_with_alpha(buf)
-    else:
+    rgb = None
+    if not facts.has_alpha:
         flags = cv2.IMREAD_COLOR
         if fmt == "JPEG" and target_size:
             flags = _reduced_flag(min(facts.width, facts.height), target_size)
-        img = cv2.imdecode(buf, flags)
-    if img is None:
-        img = _decode_with_pillow(data)  # e.g. GIF or TIFF variants OpenCV's codecs refuse
-    if img is None:
+        # The codec writes RGB itself, saving a BGR->RGB pass over the full-size image
+        # (0.02-0.05 ms of the ~1 ms a 500x375 JPEG takes).
+        rgb = cv2.imdecode(buf, (flags & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
+        # Alpha to composite, or a GIF/TIFF variant OpenCV's codecs refuse (these give BGR).
+        bgr = _decode_with_alpha(buf) if facts.has_alpha else None
+        if bgr is None:
+            bgr = _decode_with_pillow(data)
+        if bgr is not None:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if rgb is None:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} data could not be decoded (corrupt or truncated)")
-
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return DecodedImage(rgb=rgb, format=fmt, width=facts.width, height=facts.height)
 
 
