@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # Model
     model: str = Field("sscd_disc_mixup", description="built-in model spec name, or path to a spec .toml")
     providers: list[str] | None = Field(None, description="onnxruntime execution providers; default: CUDA if usable, then CPU")
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0: all cores for the first, cores / inference_workers for the others")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0: cores / inference_workers each, plus one session on every core for inferences that run alone")
     inference_workers: int = Field(2, ge=1, le=64, description="inferences that may run at once, each on its own session")
     threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
 

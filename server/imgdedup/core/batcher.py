@@ -12,6 +12,7 @@ none are, nobody else can join the batch, so it runs at once instead of idling f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -98,10 +99,12 @@ class EmbedBatcher:
                 by_shape.setdefault(p.tensor.shape, []).append(p)
             if not by_shape:
                 self._slots.release()
+            # Nothing else running, queued or on its way: this inference may take every core.
+            alone = not self._running and len(by_shape) == 1 and self._queue.empty() and self.incoming == 0
             for n, group in enumerate(by_shape.values()):
                 if n > 0:
                     await self._slots.acquire()
-                task = loop.create_task(self._infer(loop, group))
+                task = loop.create_task(self._infer(loop, group, alone))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
 
@@ -109,14 +112,14 @@ class EmbedBatcher:
         self._running.discard(task)
         self._slots.release()
 
-    async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
+    async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending], alone: bool) -> None:
         stacked = np.stack([p.tensor for p in group])
         started = time.perf_counter()
         for p in group:
             metrics.EMBED_QUEUE_SECONDS.observe(started - p.enqueued)
         metrics.EMBED_BATCH_SIZE.observe(len(group))
         try:
-            vectors = await loop.run_in_executor(self._executor, self.embedder.embed, stacked)
+            vectors = await loop.run_in_executor(self._executor, functools.partial(self.embedder.embed, stacked, alone=alone))
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # a model failure fails this batch, not the server
             log.exception("inference failed for a batch of %d", len(group))

@@ -9,13 +9,14 @@ __all__ = ["Embedder", "ModelSpec", "builtin_spec_names", "load_spec", "create_e
 def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, workers: int = 1, intra_op_threads: int = 0) -> Embedder:
     """An embedder that `workers` threads may call at once.
 
-    CPU threads: the first session gets every core (or intra_op_threads), the others share the
-    cores between them, so a lone request is fast and concurrent batches overlap."""
+    CPU threads: each worker session gets cores / workers (or intra_op_threads); with more than
+    one worker and intra_op_threads unset, one more session on every core serves inferences that
+    run alone, so a lone request is fast and concurrent batches share the cores."""
     import os
 
     from imgdedup.runtime.onnx import OnnxEmbedder
 
     cores = os.cpu_count() or 1
-    first = intra_op_threads or cores
-    others = intra_op_threads or max(1, cores // workers)
-    return OnnxEmbedder(spec, providers=providers, session_threads=[first] + [others] * (workers - 1))
+    each = intra_op_threads or max(1, cores // workers)
+    solo = cores if not intra_op_threads and each < cores else 0
+    return OnnxEmbedder(spec, providers=providers, session_threads=[each] * workers, solo_threads=solo)

@@ -22,8 +22,10 @@ class Embedder(Protocol):
         """Where inference runs, as the backend reports it (e.g. ["CUDAExecutionProvider", ...])."""
         ...
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, 3) RGB -> float32 (N, dim), each row L2-normalised. Blocking."""
+    def embed(self, images: np.ndarray, *, alone: bool = False) -> np.ndarray:
+        """uint8 (N, H, W, 3) RGB -> float32 (N, dim), each row L2-normalised. Blocking.
+
+        `alone`: a hint that no other inference runs or waits, so this one may take every core."""
         ...
 
 
