@@ -10,7 +10,7 @@ matching on the best pair of views, and comparing two images that both have a co
 their content only (core/index.py: image_similarity) found every screenshot and padded copy and
 left no false pair (offline, 5,250 images).
 
-The detector is cheap (on a <= 256 px thumbnail, ~0.3 ms) and conservative: the image border
+The detector is cheap (on a <= 256 px thumbnail; 0.19 ms per photo on average) and conservative: the image border
 must be mostly one colour, and one connected region that differs from it must fill its bounding
 box and cover 4-50 % of the image. It fired on 2.3 % of the dev benchmark's photos and copies
 (an extra embedding each: that is the throughput cost) and on nearly every screenshot or padded
@@ -39,23 +39,25 @@ MIN_FILL = 0.5
 def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) of the main content on a plain background, or None."""
     h, w = rgb.shape[:2]
-    scale = min(1.0, THUMB_SIDE / max(h, w))
-    if min(h, w) * scale < 8:
+    # An integer shrink factor: OpenCV's area averaging has a fast path for whole factors
+    # (0.05 ms instead of 0.5 for a 481x321 photo).
+    factor = -(-max(h, w) // THUMB_SIDE)
+    if min(h, w) // factor < 8:
         return None
     # The border test first, on the full image sampled at thumbnail spacing: most photos stop
     # here, before any thumbnail is made.
-    step = max(1, round(1 / scale))
-    k = 2 * step
+    k = 2 * factor
     ring = np.concatenate([
-        rgb[:k:step, ::step].reshape(-1, 3), rgb[-k::step, ::step].reshape(-1, 3),
-        rgb[::step, :k:step].reshape(-1, 3), rgb[::step, -k::step].reshape(-1, 3),
+        rgb[:k:factor, ::factor].reshape(-1, 3), rgb[-k::factor, ::factor].reshape(-1, 3),
+        rgb[::factor, :k:factor].reshape(-1, 3), rgb[::factor, -k::factor].reshape(-1, 3),
     ])
-    background = np.median(ring, axis=0).astype(np.uint8)
-    if (_distance(ring[None], background) <= BACKGROUND_TOLERANCE).mean() < MIN_UNIFORM_BORDER:
+    low, high = _background_range(np.median(ring, axis=0))
+    if cv2.countNonZero(cv2.inRange(ring[None], low, high)) < MIN_UNIFORM_BORDER * len(ring):
         return None  # no plain background: an ordinary photo
-    thumb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    th, tw = thumb.shape[:2]
-    mask = (_distance(thumb, background) > BACKGROUND_TOLERANCE).astype(np.uint8)
+    th, tw = h // factor, w // factor
+    cropped = np.ascontiguousarray(rgb[: th * factor, : tw * factor])  # whole factor: drop < factor px
+    thumb = cv2.resize(cropped, (tw, th), interpolation=cv2.INTER_AREA) if factor > 1 else cropped
+    mask = cv2.bitwise_not(cv2.inRange(thumb, low, high))  # 255 where a pixel is not background
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
@@ -64,16 +66,13 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     x, y, bw, bh, area = (int(v) for v in stats[largest])
     if not (MIN_CONTENT_SHARE <= (bw * bh) / (tw * th) <= MAX_CONTENT_SHARE) or area < MIN_FILL * bw * bh:
         return None
-    return (
-        int(x / scale), int(y / scale),
-        min(w, int(np.ceil((x + bw) / scale))), min(h, int(np.ceil((y + bh) / scale))),
-    )
+    return x * factor, y * factor, min(w, (x + bw) * factor), min(h, (y + bh) * factor)
 
 
-def _distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """Per pixel of an (H, W, 3) uint8 array: the largest channel difference to `colour`."""
-    diff = cv2.absdiff(np.ascontiguousarray(pixels), np.full(pixels.shape, colour, np.uint8))
-    return np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2])
+def _background_range(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the values within BACKGROUND_TOLERANCE of the background colour."""
+    c = colour.astype(np.int32)
+    return np.clip(c - BACKGROUND_TOLERANCE, 0, 255).astype(np.uint8), np.clip(c + BACKGROUND_TOLERANCE, 0, 255).astype(np.uint8)
 
 
 def content_view(image: DecodedImage) -> DecodedImage | None:
