@@ -81,13 +81,23 @@ def test_restart_on_the_same_data_dir_keeps_everything(tmp_path):
             assert after == before
             r = check(stub, encode((a * 0.7).astype("uint8")))
             assert r.is_duplicate and r.matches[0].cluster_id == first.cluster_id
-            # The in-memory digest set is refilled from Milvus: stored bytes are still exact
-            # duplicates once it is loaded, and deleted ones are not.
-            assert wait_until(lambda: any("digest set loaded: 3 stored images" in line for line in srv2.output))
+            # The in-memory hash sets are refilled from Milvus: stored bytes are still exact
+            # duplicates once they are loaded, and deleted ones are not.
+            assert wait_until(lambda: any("hashes of stored images loaded: 3 images" in line for line in srv2.output))
             again = check(stub, encode(c))
             assert again.exact_duplicate and again.matches[0].image_id == "c"
             stub.DeleteImages(pb.DeleteImagesRequest(image_ids=["c"]))
             gone = check(stub, encode(c))
             assert not gone.exact_duplicate and "c" not in [m.image_id for m in gone.matches]
+            # Stored ids are known again too: the same id and bytes store nothing new, the same
+            # id with other bytes replaces the image (and leaves the astronaut's cluster).
+            resent = check(stub, encode(a), image_id="a", add=True)
+            assert resent.stored and resent.cluster_id == first.cluster_id
+            assert stub.GetInfo(pb.GetInfoRequest()).indexed_images == 2
+            replaced = check(stub, encode(rgb("chelsea")), image_id="a-flip", add=True)
+            assert replaced.stored and replaced.cluster_id != first.cluster_id
+            assert stub.GetInfo(pb.GetInfoRequest()).indexed_images == 2
+            cluster = stub.GetCluster(pb.GetClusterRequest(cluster_id=first.cluster_id))
+            assert [m.image_id for m in cluster.members] == ["a"]
     finally:
         assert srv2.stop() == 0

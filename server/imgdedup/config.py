@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(1024, ge=1)
     max_commit_batch: int = Field(64, ge=1)
     content_views: bool = Field(True, description="also embed the main content of images on a plain background (screenshots, padded photos) and match on it")
-    digest_cache: bool = Field(True, description="keep stored images' SHA-256 in memory so only likely exact duplicates query Milvus; turn off when several servers write one collection")
+    digest_cache: bool = Field(True, description="keep hashes of stored images' bytes and ids in memory, so only likely exact duplicates and re-sent ids query Milvus; turn off when several servers write one collection")
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")
     bulk_max_items: int = Field(1_000_000, ge=1, description="images per BulkCheck stream; later ones get RESOURCE_EXHAUSTED")

@@ -1,4 +1,5 @@
-"""The content hashes of stored images, in memory: "could these exact bytes be stored?"
+"""Hashes of what this server stored, in memory: "could these exact bytes be stored?" (and, in
+a second set of the same kind, "could an image with this id be stored?").
 
 The exact-duplicate fast path needs that answer for every image, and nearly always it is no.
 Asking Milvus costs a query (about 0.6 ms of this process's CPU and a thread hop) per image;
@@ -10,6 +11,9 @@ fetches the stored embedding, so the set may err only on the side of "maybe":
 What it must never do is say "no" for bytes this server stored; bytes stored by another server
 sharing the Milvus collection are not in it (they are still found, by the vector search, just
 not flagged exact_duplicate); see the `digest_cache` setting.
+
+The id set works alike on image keys (a hash of the id, storage/milvus.py: image_key): a new id
+skips the query that looks for an earlier image with the same id; a "maybe" makes that query.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import numpy as np
 _MERGE_AT = 4096
 
 
-def _prefix(sha256_hex: str) -> int:
-    return int(sha256_hex[:16], 16)
+def _prefix(hex_digest: str) -> int:
+    return int(hex_digest[:16], 16)
 
 
 class DigestSet:

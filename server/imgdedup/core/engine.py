@@ -118,7 +118,11 @@ class DedupEngine:
         self._write_marker = settings.data_dir / "index-write-in-progress"
         self._write_failed = False
         self._commit_task: asyncio.Task | None = None
+        # What this server stored, in memory (see core/digests.py): the bytes' SHA-256, for the
+        # exact-duplicate path, and the ids' primary keys, so new ids skip the "already stored?"
+        # query.
         self._digests = DigestSet() if settings.digest_cache else None
+        self._stored_keys = DigestSet() if settings.digest_cache else None
         self._digest_task: asyncio.Task | None = None
         self.ready = False
 
@@ -145,7 +149,7 @@ class DedupEngine:
         # Warm the model up so the first real call does not pay for lazy initialisation.
         size = self.spec.input_size
         await loop.run_in_executor(None, self.embedder.embed, np.zeros((1, size, size, 3), np.uint8))
-        self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold)
+        self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold, stored_keys=self._stored_keys)
         if self._write_marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
             written, stale = await loop.run_in_executor(self._write_pool, self._writer.rebuild_clusters)
@@ -167,21 +171,22 @@ class DedupEngine:
         log.info("engine ready: model=%s providers=%s milvus=%s (%s)", self.spec.name, self.embedder.providers, self.store.uri, self.store.backend)
 
     async def _load_digests(self) -> None:
-        """Fill the digest set from Milvus in the background; checks query Milvus until then."""
-        assert self._digests is not None and self.store is not None
+        """Fill the hash sets from Milvus in the background; checks query Milvus until then."""
+        assert self._digests is not None and self._stored_keys is not None and self.store is not None
         loop = asyncio.get_running_loop()
         delay = 1.0
         while True:
             started = time.perf_counter()
             try:
-                digests = await loop.run_in_executor(self._read_pool, self.store.all_digests)
+                stored = await loop.run_in_executor(self._read_pool, self.store.all_keys_and_digests)
             except Exception as exc:  # Milvus away: keep asking it per image, try again later
                 log.warning("loading stored image digests failed (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 continue
-            self._digests.load(digests)
-            log.info("digest set loaded: %d stored images in %.1f s", len(digests), time.perf_counter() - started)
+            self._digests.load(digest for _, digest in stored)
+            self._stored_keys.load(key for key, _ in stored)
+            log.info("hashes of stored images loaded: %d images in %.1f s", len(stored), time.perf_counter() - started)
             return
 
     async def stop(self) -> None:

@@ -298,10 +298,10 @@ class MilvusStore:
         rows = self._query_images(f"sha256 == {quote(digest)}", with_vectors=True, limit=1)
         return rows[0] if rows else None
 
-    def all_digests(self) -> list[str]:
-        """The SHA-256 of every stored image (for the in-memory digest set)."""
+    def all_keys_and_digests(self) -> list[tuple[str, str]]:
+        """(image_key, sha256) of every stored image (for the in-memory hash sets)."""
         rows = self._query_all(self.images, "image_key != \"\"", ["image_key", "sha256"], key="image_key", root="")
-        return [r["sha256"] for r in rows]
+        return [(r["image_key"], r["sha256"]) for r in rows]
 
     def images_in_clusters(self, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
         ids = list(dict.fromkeys(cluster_ids))
