@@ -1,6 +1,6 @@
 """Throughput and latency through the gRPC API, against the model alone on the same machine.
 
-    python benchmarks/throughput.py [--images DIR] [--n 400] [--server HOST:PORT]
+    python benchmarks/throughput.py [--images DIR] [--n 400] [--bulk-n 1000] [--server HOST:PORT]
 
 Without --server it starts its own server on 127.0.0.1 with a temporary Milvus Lite file, and
 stops it at the end. Images: the photos under --images (default: ../shared/dedup-bench's
@@ -9,7 +9,7 @@ originals when present, else scikit-image photos with random crops), read into m
 Prints, for the same input size and thread count:
 - model only: onnxruntime in this process, batch 1 and batch = max_batch_size (images/s, latency);
 - unary CheckDuplicate at concurrency 1, 4, 16 (check only): images/s, p50/p95/p99 latency;
-- BulkCheck of N images (stored): images/s;
+- BulkCheck of --bulk-n images (stored; a long stream, as when a library is imported): images/s;
 and each path's throughput as a ratio of the model-only figure, the mean batch size the server's
 batcher formed (from its Prometheus metrics; self-started server only), and its peak RSS.
 """
@@ -165,19 +165,20 @@ def bulk(target: str, images: list[bytes]) -> dict:
         t0 = time.perf_counter()
         errors = sum(r.HasField("error") for r in client.bulk_check(reqs, timeout=3600))
         elapsed = time.perf_counter() - t0
-    return {"ips": len(images) / elapsed, "errors": errors, "seconds": elapsed}
+    return {"ips": len(images) / elapsed, "errors": errors, "seconds": elapsed, "n": len(images)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--n", type=int, default=400, help="images for BulkCheck and for each unary run")
+    parser.add_argument("--n", type=int, default=400, help="images for each unary run")
+    parser.add_argument("--bulk-n", type=int, default=1000, help="images for the BulkCheck stream")
     parser.add_argument("--server", help="use a running server instead of starting one")
     parser.add_argument("--model-seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
 
-    images = load_images(args.images, args.n)
+    images = load_images(args.images, max(args.n, args.bulk_n))
     print(f"machine: {machine()}")
     print(f"images: {len(images)} from {args.images if args.images.is_dir() else 'scikit-image crops'}, mean {statistics.mean(map(len, images)) / 1024:.0f} KiB")
 
@@ -198,18 +199,18 @@ def main() -> None:
         for c in args.concurrency:
             unary(target, images, c, min(40, args.n))  # warm-up
             before = batch_totals(metrics_url)
-            r = unary(target, images, c, args.n if c > 1 else min(args.n, 200))
+            r = unary(target, images[: args.n], c, args.n if c > 1 else min(args.n, 200))
             r["batch"] = mean_batch(before, batch_totals(metrics_url))
             rows.append((f"unary c={c}", r))
         before = batch_totals(metrics_url)
-        b = bulk(target, images)
+        b = bulk(target, images[: args.bulk_n])
         b["batch"] = mean_batch(before, batch_totals(metrics_url))
         rss = peak_rss_mib(pid) if pid else None
 
     print(f"\n{'path':<14} {'img/s':>7} {'x model':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'batch':>6}")
     for name, r in rows:
         print(f"{name:<14} {r['ips']:7.1f} {r['ips'] / m['batched_ips']:8.2f} {r['p50']:7.1f} {r['p95']:7.1f} {r['p99']:7.1f} {r['batch']:6.2f}")
-    print(f"{'BulkCheck':<14} {b['ips']:7.1f} {b['ips'] / m['batched_ips']:8.2f} {'':>7} {'':>7} {'':>7} {b['batch']:6.2f}   ({len(images)} stored, {b['errors']} errors)")
+    print(f"{'BulkCheck':<14} {b['ips']:7.1f} {b['ips'] / m['batched_ips']:8.2f} {'':>7} {'':>7} {'':>7} {b['batch']:6.2f}   ({b['n']} stored, {b['errors']} errors)")
     c1 = rows[0][1]
     print(f"\nunary c=1 vs model batch-1: p50 {c1['p50'] / m['batch1_p50_ms']:.2f}x, p99 {c1['p99'] / m['batch1_p50_ms']:.2f}x the single-image model time")
     if rss:
