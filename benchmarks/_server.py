@@ -39,6 +39,44 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def _cpu_seconds(stat_path: str) -> float:
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each named group of a process's threads (the server names its
+    pools' OS threads: decode_0 -> "decode"); the main thread runs the event loop."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            seconds = _cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+        group = "event loop (main thread)" if int(tid) == pid else re.sub(r"_\d+$", "", name)
+        out[group] = out.get(group, 0.0) + seconds
+    return out
+
+
+def cpu_of_children(pid: int) -> float:
+    """CPU seconds used so far by a process's direct children (the Milvus Lite server)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_of_self() -> float:
+    return _cpu_seconds("/proc/self/stat")
+
+
 @contextlib.contextmanager
 def server(target: str | None, *extra: str) -> Iterator[tuple[str, int | None]]:
     """Yield (target, pid): a new server on 127.0.0.1 with a temporary data dir, or `target`."""

@@ -11,7 +11,9 @@ Prints, for the same input size and thread count:
 - unary CheckDuplicate at concurrency 1, 4, 16 (check only): images/s, p50/p95/p99 latency;
 - BulkCheck of --bulk-n images (stored; a long stream, as when a library is imported): images/s;
 and each path's throughput as a ratio of the model-only figure, the mean batch size the server's
-batcher formed (from its Prometheus metrics; self-started server only), and its peak RSS.
+batcher formed (from its Prometheus metrics; self-started server only), and its peak RSS; and,
+for the BulkCheck run of a self-started server, where the CPU went, per image: each group of the
+server's threads (they carry their names into the OS), the Milvus Lite process, this client.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import machine, peak_rss_mib, server  # noqa: E402
+from _server import cpu_by_thread, cpu_of_children, cpu_of_self, machine, peak_rss_mib, server  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
 from imgdedup.client import DedupClient  # noqa: E402
@@ -203,7 +205,9 @@ def main() -> None:
             r["batch"] = mean_batch(before, batch_totals(metrics_url))
             rows.append((f"unary c={c}", r))
         before = batch_totals(metrics_url)
+        cpu_before = (cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self()) if pid else None
         b = bulk(target, images[: args.bulk_n])
+        cpu_after = (cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self()) if pid else None
         b["batch"] = mean_batch(before, batch_totals(metrics_url))
         rss = peak_rss_mib(pid) if pid else None
 
@@ -215,6 +219,20 @@ def main() -> None:
     print(f"\nunary c=1 vs model batch-1: p50 {c1['p50'] / m['batch1_p50_ms']:.2f}x, p99 {c1['p99'] / m['batch1_p50_ms']:.2f}x the single-image model time")
     if rss:
         print(f"server peak RSS: {rss:.0f} MiB")
+    if cpu_before and cpu_after:
+        print_cpu_split(cpu_before, cpu_after, b)
+
+
+def print_cpu_split(before: tuple, after: tuple, b: dict) -> None:
+    per_image = 1000.0 / b["n"]
+    threads = {k: (v - before[0].get(k, 0.0)) * per_image for k, v in after[0].items()}
+    rows = sorted(((k, v) for k, v in threads.items() if v >= 0.005), key=lambda kv: -kv[1])
+    rows += [("Milvus Lite process", (after[1] - before[1]) * per_image), ("benchmark client (this process)", (after[2] - before[2]) * per_image)]
+    total = sum(v for _, v in rows)
+    print(f"\nCPU per image during BulkCheck, ms (onnxruntime's own threads: 'onnxruntime'; the model also runs on 'embed'):")
+    for name, ms in rows:
+        print(f"  {name:<34} {ms:6.2f}")
+    print(f"  {'total':<34} {total:6.2f}   = {total * b['ips'] / 1000:.2f} cores busy at {b['ips']:.1f} img/s")
 
 
 if __name__ == "__main__":

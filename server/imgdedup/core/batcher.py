@@ -15,13 +15,13 @@ import asyncio
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from imgdedup import metrics
 from imgdedup.core.errors import Overloaded
+from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import Embedder
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class EmbedBatcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
         # `workers` inferences may run at once; the embedder has a session for each (see
         # OnnxEmbedder: the first on every core, the others overlapping under load).
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed")
+        self._executor = thread_pool(workers, "embed")
         self._slots = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None

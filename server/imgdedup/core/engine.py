@@ -13,7 +13,6 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ from imgdedup.core.digests import DigestSet
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
+from imgdedup.core.threads import thread_pool
 from imgdedup.core.views import content_view
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit, MilvusStore, StorageError
@@ -108,10 +108,10 @@ class DedupEngine:
         self.store: MilvusStore | None = None
         self._batcher: EmbedBatcher | None = None
         self._writer: IndexWriter | None = None
-        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._decode_pool = thread_pool(settings.decode_workers, "decode")
         # One writer thread: the single-writer rule that makes checks see every earlier image.
-        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="index-writer")
-        self._read_pool = ThreadPoolExecutor(2, thread_name_prefix="index-reader")
+        self._write_pool = thread_pool(1, "index-writer")
+        self._read_pool = thread_pool(2, "index-reader")
         self._commits: asyncio.Queue[_Commit] | None = None
         # Present while a write is in progress: if the process dies then, the next start finds
         # it and rebuilds the (derived) cluster rows from the image rows.
@@ -143,9 +143,14 @@ class DedupEngine:
             nprobe=s.search_nprobe,
         )
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        model_load = loop.run_in_executor(None, embedder_factory, self.spec)
-        await loop.run_in_executor(self._write_pool, self.store.connect)
-        self.embedder = await model_load
+        # Loaded on a thread named "onnxruntime": the runtime's own threads inherit the name.
+        loader = thread_pool(1, "onnxruntime")
+        try:
+            model_load = loop.run_in_executor(loader, embedder_factory, self.spec)
+            await loop.run_in_executor(self._write_pool, self.store.connect)
+            self.embedder = await model_load
+        finally:
+            loader.shutdown(wait=False)
         # Warm the model up so the first real call does not pay for lazy initialisation.
         size = self.spec.input_size
         await loop.run_in_executor(None, self.embedder.embed, np.zeros((1, size, size, 3), np.uint8))

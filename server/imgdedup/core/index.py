@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from imgdedup.core.digests import DigestSet
+from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import ClusterRow, Hit, ImageRow, MilvusStore, image_key
 
 # Extra neighbours fetched beyond top_k, so that joining clusters sees enough of them and a
@@ -152,7 +152,7 @@ class IndexWriter:
         # query (one of the five Milvus calls of a write).
         self.stored_keys = stored_keys
         # The views collection is searched alongside the images collection, not after it.
-        self._view_search = ThreadPoolExecutor(1, thread_name_prefix="view-search")
+        self._view_search = thread_pool(1, "view-search")
 
     def close(self) -> None:
         self._view_search.shutdown(wait=True)
