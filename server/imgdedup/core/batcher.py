@@ -41,7 +41,7 @@ class EmbedBatcher:
         self.max_queue_delay_s = max_queue_delay_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
         # `workers` inferences may run at once; the embedder has a session for each (see
-        # OnnxEmbedder: the first on every core, the others overlapping under load).
+        # OnnxEmbedder: one per worker, plus one on every core for an inference that runs alone).
         self._executor = thread_pool(workers, "embed")
         self._slots = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()

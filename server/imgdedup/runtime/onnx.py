@@ -46,11 +46,14 @@ class OnnxEmbedder:
         self._free: queue.PriorityQueue = queue.PriorityQueue()
         for rank, session in enumerate(sessions):
             self._free.put((rank, session))
-        self._solo = self._session_for(ort, path, solo_threads, requested) if solo_threads else None
-        self._solo_lock = threading.Lock()
         # onnxruntime-gpu lists CUDA as available even without a GPU and then silently falls
         # back to CPU: only the session knows what it really uses.
         self._providers = list(self._session.get_providers())
+        # Thread counts are a CPU matter: on a GPU a solo session would only hold another copy
+        # of the weights.
+        on_gpu = any(p in self._providers for p in _GPU_PROVIDERS)
+        self._solo = self._session_for(ort, path, solo_threads, requested) if solo_threads and not on_gpu else None
+        self._solo_lock = threading.Lock()
         log.info("model %s loaded from %s; execution providers in use: %s", spec.name, path, self._providers)
         if any(p in requested for p in _GPU_PROVIDERS) and not any(p in self._providers for p in _GPU_PROVIDERS):
             log.warning("CUDA was requested but is not usable here; running on CPU")
