@@ -39,9 +39,10 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def _cpu_seconds(stat_path: str) -> float:
-    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def _stat(path: str) -> tuple[int, float]:
+    """(parent pid, CPU seconds: utime + stime) from a /proc .../stat file."""
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_thread(pid: int) -> dict[str, float]:
@@ -51,7 +52,7 @@ def cpu_by_thread(pid: int) -> dict[str, float]:
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            seconds = _cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+            _, seconds = _stat(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended meanwhile
             continue
         group = "event loop (main thread)" if int(tid) == pid else re.sub(r"_\d+$", "", name)
@@ -65,16 +66,16 @@ def cpu_of_children(pid: int) -> float:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                parent, seconds = _stat(f"/proc/{entry}/stat")
+            except OSError:  # the process ended meanwhile
                 continue
-            if int(fields[1]) == pid:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if parent == pid:
+                total += seconds
     return total
 
 
 def cpu_of_self() -> float:
-    return _cpu_seconds("/proc/self/stat")
+    return _stat("/proc/self/stat")[1]
 
 
 @contextlib.contextmanager

@@ -229,7 +229,7 @@ def print_cpu_split(before: tuple, after: tuple, b: dict) -> None:
     rows = sorted(((k, v) for k, v in threads.items() if v >= 0.005), key=lambda kv: -kv[1])
     rows += [("Milvus Lite process", (after[1] - before[1]) * per_image), ("benchmark client (this process)", (after[2] - before[2]) * per_image)]
     total = sum(v for _, v in rows)
-    print(f"\nCPU per image during BulkCheck, ms (onnxruntime's own threads: 'onnxruntime'; the model also runs on 'embed'):")
+    print("\nCPU per image during BulkCheck, ms (onnxruntime's own threads: 'onnxruntime'; the model also runs on 'embed'):")
     for name, ms in rows:
         print(f"  {name:<34} {ms:6.2f}")
     print(f"  {'total':<34} {total:6.2f}   = {total * b['ips'] / 1000:.2f} cores busy at {b['ips']:.1f} img/s")

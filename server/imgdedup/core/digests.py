@@ -1,5 +1,5 @@
-"""Hashes of what this server stored, in memory: "could these exact bytes be stored?" (and, in
-a second set of the same kind, "could an image with this id be stored?").
+"""Hashes of what this server stored, in memory: "could these exact bytes be stored?" and
+"could an image with this id be stored?" (StoredImages: one DigestSet for each).
 
 The exact-duplicate fast path needs that answer for every image, and nearly always it is no.
 Asking Milvus costs a query (about 0.6 ms of this process's CPU and a thread hop) per image;
@@ -73,3 +73,21 @@ class DigestSet:
             return True
         i = int(np.searchsorted(self._sorted, np.uint64(key)))
         return i < len(self._sorted) and int(self._sorted[i]) == key
+
+
+class StoredImages:
+    """What this server stored: the SHA-256 of the bytes (`digests`) and the primary keys of the
+    ids (`keys`, storage/milvus.py: image_key), filled from Milvus once and then by the writer."""
+
+    def __init__(self) -> None:
+        self.digests = DigestSet()
+        self.keys = DigestSet()
+
+    def load(self, keys_and_digests: Iterable[tuple[str, str]]) -> None:
+        rows = list(keys_and_digests)
+        self.digests.load(digest for _, digest in rows)
+        self.keys.load(key for key, _ in rows)
+
+    def add(self, key: str, digest: str) -> None:
+        self.keys.add(key)
+        self.digests.add(digest)

@@ -20,7 +20,7 @@ import numpy as np
 from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.batcher import EmbedBatcher
-from imgdedup.core.digests import DigestSet
+from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
@@ -120,9 +120,8 @@ class DedupEngine:
         self._commit_task: asyncio.Task | None = None
         # What this server stored, in memory (see core/digests.py): the bytes' SHA-256, for the
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already stored?"
-        # query.
-        self._digests = DigestSet() if settings.digest_cache else None
-        self._stored_keys = DigestSet() if settings.digest_cache else None
+        # query. The index writer records what it writes.
+        self._stored = StoredImages() if settings.digest_cache else None
         self._digest_task: asyncio.Task | None = None
         self.ready = False
 
@@ -151,10 +150,7 @@ class DedupEngine:
             self.embedder = await model_load
         finally:
             loader.shutdown(wait=False)
-        # Warm the model up so the first real call does not pay for lazy initialisation.
-        size = self.spec.input_size
-        await loop.run_in_executor(None, self.embedder.embed, np.zeros((1, size, size, 3), np.uint8))
-        self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold, stored_keys=self._stored_keys)
+        self._writer = IndexWriter(self.store, cluster_threshold=self.default_threshold, stored=self._stored)
         if self._write_marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
             written, stale = await loop.run_in_executor(self._write_pool, self._writer.rebuild_clusters)
@@ -170,14 +166,14 @@ class DedupEngine:
         self._batcher.start()
         self._commits = asyncio.Queue(s.max_queue_size)
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
-        if self._digests is not None:
+        if self._stored is not None:
             self._digest_task = loop.create_task(self._load_digests(), name="digest-loader")
         self.ready = True
         log.info("engine ready: model=%s providers=%s milvus=%s (%s)", self.spec.name, self.embedder.providers, self.store.uri, self.store.backend)
 
     async def _load_digests(self) -> None:
         """Fill the hash sets from Milvus in the background; checks query Milvus until then."""
-        assert self._digests is not None and self._stored_keys is not None and self.store is not None
+        assert self._stored is not None and self.store is not None
         loop = asyncio.get_running_loop()
         delay = 1.0
         while True:
@@ -189,8 +185,7 @@ class DedupEngine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 continue
-            self._digests.load(digest for _, digest in stored)
-            self._stored_keys.load(key for key, _ in stored)
+            self._stored.load(stored)
             log.info("hashes of stored images loaded: %d images in %.1f s", len(stored), time.perf_counter() - started)
             return
 
@@ -330,8 +325,9 @@ class DedupEngine:
         Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
         facts = probe_image(data, max_pixels=self.settings.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
-        maybe_stored = self._digests is None or self._digests.might_contain(digest)
-        if maybe_stored and self._digests is not None and self._digests.loaded:
+        digests = self._stored.digests if self._stored is not None else None
+        maybe_stored = digests is None or digests.might_contain(digest)
+        if maybe_stored and digests is not None and digests.loaded:
             return facts, digest, True, None  # probably an exact duplicate: decode only if it is not
         return facts, digest, maybe_stored, self._decode(data, facts)
 
@@ -398,8 +394,6 @@ class DedupEngine:
                         commits[0].future.set_exception(err)
                     continue
                 for c, r in zip(commits, results):
-                    if r.stored and self._digests is not None:
-                        self._digests.add(c.item.sha256)
                     if not c.future.done():
                         c.future.set_result(r)
                 if len(commits) == len(batch):

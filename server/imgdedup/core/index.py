@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgdedup.core.digests import DigestSet
+from imgdedup.core.digests import StoredImages
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import ClusterRow, Hit, ImageRow, MilvusStore, image_key
 
@@ -145,12 +145,12 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class IndexWriter:
-    def __init__(self, store: MilvusStore, *, cluster_threshold: float, stored_keys: DigestSet | None = None):
+    def __init__(self, store: MilvusStore, *, cluster_threshold: float, stored: StoredImages | None = None):
         self.store = store
         self.cluster_threshold = cluster_threshold
-        # Keys of the images this server stored: ids it rules out skip the "already stored?"
-        # query (one of the five Milvus calls of a write).
-        self.stored_keys = stored_keys
+        # Hashes of the images this server stored (kept up to date here): ids it rules out skip
+        # the "already stored?" query (one of the five Milvus calls of a write).
+        self.stored = stored
         # The views collection is searched alongside the images collection, not after it.
         self._view_search = thread_pool(1, "view-search")
 
@@ -205,8 +205,8 @@ class IndexWriter:
     def commit(self, items: list[PendingImage]) -> list[CheckResult]:
         now_ms = int(time.time() * 1000)
         to_store = [i.image_id for i in items if i.add_to_index]
-        if self.stored_keys is not None:
-            to_store = [i for i in to_store if self.stored_keys.might_contain(image_key(i))]
+        if self.stored is not None:
+            to_store = [i for i in to_store if self.stored.keys.might_contain(image_key(i))]
         existing = self.store.get_images(to_store)
         # A re-sent id with different content replaces the old image: remove it first, so the
         # search below never sees the stale row and its cluster is repaired.
@@ -251,9 +251,9 @@ class IndexWriter:
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id))
         if batch_rows or book.dirty:
             book.flush(batch_rows, new_views)
-        if self.stored_keys is not None:
+        if self.stored is not None:
             for row in batch_rows:
-                self.stored_keys.add(image_key(row.image_id))
+                self.stored.add(image_key(row.image_id), row.sha256)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]

@@ -20,11 +20,11 @@ except OSError:  # not a glibc/musl system: names stay Python-only
     _libc = None
 
 
-def name_os_thread(name: str | None = None) -> None:
-    """Give the calling thread's OS thread its Python name (or `name`); a no-op off Linux."""
+def name_os_thread() -> None:
+    """Give the calling thread's OS thread its Python name; a no-op off Linux."""
     if _libc is None:
         return
-    raw = (name or threading.current_thread().name).encode("ascii", "replace")[:15]
+    raw = threading.current_thread().name.encode("ascii", "replace")[:15]
     try:
         _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0)
     except (AttributeError, OSError):  # no prctl here

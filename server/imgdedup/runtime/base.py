@@ -15,6 +15,9 @@ from imgdedup.runtime.spec import ModelSpec
 
 
 class Embedder(Protocol):
+    """Ready when constructed: any lazy initialisation (a first inference) is already paid for,
+    so the first real call is as fast as the next."""
+
     spec: ModelSpec
 
     @property

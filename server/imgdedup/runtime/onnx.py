@@ -97,16 +97,14 @@ class OnnxEmbedder:
 
     def embed(self, images: np.ndarray, *, alone: bool = False) -> np.ndarray:
         feed = {self.spec.input.name: to_model_input(images, self.spec)}
-        if alone and self._solo is not None and self._solo_lock.acquire(blocking=False):
-            try:
-                (out,) = self._solo.run([self.spec.output.name], feed)
-            finally:
+        solo = alone and self._solo is not None and self._solo_lock.acquire(blocking=False)
+        rank, session = (-1, self._solo) if solo else self._free.get()
+        try:
+            (out,) = session.run([self.spec.output.name], feed)
+        finally:
+            if solo:
                 self._solo_lock.release()
-        else:
-            rank, session = self._free.get()
-            try:
-                (out,) = session.run([self.spec.output.name], feed)
-            finally:
+            else:
                 self._free.put((rank, session))
         out = np.asarray(out, dtype=np.float32).reshape(len(images), -1)
         if out.shape[1] != self.spec.output.dim:

@@ -186,12 +186,7 @@ class MilvusStore:
             schema.add_field("pixels", DataType.INT64)
             schema.add_field("inserted_at_ms", DataType.INT64)
             schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-            index = MilvusClient.prepare_index_params()
-            params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
-            index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
-            if not self.is_lite:  # Milvus Lite has no scalar indexes
-                index.add_index("cluster_id", index_type="INVERTED")
-                index.add_index("sha256", index_type="INVERTED")
+            index = self._embedding_index("cluster_id", "sha256")
             self._call("create_collection", self.images, schema=schema, index_params=index, consistency_level="Strong")
         if not self._call("has_collection", self.views):
             schema = MilvusClient.create_schema(auto_id=False, description=f"imgdedup views; model={self.model_name}; dim={self.dim}")
@@ -199,11 +194,7 @@ class MilvusStore:
             schema.add_field("image_key", DataType.VARCHAR, max_length=32)
             schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
-            index = MilvusClient.prepare_index_params()
-            params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
-            index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
-            if not self.is_lite:
-                index.add_index("image_key", index_type="INVERTED")
+            index = self._embedding_index("image_key")
             self._call("create_collection", self.views, schema=schema, index_params=index, consistency_level="Strong")
         if not self._call("has_collection", self.clusters):
             schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
@@ -218,6 +209,20 @@ class MilvusStore:
             self._call("create_collection", self.clusters, schema=schema, index_params=index, consistency_level="Strong")
         for name in (self.images, self.views, self.clusters):
             self._call("load_collection", name)
+
+    def _embedding_index(self, *filtered_fields: str) -> Any:
+        """Index parameters of a collection with an `embedding` field (the configured vector
+        index) and scalar fields that filters look up (INVERTED; Milvus Lite has no scalar
+        indexes)."""
+        from pymilvus import MilvusClient
+
+        index = MilvusClient.prepare_index_params()
+        params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
+        index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
+        if not self.is_lite:
+            for name in filtered_fields:
+                index.add_index(name, index_type="INVERTED")
+        return index
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._client is None:
