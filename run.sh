@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-step set-up and run, on a fresh machine:
 #   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
-#   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite
+#   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite,
+#                                           on Milvus Lite and on a real Milvus server
 # Python 3.12 is required (the default model's package needs it). Found as $PYTHON, python3.12
 # on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
@@ -50,5 +51,18 @@ fi
 
 case "$mode" in
   serve) exec "$venv/bin/dedup" serve "$@" ;;
-  test) exec "$venv/bin/python" -m pytest "$@" ;;
+  test)
+    # Two passes: servers on Milvus Lite files, then on one real Milvus standalone server (the
+    # PyPI `milvus` package), which binds every interface and so runs, with the tests, inside a
+    # private network namespace (scripts/netns-run). DEDUP_TEST_MILVUS=lite|server runs one pass.
+    passes=${DEDUP_TEST_MILVUS:-lite server}
+    for pass in $passes; do
+      echo "== tests with Milvus: $pass ==" >&2
+      if [ "$pass" = server ]; then
+        DEDUP_TEST_MILVUS=server scripts/netns-run "$venv/bin/python" -m pytest "$@"
+      else
+        DEDUP_TEST_MILVUS=lite "$venv/bin/python" -m pytest "$@"
+      fi
+    done
+    ;;
 esac

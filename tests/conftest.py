@@ -24,6 +24,63 @@ from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180
 
+# Which Milvus the servers under test use: "lite" (a Milvus Lite file in each server's data dir)
+# or "server" (one real Milvus standalone server for the session, started here; the session must
+# run in a private network namespace: `scripts/netns-run`). `./run.sh test` runs both.
+MILVUS = os.environ.get("DEDUP_TEST_MILVUS", "lite")
+assert MILVUS in ("lite", "server"), f"DEDUP_TEST_MILVUS must be 'lite' or 'server', not {MILVUS!r}"
+_milvus_server = None  # the session's MilvusServer (server mode)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lite_only: exercises Milvus Lite itself (its child process, its file)")
+    config.addinivalue_line("markers", "milvus_server: needs the real Milvus server (DEDUP_TEST_MILVUS=server)")
+
+
+def pytest_report_header(config):
+    return f"Milvus under the servers: {'Milvus Lite files' if MILVUS == 'lite' else 'a Milvus standalone server (PyPI milvus)'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of one backend only are deselected (not skipped) in the other run; run.sh test
+    runs both, so every test runs once."""
+    other = "milvus_server" if MILVUS == "lite" else "lite_only"
+    keep = [i for i in items if other not in i.keywords]
+    dropped = [i for i in items if other in i.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def milvus_backend(tmp_path_factory):
+    """In server mode: the real Milvus server every ServerProcess of this session uses."""
+    global _milvus_server
+    if MILVUS == "lite":
+        yield None
+        return
+    from milvus_server import MilvusServer
+
+    _milvus_server = MilvusServer(tmp_path_factory.mktemp("milvus-server")).start()
+    try:
+        yield _milvus_server
+    finally:
+        _milvus_server.stop()
+        _milvus_server = None
+
+
+def backend_env(data_dir: Path) -> dict[str, str]:
+    """Settings that point a server at the session's Milvus: in server mode its URI and a
+    collection prefix of this data dir's own (a fresh data dir is a fresh, empty index, and a
+    server restarted on the same data dir finds its collections again, as with Milvus Lite)."""
+    if MILVUS == "lite":
+        return {}
+    assert _milvus_server is not None
+    import hashlib
+
+    prefix = "t" + hashlib.blake2b(str(Path(data_dir).resolve()).encode(), digest_size=8).hexdigest()
+    return {"DEDUP_MILVUS_URI": _milvus_server.uri, "DEDUP_COLLECTION_PREFIX": prefix}
+
 
 class ServerProcess:
     """`python -m imgdedup serve` as a child process; stopped by its own PID."""
@@ -34,7 +91,7 @@ class ServerProcess:
         # test can kill -9 both at once (os.killpg) as a machine crash would.
         self.new_session = new_session
         self.extra = extra
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **backend_env(data_dir), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []

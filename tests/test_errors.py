@@ -136,7 +136,8 @@ def test_exif_rotated_photo_is_seen_upright(stub):
     check(stub, encode(a), image_id="coffee-upright", add=True)
     r = check(stub, _exif_rotated(a))
     assert (r.width, r.height) == (600, 400)
-    assert r.matches[0].image_id == "coffee-upright" and r.matches[0].similarity > 0.95
+    # (test_bad_input... stored the same bytes as "keeper": the two tie, in either order)
+    assert {m.image_id: m.similarity for m in r.matches}.get("coffee-upright", 0.0) > 0.95
 
 
 def test_message_over_the_size_limit_is_resource_exhausted(stub):

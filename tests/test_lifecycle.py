@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import ROOT, ServerProcess, channel_for, check, encode, rgb, wait_until
+from conftest import MILVUS, ROOT, ServerProcess, channel_for, check, encode, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
@@ -57,7 +57,7 @@ def test_info_describes_the_model_and_backend(stub):
     assert info.input_size == 288 and info.embedding_dim == 512
     assert "CPUExecutionProvider" in info.execution_providers or "CUDAExecutionProvider" in info.execution_providers
     assert 0 < info.default_threshold <= 1
-    assert info.milvus_backend == "milvus-lite"
+    assert info.milvus_backend == ("milvus-lite" if MILVUS == "lite" else "milvus")
     assert info.version
 
 

@@ -12,6 +12,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -86,6 +87,7 @@ def test_work_past_its_deadline_never_reaches_the_model_and_streams_are_capped(t
         assert srv.stop() == 0
 
 
+@pytest.mark.lite_only
 def test_milvus_going_away_turns_health_off_then_reconnects(tmp_path):
     srv = ServerProcess(tmp_path, env={"DEDUP_STORAGE_CHECK_INTERVAL_S": "0.3", "DEDUP_MILVUS_TIMEOUT_S": "2"}).start()
     try:

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     digest_cache: bool = Field(True, description="keep hashes of stored images' bytes and ids in memory, so only likely exact duplicates and re-sent ids query Milvus; turn off when several servers write one collection")
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")
+    low_priority_nice: int = Field(10, ge=0, le=19, description="OS niceness added to the threads that decode and embed low-priority (bulk) images, so the kernel gives the cores to interactive work first (Linux: per thread); 0: off")
     bulk_max_items: int = Field(1_000_000, ge=1, description="images per BulkCheck stream; later ones get RESOURCE_EXHAUSTED")
     max_image_bytes: int = Field(48 * 1024 * 1024, ge=1)
     max_pixels: int = Field(60_000_000, ge=1, description="largest decoded image (width x height), checked before decoding")

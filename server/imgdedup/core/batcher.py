@@ -1,27 +1,42 @@
-"""Dynamic micro-batching in front of the embedder, shared by every call.
+"""Dynamic micro-batching in front of the embedder, shared by every call, by priority.
 
 Requests wait at most `max_queue_delay` for company, up to `max_batch_size` per inference (the
 Triton scheme). While one batch runs on the model thread the next one gathers, so on a busy
 server batches fill without any waiting. The queue is bounded: past it callers get Overloaded.
 Requests whose caller has gone (cancelled future) are dropped before they reach the model.
 
-The wait is adaptive: callers announce images that are still being decoded (`incoming`); when
+The wait is adaptive: callers announce images that are still being decoded (`announce`); when
 none are, nobody else can join the batch, so it runs at once instead of idling for the delay.
+
+Priorities (core/priority.py): each level gathers its own batches, so a batch never mixes
+levels (an interactive image would otherwise wait for seven bulk ones to be embedded with it).
+An inference cannot be interrupted, and a bulk stream keeps every worker busy, so two more rules
+keep a running bulk batch from holding interactive work up:
+- lanes: `workers` inferences run at once, plus one more that only high-priority batches may
+  take (on the embedder's session on every core, when it has one): an interactive batch
+  starts at once, next to the bulk batches;
+- bulk inferences run on threads of lower OS priority (PriorityThreadPool,
+  `low_priority_nice`), as bulk decoding does: the kernel gives the cores to the interactive
+  inference, and to the index writer, whenever they want them, so a stream does not hold the
+  model even while its batches run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Hashable, Iterator
 
 import numpy as np
 
 from imgdedup import metrics
 from imgdedup.core.errors import Overloaded
-from imgdedup.core.threads import thread_pool
+from imgdedup.core.priority import AsyncFairQueue, Priority
+from imgdedup.core.threads import PriorityThreadPool
 from imgdedup.runtime import Embedder
 
 log = logging.getLogger(__name__)
@@ -34,61 +49,105 @@ class _Pending:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class _Lanes:
+    """How many inferences of each level run, and which may start: while fewer than `workers`
+    run in all, any; past that, one more high-priority one (never more than `workers` of one
+    level), so that bulk work holding every worker cannot hold interactive work up, while
+    interactive work alone runs as before (at most `workers` at once)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.running = dict.fromkeys(Priority, 0)
+        self._changed = asyncio.Event()
+
+    def may_start(self, level: Priority) -> bool:
+        total = sum(self.running.values())
+        if total < self.workers:
+            return True
+        return level != Priority.LOW and self.running[level] < self.workers and total == self.workers
+
+    async def acquire(self, level: Priority) -> None:
+        while not self.may_start(level):
+            self._changed.clear()
+            await self._changed.wait()
+        self.running[level] += 1
+
+    def release(self, level: Priority) -> None:
+        self.running[level] -= 1
+        self._changed.set()
+
+
 class EmbedBatcher:
-    def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024, workers: int = 1):
+    def __init__(self, embedder: Embedder, *, max_batch_size: int = 8, max_queue_delay_s: float = 0.002, max_queue_size: int = 1024, workers: int = 1, low_priority_nice: int = 10):
         self.embedder = embedder
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue_size)
-        # `workers` inferences may run at once; the embedder has a session for each (see
-        # OnnxEmbedder: one per worker, plus one on every core for an inference that runs alone).
-        self._executor = thread_pool(workers, "embed")
-        self._slots = asyncio.Semaphore(workers)
+        self._queue: AsyncFairQueue[_Pending] = AsyncFairQueue(max_queue_size)
+        # At most `workers` inferences of a level run at once, each on a session of its own
+        # (see OnnxEmbedder: one per worker, plus one on every core for an inference that runs
+        # alone), on threads of their level: bulk ones on niced threads.
+        self._threads = PriorityThreadPool(workers, "embed", low_nice=low_priority_nice)
+        self._lanes = _Lanes(workers)
         self._running: set[asyncio.Task] = set()
-        self._worker: asyncio.Task | None = None
-        # Images being decoded that will call embed() soon (kept by the caller, see engine).
-        self.incoming = 0
+        self._gatherers: list[asyncio.Task] = []
+        # Images being decoded that will call embed() soon, per level (see announce()).
+        self._incoming = dict.fromkeys(Priority, 0)
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="embed-batcher")
+        loop = asyncio.get_running_loop()
+        self._gatherers = [loop.create_task(self._run(level), name=f"embed-batcher-{level.label}") for level in Priority]
 
     async def stop(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, *self._running, return_exceptions=True)
+        for gatherer in self._gatherers:
+            gatherer.cancel()
+        await asyncio.gather(*self._gatherers, *self._running, return_exceptions=True)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(asyncio.CancelledError())
-        self._executor.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
 
-    async def embed(self, tensor: np.ndarray) -> np.ndarray:
-        """One preprocessed image (H, W, 3) uint8 -> its embedding (dim,) float32."""
+    @contextlib.contextmanager
+    def announce(self, priority: Priority) -> Iterator[None]:
+        """Around the decoding of an image that will call embed(): lets batches of its level
+        wait for it, and only for it (see the adaptive wait above)."""
+        self._incoming[priority] += 1
+        try:
+            yield
+        finally:
+            self._incoming[priority] -= 1
+
+    async def embed(self, tensor: np.ndarray, priority: Priority = Priority.HIGH, flow: Hashable = None) -> np.ndarray:
+        """One preprocessed image (H, W, 3) uint8 -> its embedding (dim,) float32. `flow`: the
+        stream it belongs to (None: a unary call), for round-robin between streams."""
         future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(tensor, future))
+            self._queue.put_nowait(_Pending(tensor, future), priority, flow)
         except asyncio.QueueFull:
             metrics.SHED.labels("embed").inc()
             raise Overloaded(f"embedding queue is full ({self._queue.maxsize} images waiting)") from None
         return await future
 
-    async def _run(self) -> None:
+    async def _run(self, level: Priority) -> None:
+        """Gather and start the batches of one level, one after another."""
         loop = asyncio.get_running_loop()
         while True:
-            # Wait for a free worker first, so a batch is gathered at the moment it can run and
-            # takes everything that queued up meanwhile.
-            await self._slots.acquire()
-            batch = [await self._queue.get()]
+            # Wait for work, then for a free lane, so a batch is gathered at the moment it can
+            # run and takes everything that queued up meanwhile (this task alone takes items
+            # of its level: the one that came is still there).
+            await self._queue.wait(level)
+            await self._lanes.acquire(level)
+            batch = [self._queue.get_nowait(level)]
             deadline = loop.time() + self.max_queue_delay_s
             while len(batch) < self.max_batch_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                if self._queue.count(level):
+                    batch.append(self._queue.get_nowait(level))
                     continue
                 remaining = deadline - loop.time()
-                if remaining <= 0 or self.incoming == 0:
+                if remaining <= 0 or self._incoming[level] == 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    batch.append(await asyncio.wait_for(self._queue.get(level), remaining))
                 except TimeoutError:
                     break
             live = [p for p in batch if not p.future.done()]
@@ -98,28 +157,37 @@ class EmbedBatcher:
             for p in live:
                 by_shape.setdefault(p.tensor.shape, []).append(p)
             if not by_shape:
-                self._slots.release()
-            # Nothing else running, queued or on its way: this inference may take every core.
-            alone = not self._running and len(by_shape) == 1 and self._queue.empty() and self.incoming == 0
+                self._lanes.release(level)
+            alone = self._alone(level, len(by_shape))
             for n, group in enumerate(by_shape.values()):
                 if n > 0:
-                    await self._slots.acquire()
-                task = loop.create_task(self._infer(loop, group, alone))
+                    await self._lanes.acquire(level)
+                task = loop.create_task(self._infer(level, group, alone))
                 self._running.add(task)
-                task.add_done_callback(self._finished)
+                task.add_done_callback(functools.partial(self._finished, level))
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _alone(self, level: Priority, groups: int) -> bool:
+        """Whether this inference may take every core: nothing of its level or above runs,
+        waits or is on its way (lower levels run on threads that yield the cores to it)."""
+        return groups == 1 and all(
+            self._lanes.running[p] == int(p == level) and not self._queue.count(p) and not self._incoming[p]
+            for p in Priority if p <= level
+        )
+
+    def _finished(self, level: Priority, task: asyncio.Task) -> None:
         self._running.discard(task)
-        self._slots.release()
+        self._lanes.release(level)
 
-    async def _infer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending], alone: bool) -> None:
+    async def _infer(self, level: Priority, group: list[_Pending], alone: bool) -> None:
         stacked = np.stack([p.tensor for p in group])
         started = time.perf_counter()
+        queued = metrics.EMBED_QUEUE_SECONDS.labels(level.label)
         for p in group:
-            metrics.EMBED_QUEUE_SECONDS.observe(started - p.enqueued)
+            queued.observe(started - p.enqueued)
         metrics.EMBED_BATCH_SIZE.observe(len(group))
         try:
-            vectors = await loop.run_in_executor(self._executor, functools.partial(self.embedder.embed, stacked, alone=alone))
+            run = functools.partial(self.embedder.embed, stacked, alone=alone)
+            vectors = await asyncio.wrap_future(self._threads.submit(run, priority=level))
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # a model failure fails this batch, not the server
             log.exception("inference failed for a batch of %d", len(group))

@@ -2,6 +2,9 @@
 
 check = validate -> decode + preprocess (thread pool) -> batched embedding -> batched index
 write (one writer thread). The engine knows nothing about gRPC.
+
+Each check carries a Priority (core/priority.py): every one of the three queues (decode, model,
+index writes) serves interactive work before bulk work and lets concurrent streams take turns.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -24,7 +28,8 @@ from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
-from imgdedup.core.threads import thread_pool
+from imgdedup.core.priority import AsyncFairQueue, Priority
+from imgdedup.core.threads import PriorityThreadPool, thread_pool
 from imgdedup.core.views import content_view
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit, MilvusStore, StorageError
@@ -42,6 +47,8 @@ class CheckRequest:
     add_to_index: bool = False
     threshold: float | None = None
     top_k: int | None = None
+    # Interactive (the unary default) goes ahead of bulk (the stream default) at every queue.
+    priority: Priority = Priority.HIGH
 
 
 @dataclass(slots=True)
@@ -72,16 +79,21 @@ class ClusterView:
 
 class StreamOrder:
     """Makes the index writes of one stream happen in request order, so that within a stream
-    an item is checked against every earlier item (decoding and embedding still overlap)."""
+    an item is checked against every earlier item (decoding and embedding still overlap).
 
-    def __init__(self) -> None:
+    It is also the stream's identity in the queues (a flow, core/priority.py): the items of one
+    stream queue FIFO, and streams take turns. FIFO holds within a priority level only, so all
+    items of a stream have the stream's priority (check() refuses others)."""
+
+    def __init__(self, priority: Priority = Priority.LOW) -> None:
+        self.priority = priority
         self._last: asyncio.Event | None = None
 
-    def ticket(self) -> tuple[asyncio.Event | None, asyncio.Event]:
-        """(the previous item's 'submitted' event, this item's), taken in request order."""
+    def ticket(self) -> Ticket:
+        """This item's place in the write order; taken in request order."""
         previous, mine = self._last, asyncio.Event()
         self._last = mine
-        return previous, mine
+        return Ticket(self, previous, mine)
 
     @staticmethod
     def pass_on(previous: asyncio.Event | None, mine: asyncio.Event) -> None:
@@ -91,6 +103,13 @@ class StreamOrder:
         else:
             task = asyncio.get_running_loop().create_task(previous.wait())
             task.add_done_callback(lambda _: mine.set())
+
+
+@dataclass(slots=True)
+class Ticket:
+    stream: StreamOrder
+    previous: asyncio.Event | None  # set once the previous item is in the write queue
+    submitted: asyncio.Event  # set once this item is (or, failing, once the previous one is)
 
 
 @dataclass(slots=True)
@@ -108,11 +127,12 @@ class DedupEngine:
         self.store: MilvusStore | None = None
         self._batcher: EmbedBatcher | None = None
         self._writer: IndexWriter | None = None
-        self._decode_pool = thread_pool(settings.decode_workers, "decode")
+        # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool).
+        self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
         # One writer thread: the single-writer rule that makes checks see every earlier image.
         self._write_pool = thread_pool(1, "index-writer")
         self._read_pool = thread_pool(2, "index-reader")
-        self._commits: asyncio.Queue[_Commit] | None = None
+        self._commits: AsyncFairQueue[_Commit] | None = None
         # Present while a write is in progress: if the process dies then, the next start finds
         # it and rebuilds the (derived) cluster rows from the image rows.
         self._write_marker = settings.data_dir / "index-write-in-progress"
@@ -162,9 +182,10 @@ class DedupEngine:
             max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
             max_queue_size=s.max_queue_size,
             workers=s.inference_workers,
+            low_priority_nice=s.low_priority_nice,
         )
         self._batcher.start()
-        self._commits = asyncio.Queue(s.max_queue_size)
+        self._commits = AsyncFairQueue(s.max_queue_size)
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         if self._stored is not None:
             self._digest_task = loop.create_task(self._load_digests(), name="digest-loader")
@@ -224,7 +245,23 @@ class DedupEngine:
             log.warning("reconnected to Milvus at %s", self.store.uri)
         except Exception as exc:
             log.error("reconnecting to Milvus failed: %s", exc)
+            return False
+        if self._write_failed:
+            await self._repair()
         return False
+
+    async def _repair(self) -> None:
+        """After a write that failed part-way (Milvus went away in the middle of it), rebuild the
+        derived cluster rows from the image rows, as a restart would, without one."""
+        assert self._writer is not None
+        try:
+            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters)
+        except Exception as exc:  # Milvus failing again: the marker stays, the next reconnect retries
+            log.error("rebuilding clusters after a failed write failed: %s", exc)
+            return
+        self._write_failed = False
+        self._write_marker.unlink(missing_ok=True)
+        log.warning("clusters rebuilt after a failed write: %d written, %d stale removed", written, stale)
 
     def _require_ready(self) -> None:
         if not self.ready:
@@ -249,41 +286,42 @@ class DedupEngine:
             raise InvalidArgument("image", f"image is {len(req.image)} bytes; at most {s.max_image_bytes}", reason="IMAGE_TOO_LARGE")
         return req
 
-    async def check(self, req: CheckRequest, ticket: tuple[asyncio.Event | None, asyncio.Event] | None = None) -> CheckOutcome:
+    async def check(self, req: CheckRequest, ticket: Ticket | None = None) -> CheckOutcome:
+        """`ticket`: the item's place in its stream (StreamOrder); None for a unary call."""
         try:
             return await self._check(req, ticket)
         finally:
-            if ticket is not None and not ticket[1].is_set():
+            if ticket is not None and not ticket.submitted.is_set():
                 # Failed before reaching the write queue: later items may go once every earlier
                 # item has gone (not at once: they could then overtake those earlier items).
-                StreamOrder.pass_on(*ticket)
+                StreamOrder.pass_on(ticket.previous, ticket.submitted)
 
-    async def _check(self, req: CheckRequest, ticket: tuple[asyncio.Event | None, asyncio.Event] | None) -> CheckOutcome:
+    async def _check(self, req: CheckRequest, ticket: Ticket | None) -> CheckOutcome:
         self._require_ready()
         t0 = time.perf_counter()
         self.validate(req)
-        loop = asyncio.get_running_loop()
+        if ticket is not None and req.priority != ticket.stream.priority:
+            raise InvalidArgument("priority", f"the items of a stream share one priority: this stream's is {ticket.stream.priority.label}, not {req.priority.label}")
         image_id = req.image_id or uuid.uuid4().hex
         assert self.store is not None and self._batcher is not None
-        self._batcher.incoming += 1  # lets the batcher know another image is on its way
+        priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
-            facts, digest, maybe_stored, tensors = await loop.run_in_executor(self._decode_pool, self._prepare, req.image)
-            # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only bytes
-            # the digest set cannot rule out are looked up (see core/digests.py).
-            same = await self._run(self._read_pool, self._find_exact, digest) if maybe_stored else None
-            if same is None and tensors is None:
-                tensors = await loop.run_in_executor(self._decode_pool, self._decode, req.image, facts)
+            with self._batcher.announce(priority):  # another image of this level is on its way
+                facts, digest, maybe_stored, tensors = await self._decoding(priority, flow, self._prepare, req.image)
+                # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only
+                # bytes the digest set cannot rule out are looked up (see core/digests.py).
+                same = await self._run(self._read_pool, self._find_exact, digest) if maybe_stored else None
+                if same is None and tensors is None:
+                    tensors = await self._decoding(priority, flow, self._decode, req.image, facts)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
-        finally:
-            self._batcher.incoming -= 1
         t1 = time.perf_counter()
         if same is not None:
             metrics.EXACT_DUPLICATES.inc()
             vector, views = same
         else:
             # The whole image and its extra views (core/views.py) batch together.
-            vector, *views = await asyncio.gather(*(self._batcher.embed(t) for t in tensors))
+            vector, *views = await asyncio.gather(*(self._batcher.embed(t, priority, flow) for t in tensors))
             if views:
                 metrics.EXTRA_VIEWS.inc(len(views))
         t2 = time.perf_counter()
@@ -298,9 +336,9 @@ class DedupEngine:
             sha256=digest,
             views=views,
         )
-        if ticket is not None and ticket[0] is not None:
-            await ticket[0].wait()
-        result = await self._submit(pending, ticket[1] if ticket is not None else None)
+        if ticket is not None and ticket.previous is not None:
+            await ticket.previous.wait()
+        result = await self._submit(pending, priority, flow, ticket.submitted if ticket is not None else None)
         t3 = time.perf_counter()
         return CheckOutcome(
             image_id=image_id,
@@ -318,6 +356,10 @@ class DedupEngine:
             index_ms=(t3 - t2) * 1000,
             total_ms=(t3 - t0) * 1000,
         )
+
+    def _decoding(self, priority: Priority, flow: Hashable, fn: Callable, *args) -> asyncio.Future:
+        """Run fn(*args) on the decode pool, in its turn."""
+        return asyncio.wrap_future(self._decode_pool.submit(fn, *args, priority=priority, flow=flow))
 
     def _prepare(self, data: bytes) -> tuple[ImageFacts, str, bool, list[np.ndarray] | None]:
         """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
@@ -348,20 +390,24 @@ class DedupEngine:
             return None
         return row.vector, self.store.views_of([row.image_id]).get(row.image_id, [])
 
-    async def _submit(self, item: PendingImage, submitted: asyncio.Event | None = None) -> CheckResult:
+    async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, submitted: asyncio.Event | None = None) -> CheckResult:
+        """Queue a write. Interactive writes go first; a stream's are FIFO (one flow), so the
+        next item of the stream may queue as soon as this one has."""
         assert self._commits is not None
         future = asyncio.get_running_loop().create_future()
         try:
-            self._commits.put_nowait(_Commit(item, future))
+            self._commits.put_nowait(_Commit(item, future), priority, flow)
         except asyncio.QueueFull:
             metrics.SHED.labels("index").inc()
             raise Overloaded("index write queue is full") from None
         if submitted is not None:
-            submitted.set()  # the write queue is FIFO: the next item may queue behind this one
+            submitted.set()
         return await future
 
     async def _commit_loop(self) -> None:
-        """Drain whatever is queued into one IndexWriter.commit on the writer thread."""
+        """Drain whatever is queued into one IndexWriter.commit on the writer thread, by
+        priority and in turns (FairQueue order): IndexWriter.commit checks the items of a batch
+        in list order, so each stream item still sees every earlier item of its stream."""
         assert self._commits is not None and self._writer is not None
         loop = asyncio.get_running_loop()
         while True:

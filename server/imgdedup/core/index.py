@@ -249,11 +249,13 @@ class IndexWriter:
             if item.views:
                 new_views[item.image_id] = item.views
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id))
-        if batch_rows or book.dirty:
-            book.flush(batch_rows, new_views)
         if self.stored is not None:
+            # Recorded before the write: if it fails part-way, rows may exist that the sets
+            # must not rule out (an extra entry only costs a query; a missing one a wrong answer).
             for row in batch_rows:
                 self.stored.add(image_key(row.image_id), row.sha256)
+        if batch_rows or book.dirty:
+            book.flush(batch_rows, new_views)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]

@@ -28,7 +28,9 @@ class Embedder(Protocol):
     def embed(self, images: np.ndarray, *, alone: bool = False) -> np.ndarray:
         """uint8 (N, H, W, 3) RGB -> float32 (N, dim), each row L2-normalised. Blocking.
 
-        `alone`: a hint that no other inference runs or waits, so this one may take every core."""
+        `alone`: a hint that no other inference runs or waits (none of its priority or above:
+        the caller runs lower-priority ones on threads that yield the cores), so this one may
+        take every core."""
         ...
 
 

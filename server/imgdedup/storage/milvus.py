@@ -37,6 +37,22 @@ IN_CHUNK = 256
 _HEX = "0123456789abcdef"
 
 
+# Creating and loading collections, which a Milvus server can take a while to do.
+SETUP_TIMEOUT_S = 120.0
+# The oldest Milvus server this works with (tested: the PyPI `milvus` 2.3.5 standalone server).
+MIN_SERVER_VERSION = (2, 3)
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    """'v2.3.5' or '2.4.0-rc.1' -> (2, 3, 5) / (2, 4, 0)."""
+    numbers = []
+    for part in str(text).lstrip("vV").split("-", 1)[0].split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
 class StorageError(RuntimeError):
     """Milvus failed or is unreachable."""
 
@@ -112,12 +128,19 @@ class MilvusStore:
         self.clusters = f"{prefix}_clusters"
         self.views = f"{prefix}_views"
         self.timeout = timeout_s
+        self.setup_timeout = max(timeout_s, SETUP_TIMEOUT_S)  # creating and loading collections
         self.index_type = index_type
         self.nlist = nlist
         self.nprobe = nprobe
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
         self._token = token
         self._client: Any = None
+        # Reads must see every write made before them. All writes go through this process (the
+        # single writer), so on a server "Session" (this client's own writes) is enough; "Strong"
+        # makes every read wait for the server's next time tick (~200 ms on 2.3.5, measured).
+        # Milvus Lite answers reads at once either way.
+        self.consistency = "Strong" if self.is_lite else "Session"
+        self.server_version: tuple[int, ...] = ()  # of a Milvus server (empty for Milvus Lite)
 
     @property
     def backend(self) -> str:
@@ -135,6 +158,13 @@ class MilvusStore:
                 self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
             except Exception as exc:
                 raise StorageError(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
+        if not self.is_lite:
+            self.server_version = _parse_version(self._call("get_server_version"))
+            if self.server_version < MIN_SERVER_VERSION:
+                raise StorageError(
+                    f"Milvus server {'.'.join(map(str, self.server_version))} at {self.uri} is too old; "
+                    f"this server needs {'.'.join(map(str, MIN_SERVER_VERSION))} or later"
+                )
         self._ensure_collections()
 
     def close(self) -> None:
@@ -148,7 +178,12 @@ class MilvusStore:
             self._client = None
 
     def ping(self) -> None:
-        self._call("has_collection", self.images)
+        """Raise StorageError unless Milvus answers with all three collections loaded (a Milvus
+        server that restarted answers before it has loaded them again)."""
+        for name in (self.images, self.views, self.clusters):
+            state = self._call("get_load_state", name)["state"]
+            if getattr(state, "name", str(state)) != "Loaded":
+                raise StorageError(f"collection {name!r} is not loaded ({getattr(state, 'name', state)})")
 
     def reconnect(self) -> None:
         """Drop the connection and connect again (a Milvus Lite whose process died is restarted
@@ -187,7 +222,7 @@ class MilvusStore:
             schema.add_field("inserted_at_ms", DataType.INT64)
             schema.add_field("sha256", DataType.VARCHAR, max_length=64)
             index = self._embedding_index("cluster_id", "sha256")
-            self._call("create_collection", self.images, schema=schema, index_params=index, consistency_level="Strong")
+            self._create(self.images, schema, index)
         if not self._call("has_collection", self.views):
             schema = MilvusClient.create_schema(auto_id=False, description=f"imgdedup views; model={self.model_name}; dim={self.dim}")
             schema.add_field("view_key", DataType.VARCHAR, is_primary=True, max_length=32)
@@ -195,7 +230,7 @@ class MilvusStore:
             schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
             index = self._embedding_index("image_key")
-            self._call("create_collection", self.views, schema=schema, index_params=index, consistency_level="Strong")
+            self._create(self.views, schema, index)
         if not self._call("has_collection", self.clusters):
             schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
             schema.add_field("cluster_id", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -206,22 +241,38 @@ class MilvusStore:
             schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
             index = MilvusClient.prepare_index_params()
             index.add_index("placeholder", index_type="FLAT", metric_type="L2")
-            self._call("create_collection", self.clusters, schema=schema, index_params=index, consistency_level="Strong")
+            self._create(self.clusters, schema, index)
         for name in (self.images, self.views, self.clusters):
-            self._call("load_collection", name)
+            # Loading takes seconds on a server (longer right after it restarted).
+            self._call("load_collection", name, timeout=self.setup_timeout)
+
+    def _create(self, name: str, schema: Any, index: Any) -> None:
+        """Create a collection with its indexes. Milvus creates the collection before its
+        indexes: if an index is refused, the bare collection is dropped again, so that the
+        next start does not find a collection it cannot load."""
+        try:
+            self._call("create_collection", name, schema=schema, index_params=index, consistency_level="Strong", timeout=self.setup_timeout)
+        except StorageError:
+            try:
+                if self._client.has_collection(name, timeout=self.timeout):
+                    self._client.drop_collection(name, timeout=self.timeout)
+            except Exception:  # Milvus is failing anyway; the first error is the one to report
+                log.exception("dropping the half-made collection %r failed", name)
+            raise
 
     def _embedding_index(self, *filtered_fields: str) -> Any:
         """Index parameters of a collection with an `embedding` field (the configured vector
-        index) and scalar fields that filters look up (INVERTED; Milvus Lite has no scalar
-        indexes)."""
+        index) and VARCHAR fields that filters look up (Milvus Lite has no scalar indexes)."""
         from pymilvus import MilvusClient
 
         index = MilvusClient.prepare_index_params()
         params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
         index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
         if not self.is_lite:
+            # INVERTED came with Milvus 2.4; 2.3 indexes VARCHAR fields only with a Trie.
+            kind = "INVERTED" if self.server_version >= (2, 4) else "Trie"
             for name in filtered_fields:
-                index.add_index(name, index_type="INVERTED")
+                index.add_index(name, index_type=kind)
         return index
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -256,7 +307,7 @@ class MilvusStore:
             limit=limit,
             output_fields=fields,
             search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
-            consistency_level="Strong",
+            consistency_level=self.consistency,
         )
 
     def insert_views(self, views: dict[str, list[np.ndarray]]) -> None:
@@ -276,11 +327,11 @@ class MilvusStore:
         for chunk in _chunks(keys):
             # Keys first: Milvus Lite 2.5.1 fails to return vectors from a collection that never
             # held a row, so vectors are fetched only for rows known to exist.
-            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW, consistency_level="Strong")
+            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW, consistency_level=self.consistency)
             if rows:
                 found += self._call(
                     "query", self.views, filter=_in_list("view_key", [r["view_key"] for r in rows]),
-                    output_fields=["view_key", "image_id", "embedding"], limit=len(rows), consistency_level="Strong",
+                    output_fields=["view_key", "image_id", "embedding"], limit=len(rows), consistency_level=self.consistency,
                 )
         out: dict[str, list[np.ndarray]] = {}
         for r in sorted(found, key=lambda r: r["view_key"]):
@@ -305,7 +356,9 @@ class MilvusStore:
 
     def all_keys_and_digests(self) -> list[tuple[str, str]]:
         """(image_key, sha256) of every stored image (for the in-memory hash sets)."""
-        rows = self._query_all(self.images, "image_key != \"\"", ["image_key", "sha256"], key="image_key", root="")
+        # Strong: read at start, it must see what the process before this one wrote (Session
+        # consistency covers only this process's own writes).
+        rows = self._query_all(self.images, "image_key != \"\"", ["image_key", "sha256"], key="image_key", root="", consistency="Strong")
         return [(r["image_key"], r["sha256"]) for r in rows]
 
     def images_in_clusters(self, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
@@ -326,7 +379,7 @@ class MilvusStore:
 
     def all_images(self) -> list[ImageRow]:
         """Every stored image, without embeddings (for rebuilding the clusters)."""
-        rows = self._query_all(self.images, "image_key != \"\"", self._image_fields(False), key="image_key", root="")
+        rows = self._query_all(self.images, "image_key != \"\"", self._image_fields(False), key="image_key", root="", consistency="Strong")
         return [self._image_row(r) for r in rows]
 
     def delete_images(self, image_ids: list[str]) -> None:
@@ -335,12 +388,12 @@ class MilvusStore:
                 self._call("delete", self.images, filter=_in_list("image_key", chunk))
 
     def count_images(self) -> int:
-        rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level=self.consistency)
         return int(rows[0]["count(*)"])
 
     def _query_images(self, expr: str, *, with_vectors: bool, limit: int = QUERY_WINDOW) -> list[ImageRow]:
         fields = self._image_fields(False)
-        rows = list(self._call("query", self.images, filter=expr, output_fields=fields, limit=limit, consistency_level="Strong"))
+        rows = list(self._call("query", self.images, filter=expr, output_fields=fields, limit=limit, consistency_level=self.consistency))
         if with_vectors and rows:
             # Asked for vectors, Milvus Lite 2.5.1 fails on a collection that never held a row
             # ("Growing segment loss raw data"), so vectors are fetched only for rows that exist.
@@ -349,7 +402,7 @@ class MilvusStore:
                 for chunk in _chunks([r["image_key"] for r in rows])
                 for v in self._call(
                     "query", self.images, filter=_in_list("image_key", chunk),
-                    output_fields=["image_key", "embedding"], limit=len(chunk), consistency_level="Strong",
+                    output_fields=["image_key", "embedding"], limit=len(chunk), consistency_level=self.consistency,
                 )
             }
             # A row deleted between the two queries (by the writer thread) is left out.
@@ -422,7 +475,7 @@ class MilvusStore:
 
     def count_clusters(self, min_size: int = 1) -> int:
         rows = self._call(
-            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"], consistency_level="Strong"
+            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"], consistency_level=self.consistency
         )
         return int(rows[0]["count(*)"])
 
@@ -435,18 +488,18 @@ class MilvusStore:
         return ClusterRow(r["cluster_id"], int(r["size"]), r["representative_id"], int(r["rep_pixels"]), int(r["rep_inserted_at_ms"]))
 
     # -- queries -----------------------------------------------------------------------------
-    def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
-        return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, consistency_level="Strong"))
+    def _query(self, collection: str, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, consistency_level=consistency or self.consistency))
 
-    def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, root: str = "c", prefix: str = "") -> list[dict[str, Any]]:
+    def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, root: str = "c", prefix: str = "", consistency: str | None = None) -> list[dict[str, Any]]:
         """Every row matching expr, past the query window, by splitting on hex key prefixes.
 
         (query_iterator loops forever against Milvus Lite 2.5.1, so it is not used.)
         Keys are lower-case hex after `root`: cluster ids ("c" + hex) or image keys ("" + hex).
         """
         scoped = expr if not prefix else f'({expr}) and {key} like {quote(prefix + "%")}'
-        rows = self._query(collection, scoped, fields)
+        rows = self._query(collection, scoped, fields, consistency)
         if len(rows) < QUERY_WINDOW:
             return rows
         base = prefix or root
-        return [row for ch in _HEX for row in self._query_all(collection, expr, fields, key=key, root=root, prefix=base + ch)]
+        return [row for ch in _HEX for row in self._query_all(collection, expr, fields, key=key, root=root, prefix=base + ch, consistency=consistency)]

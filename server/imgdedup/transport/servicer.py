@@ -16,7 +16,8 @@ from imgdedup import __version__, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
-from imgdedup.core.errors import Overloaded
+from imgdedup.core.errors import InvalidArgument, Overloaded
+from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import abort, to_status
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,27 @@ def _unary(method):
     return wrapper
 
 
-def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest) -> CheckRequest:
+_PRIORITIES = {pb.PRIORITY_HIGH: Priority.HIGH, pb.PRIORITY_LOW: Priority.LOW}
+
+
+def _priority(value: int, default: Priority) -> Priority:
+    """The proto's priority (an open enum: any int may arrive), `default` when unspecified."""
+    if value == pb.PRIORITY_UNSPECIFIED:
+        return default
+    try:
+        return _PRIORITIES[value]
+    except KeyError:
+        raise InvalidArgument("priority", f"unknown priority {value}; use PRIORITY_HIGH or PRIORITY_LOW, or leave it unset") from None
+
+
+def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest, priority: Priority) -> CheckRequest:
     return CheckRequest(
         image_id=msg.image_id,
         image=msg.image,
         add_to_index=msg.add_to_index,
         threshold=msg.threshold if msg.HasField("threshold") else None,
         top_k=msg.top_k if msg.HasField("top_k") else None,
+        priority=priority,
     )
 
 
@@ -92,23 +107,23 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
 
     @_unary
     async def CheckDuplicate(self, request, context):
-        return _check_response(await self.engine.check(_check_request(request)))
+        return _check_response(await self.engine.check(_check_request(request, _priority(request.priority, Priority.HIGH))))
 
     async def BulkCheck(self, request_iterator: AsyncIterator[pb.BulkCheckRequest], context) -> AsyncIterator[pb.BulkCheckResponse]:
         """Items run concurrently (decode, batched embedding, batched writes), at most
-        bulk_max_in_flight at a time; responses go out in request order as they complete."""
+        bulk_max_in_flight at a time; responses go out in request order as they complete.
+
+        The stream has one priority, its first request's (default low; see StreamOrder)."""
         limit = self.engine.settings.bulk_max_in_flight
         in_flight: deque[asyncio.Task] = deque()
         slots = asyncio.Semaphore(limit)
         done_reading = asyncio.Event()
         read_error: list[BaseException] = []
 
-        order = StreamOrder()
-
-        async def run_one(index: int, msg: pb.BulkCheckRequest, ticket) -> pb.BulkCheckResponse:
+        async def run_one(index: int, req: CheckRequest, ticket) -> pb.BulkCheckResponse:
             started = time.perf_counter()
             try:
-                outcome = await self.engine.check(_check_request(msg), ticket)
+                outcome = await self.engine.check(req, ticket)
                 _observe("BulkCheck", started, 0)
                 return pb.BulkCheckResponse(image_id=outcome.image_id, index=index, result=_check_response(outcome))
             except asyncio.CancelledError:
@@ -116,29 +131,39 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
             except Exception as exc:
                 status = to_status(exc)
                 _observe("BulkCheck", started, status.code)
-                return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=status)
+                return pb.BulkCheckResponse(image_id=req.image_id, index=index, error=status)
             finally:
                 slots.release()
 
         max_items = self.engine.settings.bulk_max_items
 
-        async def too_long(index: int, msg: pb.BulkCheckRequest) -> pb.BulkCheckResponse:
+        async def refuse(index: int, msg: pb.BulkCheckRequest, exc: Exception) -> pb.BulkCheckResponse:
+            """An item refused before it takes a place in the write order."""
             slots.release()
-            exc = Overloaded(f"a BulkCheck stream takes at most {max_items} images (bulk_max_items); open a new stream", retry_after_s=0)
-            return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=to_status(exc))
+            status = to_status(exc)
+            _observe("BulkCheck", time.perf_counter(), status.code)
+            return pb.BulkCheckResponse(image_id=msg.image_id, index=index, error=status)
+
+        def item(index: int, msg: pb.BulkCheckRequest, order: StreamOrder) -> asyncio.Task:
+            if index >= max_items:
+                exc = Overloaded(f"a BulkCheck stream takes at most {max_items} images (bulk_max_items); open a new stream", retry_after_s=0)
+                return asyncio.create_task(refuse(index, msg, exc))
+            try:
+                req = _check_request(msg, _priority(msg.priority, order.priority))
+            except InvalidArgument as exc:
+                return asyncio.create_task(refuse(index, msg, exc))
+            return asyncio.create_task(run_one(index, req, order.ticket()))
 
         new_task = asyncio.Event()
 
         async def reader() -> None:
             try:
-                index = 0
+                index, order = 0, None
                 async for msg in request_iterator:
+                    if order is None:  # the stream's priority (an unknown value fails this item only)
+                        order = StreamOrder(_PRIORITIES.get(msg.priority, Priority.LOW))
                     await slots.acquire()  # backpressure: stop reading while the window is full
-                    if index >= max_items:
-                        task = asyncio.create_task(too_long(index, msg))
-                    else:
-                        task = asyncio.create_task(run_one(index, msg, order.ticket()))
-                    in_flight.append(task)
+                    in_flight.append(item(index, msg, order))
                     new_task.set()
                     index += 1
             except Exception as exc:  # the client broke the stream

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64\x65\x64up/v1/dedup.proto\x12\x08\x64\x65\x64up.v1\x1a\x17google/rpc/status.proto\"\x92\x01\n\x15\x43heckDuplicateRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x03 \x01(\x08\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x01\x88\x01\x01\x42\x0c\n\n_thresholdB\x08\n\x06_top_k\"A\n\x05Match\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"R\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbed_ms\x18\x02 \x01(\x01\x12\x10\n\x08index_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\x85\x02\n\x16\x43heckDuplicateResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x14\n\x0cis_duplicate\x18\x02 \x01(\x08\x12 \n\x07matches\x18\x03 \x03(\x0b\x32\x0f.dedup.v1.Match\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\"\n\x07timings\x18\n \x01(\x0b\x32\x11.dedup.v1.Timings\x12\x17\n\x0f\x65xact_duplicate\x18\x0b \x01(\x08\"\x8d\x01\n\x10\x42ulkCheckRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x03 \x01(\x08\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x01\x88\x01\x01\x42\x0c\n\n_thresholdB\x08\n\x06_top_k\"\x98\x01\n\x11\x42ulkCheckResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32 .dedup.v1.CheckDuplicateResponseH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"5\n\rClusterMember\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"p\n\x07\x43luster\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\r\x12\x19\n\x11representative_id\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x03(\x0b\x32\x17.dedup.v1.ClusterMember\"`\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\x08min_size\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x0b\n\t_min_size\"h\n\x14ListClustersResponse\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.dedup.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\'\n\x11GetClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"(\n\x13\x44\x65leteImagesRequest\x12\x11\n\timage_ids\x18\x01 \x03(\t\"B\n\x14\x44\x65leteImagesResponse\x12\x13\n\x0b\x64\x65leted_ids\x18\x01 \x03(\t\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"\x10\n\x0eGetInfoRequest\"\xdb\x01\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\ninput_size\x18\x02 \x01(\r\x12\x15\n\rembedding_dim\x18\x03 \x01(\r\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x05 \x01(\x02\x12\x16\n\x0emilvus_backend\x18\x06 \x01(\t\x12\x16\n\x0eindexed_images\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x10\n\x08\x63lusters\x18\t \x01(\x03\x32\xc9\x03\n\x0c\x44\x65\x64upService\x12S\n\x0e\x43heckDuplicate\x12\x1f.dedup.v1.CheckDuplicateRequest\x1a .dedup.v1.CheckDuplicateResponse\x12H\n\tBulkCheck\x12\x1a.dedup.v1.BulkCheckRequest\x1a\x1b.dedup.v1.BulkCheckResponse(\x01\x30\x01\x12M\n\x0cListClusters\x12\x1d.dedup.v1.ListClustersRequest\x1a\x1e.dedup.v1.ListClustersResponse\x12<\n\nGetCluster\x12\x1b.dedup.v1.GetClusterRequest\x1a\x11.dedup.v1.Cluster\x12M\n\x0c\x44\x65leteImages\x12\x1d.dedup.v1.DeleteImagesRequest\x1a\x1e.dedup.v1.DeleteImagesResponse\x12>\n\x07GetInfo\x12\x18.dedup.v1.GetInfoRequest\x1a\x19.dedup.v1.GetInfoResponseB\"\n\x0c\x64\x65v.dedup.v1P\x01Z\x10\x64\x65\x64up/v1;dedupv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64\x65\x64up/v1/dedup.proto\x12\x08\x64\x65\x64up.v1\x1a\x17google/rpc/status.proto\"\xb8\x01\n\x15\x43heckDuplicateRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x03 \x01(\x08\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x01\x88\x01\x01\x12$\n\x08priority\x18\x06 \x01(\x0e\x32\x12.dedup.v1.PriorityB\x0c\n\n_thresholdB\x08\n\x06_top_k\"A\n\x05Match\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"R\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbed_ms\x18\x02 \x01(\x01\x12\x10\n\x08index_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\x85\x02\n\x16\x43heckDuplicateResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x14\n\x0cis_duplicate\x18\x02 \x01(\x08\x12 \n\x07matches\x18\x03 \x03(\x0b\x32\x0f.dedup.v1.Match\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\"\n\x07timings\x18\n \x01(\x0b\x32\x11.dedup.v1.Timings\x12\x17\n\x0f\x65xact_duplicate\x18\x0b \x01(\x08\"\xb3\x01\n\x10\x42ulkCheckRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x03 \x01(\x08\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x01\x88\x01\x01\x12$\n\x08priority\x18\x06 \x01(\x0e\x32\x12.dedup.v1.PriorityB\x0c\n\n_thresholdB\x08\n\x06_top_k\"\x98\x01\n\x11\x42ulkCheckResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32 .dedup.v1.CheckDuplicateResponseH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"5\n\rClusterMember\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"p\n\x07\x43luster\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\r\x12\x19\n\x11representative_id\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x03(\x0b\x32\x17.dedup.v1.ClusterMember\"`\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\x08min_size\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x0b\n\t_min_size\"h\n\x14ListClustersResponse\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.dedup.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\'\n\x11GetClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"(\n\x13\x44\x65leteImagesRequest\x12\x11\n\timage_ids\x18\x01 \x03(\t\"B\n\x14\x44\x65leteImagesResponse\x12\x13\n\x0b\x64\x65leted_ids\x18\x01 \x03(\t\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\"\x10\n\x0eGetInfoRequest\"\xdb\x01\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\ninput_size\x18\x02 \x01(\r\x12\x15\n\rembedding_dim\x18\x03 \x01(\r\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x05 \x01(\x02\x12\x16\n\x0emilvus_backend\x18\x06 \x01(\t\x12\x16\n\x0eindexed_images\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x10\n\x08\x63lusters\x18\t \x01(\x03*I\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x10\n\x0cPRIORITY_LOW\x10\x02\x32\xc9\x03\n\x0c\x44\x65\x64upService\x12S\n\x0e\x43heckDuplicate\x12\x1f.dedup.v1.CheckDuplicateRequest\x1a .dedup.v1.CheckDuplicateResponse\x12H\n\tBulkCheck\x12\x1a.dedup.v1.BulkCheckRequest\x1a\x1b.dedup.v1.BulkCheckResponse(\x01\x30\x01\x12M\n\x0cListClusters\x12\x1d.dedup.v1.ListClustersRequest\x1a\x1e.dedup.v1.ListClustersResponse\x12<\n\nGetCluster\x12\x1b.dedup.v1.GetClusterRequest\x1a\x11.dedup.v1.Cluster\x12M\n\x0c\x44\x65leteImages\x12\x1d.dedup.v1.DeleteImagesRequest\x1a\x1e.dedup.v1.DeleteImagesResponse\x12>\n\x07GetInfo\x12\x18.dedup.v1.GetInfoRequest\x1a\x19.dedup.v1.GetInfoResponseB\"\n\x0c\x64\x65v.dedup.v1P\x01Z\x10\x64\x65\x64up/v1;dedupv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dedup.v1.dedup_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.dedup.v1P\001Z\020dedup/v1;dedupv1'
+  _globals['_PRIORITY']._serialized_start=1762
+  _globals['_PRIORITY']._serialized_end=1835
   _globals['_CHECKDUPLICATEREQUEST']._serialized_start=60
-  _globals['_CHECKDUPLICATEREQUEST']._serialized_end=206
-  _globals['_MATCH']._serialized_start=208
-  _globals['_MATCH']._serialized_end=273
-  _globals['_TIMINGS']._serialized_start=275
-  _globals['_TIMINGS']._serialized_end=357
-  _globals['_CHECKDUPLICATERESPONSE']._serialized_start=360
-  _globals['_CHECKDUPLICATERESPONSE']._serialized_end=621
-  _globals['_BULKCHECKREQUEST']._serialized_start=624
-  _globals['_BULKCHECKREQUEST']._serialized_end=765
-  _globals['_BULKCHECKRESPONSE']._serialized_start=768
-  _globals['_BULKCHECKRESPONSE']._serialized_end=920
-  _globals['_CLUSTERMEMBER']._serialized_start=922
-  _globals['_CLUSTERMEMBER']._serialized_end=975
-  _globals['_CLUSTER']._serialized_start=977
-  _globals['_CLUSTER']._serialized_end=1089
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1091
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1187
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1189
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1293
-  _globals['_GETCLUSTERREQUEST']._serialized_start=1295
-  _globals['_GETCLUSTERREQUEST']._serialized_end=1334
-  _globals['_DELETEIMAGESREQUEST']._serialized_start=1336
-  _globals['_DELETEIMAGESREQUEST']._serialized_end=1376
-  _globals['_DELETEIMAGESRESPONSE']._serialized_start=1378
-  _globals['_DELETEIMAGESRESPONSE']._serialized_end=1444
-  _globals['_GETINFOREQUEST']._serialized_start=1446
-  _globals['_GETINFOREQUEST']._serialized_end=1462
-  _globals['_GETINFORESPONSE']._serialized_start=1465
-  _globals['_GETINFORESPONSE']._serialized_end=1684
-  _globals['_DEDUPSERVICE']._serialized_start=1687
-  _globals['_DEDUPSERVICE']._serialized_end=2144
+  _globals['_CHECKDUPLICATEREQUEST']._serialized_end=244
+  _globals['_MATCH']._serialized_start=246
+  _globals['_MATCH']._serialized_end=311
+  _globals['_TIMINGS']._serialized_start=313
+  _globals['_TIMINGS']._serialized_end=395
+  _globals['_CHECKDUPLICATERESPONSE']._serialized_start=398
+  _globals['_CHECKDUPLICATERESPONSE']._serialized_end=659
+  _globals['_BULKCHECKREQUEST']._serialized_start=662
+  _globals['_BULKCHECKREQUEST']._serialized_end=841
+  _globals['_BULKCHECKRESPONSE']._serialized_start=844
+  _globals['_BULKCHECKRESPONSE']._serialized_end=996
+  _globals['_CLUSTERMEMBER']._serialized_start=998
+  _globals['_CLUSTERMEMBER']._serialized_end=1051
+  _globals['_CLUSTER']._serialized_start=1053
+  _globals['_CLUSTER']._serialized_end=1165
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1167
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1263
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1265
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1369
+  _globals['_GETCLUSTERREQUEST']._serialized_start=1371
+  _globals['_GETCLUSTERREQUEST']._serialized_end=1410
+  _globals['_DELETEIMAGESREQUEST']._serialized_start=1412
+  _globals['_DELETEIMAGESREQUEST']._serialized_end=1452
+  _globals['_DELETEIMAGESRESPONSE']._serialized_start=1454
+  _globals['_DELETEIMAGESRESPONSE']._serialized_end=1520
+  _globals['_GETINFOREQUEST']._serialized_start=1522
+  _globals['_GETINFOREQUEST']._serialized_end=1538
+  _globals['_GETINFORESPONSE']._serialized_start=1541
+  _globals['_GETINFORESPONSE']._serialized_end=1760
+  _globals['_DEDUPSERVICE']._serialized_start=1838
+  _globals['_DEDUPSERVICE']._serialized_end=2295
 # @@protoc_insertion_point(module_scope)

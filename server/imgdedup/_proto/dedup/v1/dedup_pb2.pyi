@@ -1,5 +1,6 @@
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,19 +8,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_HIGH: Priority
+PRIORITY_LOW: Priority
+
 class CheckDuplicateRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
     threshold: float
     top_k: int
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("image_id", "similarity", "cluster_id")
@@ -70,18 +82,20 @@ class CheckDuplicateResponse(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., threshold: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., exact_duplicate: _Optional[bool] = ...) -> None: ...
 
 class BulkCheckRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
     threshold: float
     top_k: int
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class BulkCheckResponse(_message.Message):
     __slots__ = ("image_id", "index", "result", "error")

@@ -1,0 +1,277 @@
+"""What the server's pipeline around the model costs: a near-free stand-in model served through the
+whole server (decode, batching, Milvus search and writes, clusters, gRPC), so that what is left is
+everything but the model.
+
+    python benchmarks/pipeline.py [--images DIR] [--bulk-n 1500] [--n 400] [--concurrency 1 16]
+
+It builds the stand-in with `onnx` in a temporary folder, with the default model's interface (input
+uint8 NHWC [batch, 288, 288, 3], resized like the default spec; output float32 [batch, 512],
+L2-normalised in the graph): a strided sample of the pixels averaged into an 8x8x3 grid, centred,
+projected by a fixed random 192x512 matrix, about 0.05 ms per image. Then it starts its own server
+on 127.0.0.1 (`--model` that spec, a temporary Milvus Lite file) and stops it at the end. Images:
+the photos under --images (default ../shared/dedup-bench's originals, 1,496 distinct photos; else
+scikit-image crops), read into memory first.
+
+Prints:
+- the stand-in alone, in this process (ms per image), and how discriminative it is over the
+  BulkCheck: images answered is_duplicate, clusters of 2+ (few, or clusters would merge into a
+  giant one and the index writer's work would be unrealistic);
+- BulkCheck of --bulk-n distinct photos, stored, one stream: images/s, server CPU ms per image (the
+  server process and its children, i.e. Milvus Lite), cores busy, mean batch the batcher formed;
+- unary CheckDuplicate at each --concurrency (check only, after the stream, so the index holds the
+  stream's images), of re-encoded copies of the stored photos (other bytes, so the exact-duplicate
+  fast path does not apply; they match their original): images/s, p50/p99 latency, server CPU;
+- the targets (2 cores: one BulkCheck stream >= 1,000 img/s, <= 2 ms of server CPU per image) with
+  the measured figures as ratios;
+- where the CPU went per image during the BulkCheck, by group of the server's threads (they carry
+  their names into the OS), the Milvus Lite process and this client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_self, machine, peak_rss_mib, server  # noqa: E402
+from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, unary  # noqa: E402
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
+from imgdedup.client import DedupClient  # noqa: E402
+
+TARGET_IPS = 1000.0  # one BulkCheck stream, 2 cores, near-free model
+TARGET_CPU_MS = 2.0  # server CPU per image, Milvus Lite included
+
+SIZE, GRID, STEP, DIM = 288, 8, 4, 512
+
+# The default spec's [input] section (model/specs/sscd_disc_mixup.toml), with this model's
+# source, output and threshold.
+SPEC = f"""
+name = "nearfree_standin"
+description = "near-free stand-in for benchmarks/pipeline.py: {GRID}x{GRID}x3 mean grid, random projection"
+
+[source]
+path = "nearfree.onnx"
+
+[input]
+name = "image"
+layout = "NHWC"
+dtype = "uint8"
+channels = "RGB"
+
+[input.resize]
+mode = "square"
+size = {SIZE}
+interpolation = "auto"
+
+[output]
+name = "embedding"
+dim = {DIM}
+l2_normalized = true
+
+[search]
+# Over the 1,496 dev photos, pairwise: no pair of different photos at or above 0.98 (closest pair
+# 0.970; 6 photos have a neighbour at 0.95 or more); the unary queries' re-encoded copies score
+# 0.996 or more against their original.
+default_threshold = 0.98
+"""
+
+
+def build_standin(folder: Path) -> Path:
+    """Write the stand-in .onnx and its spec into `folder`; return the spec's path.
+
+    image uint8 [N, 288, 288, 3] -> every 4th pixel on both axes (72x72) -> float -> mean of each
+    9x9 block (8x8x3 grid) -> minus the grid's mean (brightness drops out; the final L2 norm drops
+    contrast) -> @ fixed Gaussian 192x512 -> L2-normalised: cosines are about those of the centred
+    grids, which tell different photos apart."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sub = SIZE // STEP
+    block = sub // GRID
+    flat = 3 * GRID * GRID
+    rng = np.random.default_rng(0)
+    consts = {
+        "starts": np.array([0, 0], np.int64),
+        "ends": np.array([SIZE, SIZE], np.int64),
+        "axes": np.array([1, 2], np.int64),
+        "steps": np.array([STEP, STEP], np.int64),
+        "blocks": np.array([0, GRID, block, GRID, block, 3], np.int64),
+        "flat": np.array([0, flat], np.int64),
+        "proj": (rng.standard_normal((flat, DIM)) / np.sqrt(DIM)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Slice", ["image", "starts", "ends", "axes", "steps"], ["sampled"]),
+        helper.make_node("Cast", ["sampled"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["pixels", "blocks"], ["blocked"]),
+        helper.make_node("ReduceMean", ["blocked"], ["grid"], axes=[2, 4], keepdims=0),
+        helper.make_node("Reshape", ["grid", "flat"], ["vector"]),
+        helper.make_node("ReduceMean", ["vector"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["vector", "mean"], ["centred"]),
+        helper.make_node("MatMul", ["centred", "proj"], ["projected"]),
+        helper.make_node("LpNormalization", ["projected"], ["embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nearfree",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "nearfree.onnx")
+    (folder / "nearfree.toml").write_text(SPEC)
+    return folder / "nearfree.toml"
+
+
+def standin_cost(spec_path: Path, images: list[bytes], seconds: float = 1.0) -> dict[int, float]:
+    """ms per image of the stand-in alone (one single-threaded session, as the server runs it under
+    load), batch 1 and 8, on preprocessed photos."""
+    from imgdedup.core.images import decode_image, preprocess
+    from imgdedup.runtime import create_embedder, load_spec
+
+    spec = load_spec(spec_path)
+    tensors = [preprocess(decode_image(b, max_pixels=10**9, target_size=spec.input_size), spec.input.resize) for b in images[:8]]
+    embedder = create_embedder(spec, workers=1, intra_op_threads=1)
+    out = {}
+    for batch in (1, 8):
+        x = np.stack((tensors * batch)[:batch])
+        embedder.embed(x)
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            embedder.embed(x)
+            done += batch
+        out[batch] = (time.perf_counter() - t0) * 1000 / done
+    return out
+
+
+def copies(images: list[bytes], n: int) -> list[bytes]:
+    """Re-encoded copies (90 % size, JPEG quality 85): other bytes, same picture."""
+    import cv2
+
+    out = []
+    for b in images[:n]:
+        a = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
+        a = cv2.resize(a, (a.shape[1] * 9 // 10, a.shape[0] * 9 // 10), interpolation=cv2.INTER_AREA)
+        out.append(cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    return out
+
+
+def bulk_stored(target: str, images: list[bytes]) -> dict:
+    """One BulkCheck stream storing every image; counts the duplicates it answered."""
+    errors = duplicates = exact = 0
+    with DedupClient(target) as client:
+        reqs = (pb.BulkCheckRequest(image_id=f"bulk-{i}", image=b, add_to_index=True) for i, b in enumerate(images))
+        t0 = time.perf_counter()
+        for r in client.bulk_check(reqs, timeout=3600):
+            if r.HasField("error"):
+                errors += 1
+            else:
+                duplicates += r.result.is_duplicate
+                exact += r.result.exact_duplicate
+        elapsed = time.perf_counter() - t0
+    return {"ips": len(images) / elapsed, "errors": errors, "duplicates": duplicates, "exact": exact, "seconds": elapsed, "n": len(images)}
+
+
+def snapshot(pid: int) -> tuple[dict[str, float], float, float, float]:
+    """(CPU seconds by server thread group, Milvus Lite, this client, the whole server process)."""
+    return cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1]
+
+
+def server_ms(before: tuple, after: tuple, n: int) -> float:
+    """Server CPU per image, ms: the server process (threads that ended included) + Milvus Lite."""
+    return ((after[3] - before[3]) + (after[1] - before[1])) * 1000 / n
+
+
+def client_ms(before: tuple, after: tuple, n: int) -> float:
+    return (after[2] - before[2]) * 1000 / n
+
+
+def verdict(measured: float, target: float, higher_is_better: bool) -> str:
+    ratio = measured / target
+    met = ratio >= 1 if higher_is_better else ratio <= 1
+    return f"{ratio:.2f}x the target: {'met' if met else 'NOT met'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--bulk-n", type=int, default=1500, help="distinct photos for the BulkCheck stream (all there are, if fewer)")
+    parser.add_argument("--n", type=int, default=400, help="checks for each unary run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+
+    images = load_images(args.images, args.bulk_n)
+    stream = images[: args.bulk_n]
+    queries = copies(stream, min(args.n, len(stream)))
+    print(f"machine: {machine()}")
+    print(f"images: {len(stream)} distinct from {args.images if args.images.is_dir() else 'scikit-image crops'}, "
+          f"mean {statistics.mean(map(len, stream)) / 1024:.0f} KiB" + (f" (asked for {args.bulk_n})" if len(stream) < args.bulk_n else ""))
+
+    with tempfile.TemporaryDirectory(prefix="dedup-standin-") as model_dir:
+        spec_path = build_standin(Path(model_dir))
+        cost = standin_cost(spec_path, stream)
+        print(f"stand-in model alone ({SIZE}x{SIZE} uint8 NHWC -> {DIM}-d, one thread): "
+              f"batch 1 {cost[1]:.3f} ms/img, batch 8 {cost[8]:.3f} ms/img")
+
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with server(None, "--model", str(spec_path), "--metrics-port", str(metrics_port)) as (target, pid):
+            with DedupClient(target) as client:
+                client.wait_ready()
+                info = client.info()
+            unary(target, queries, 1, min(20, len(queries)))  # warm-up, against the empty index
+
+            before, batches = snapshot(pid), batch_totals(metrics_url)
+            b = bulk_stored(target, stream)
+            after = snapshot(pid)
+            b.update(batch=mean_batch(batches, batch_totals(metrics_url)), cpu=server_ms(before, after, b["n"]), client=client_ms(before, after, b["n"]))
+            bulk_cpu = (before[:3], after[:3])
+
+            with DedupClient(target) as client:
+                resp = client.stub.ListClusters(pb.ListClustersRequest(page_size=1000, min_size=2), timeout=60)
+                clustered = sum(c.size for c in client.list_clusters(min_size=2, page_size=1000))
+                largest = max((c.size for c in resp.clusters), default=0)
+                found = sum(any(m.image_id == f"bulk-{i}" for m in client.check(q).matches) for i, q in enumerate(queries[:50]))
+
+            rows = []
+            for c in args.concurrency:
+                unary(target, queries, c, min(40, args.n))  # warm-up
+                before, batches = snapshot(pid), batch_totals(metrics_url)
+                r = unary(target, queries, c, args.n)
+                after = snapshot(pid)
+                r.update(batch=mean_batch(batches, batch_totals(metrics_url)), cpu=server_ms(before, after, args.n), client=client_ms(before, after, args.n))
+                rows.append((f"unary c={c}", r))
+            rss = peak_rss_mib(pid)
+
+    print(f"server: model {info.model_name}, threshold {info.default_threshold:.2f}, providers {', '.join(info.execution_providers)}, "
+          f"milvus {info.milvus_backend}")
+    print(f"\ndiscrimination over the stream: {b['duplicates']} of {b['n']} images answered is_duplicate ({100 * b['duplicates'] / b['n']:.1f} %), "
+          f"{b['exact']} exact; {resp.total_size} clusters of 2+ holding {clustered} images, largest {largest}")
+    print(f"unary queries: re-encoded copies of the first {len(queries)} stored photos; {found} of {min(50, len(queries))} checked found their original")
+
+    print(f"\n{'path':<22} {'img/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'server CPU ms/img':>18} {'cores busy':>10} {'client ms/img':>13} {'batch':>6}")
+    print(f"{'BulkCheck (1 stream)':<22} {b['ips']:7.1f} {'':>7} {'':>7} {b['cpu']:18.2f} {b['cpu'] * b['ips'] / 1000:10.2f} {b['client']:13.2f} {b['batch']:6.2f}"
+          f"   ({b['n']} stored, {b['errors']} errors)")
+    for name, r in rows:
+        print(f"{name:<22} {r['ips']:7.1f} {r['p50']:7.2f} {r['p99']:7.2f} {r['cpu']:18.2f} {r['cpu'] * r['ips'] / 1000:10.2f} {r['client']:13.2f} {r['batch']:6.2f}")
+    print("  (server CPU: the server process and Milvus Lite; cores busy: server CPU per second of wall time)")
+    if rss:
+        print(f"server peak RSS: {rss:.0f} MiB")
+
+    print("\ntargets (2 cores, near-free model, one BulkCheck stream):")
+    print(f"  >= {TARGET_IPS:,.0f} img/s:                measured {b['ips']:7.1f} img/s = {verdict(b['ips'], TARGET_IPS, True)}")
+    print(f"  <= {TARGET_CPU_MS:.1f} ms server CPU per image: measured {b['cpu']:7.2f} ms    = {verdict(b['cpu'], TARGET_CPU_MS, False)}")
+
+    print_cpu_split(*bulk_cpu, b)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A real Milvus server that fails under a running server, in the middle of a stream: killed
+with -9 and started again, or cut off (the link to it taken down and up again). Acknowledged images survive, calls get UNAVAILABLE with RetryInfo
+while it is away, health follows it, and the server recovers without a restart.
+
+Runs in the Milvus-server pass of the suite (DEDUP_TEST_MILVUS=server, see conftest)."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from conftest import ServerProcess, channel_for, check, wait_until
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+from test_reliability import _assert_consistent, _stream_requests
+
+pytestmark = pytest.mark.milvus_server
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+def _retry_info(status) -> error_details_pb2.RetryInfo | None:
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+def _health(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    return lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def _outage_during_stream(tmp_path, milvus, go_away, come_back, env=None):
+    """Stream 40 images; take Milvus away after 12 acknowledgements (others in flight), stream 6
+    more while it is away, bring it back, stream the rest. Returns nothing; asserts throughout."""
+    env = {"DEDUP_STORAGE_CHECK_INTERVAL_S": "0.3", "DEDUP_MILVUS_TIMEOUT_S": "2", **(env or {})}
+    srv = ServerProcess(tmp_path, env=env).start()
+    requests = list(_stream_requests(40))
+    away, back = threading.Event(), threading.Event()
+
+    def paced():
+        for i, r in enumerate(requests):
+            if i == 20:
+                away.wait(120)  # the first 20 go before and while Milvus goes away
+            if i == 26:
+                back.wait(300)  # 20..25 while it is away; the rest once it is back
+            yield r
+
+    acked: set[str] = set()
+    outcomes: list[tuple[int, str, int]] = []  # (index, outcome, code)
+    errors: list[str] = []
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            health = _health(channel)
+            for resp in stub.BulkCheck(paced(), timeout=600):
+                kind = resp.WhichOneof("outcome")
+                outcomes.append((resp.index, kind, resp.error.code if kind == "error" else 0))
+                if kind == "result" and resp.result.stored:
+                    acked.add(resp.image_id)
+                if kind == "error":
+                    errors.append(resp.error.message)
+                    assert resp.error.code == UNAVAILABLE, resp.error
+                    assert _retry_info(resp.error) is not None
+                if len(outcomes) == 12:
+                    go_away()  # items 12..19 are in flight or queued
+                    assert wait_until(lambda: health() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=30, interval=0.05)
+                    with pytest.raises(grpc.RpcError) as err:
+                        check(stub, requests[0].image, add=True)
+                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert _retry_info(rpc_status.from_call(err.value)) is not None
+                    away.set()
+                if len(outcomes) == 26:
+                    # The items sent while Milvus was away failed cleanly, each with its own error.
+                    assert [k for _, k, _ in outcomes[20:26]] == ["error"] * 6
+                    come_back()
+                    assert wait_until(lambda: health() == health_pb2.HealthCheckResponse.SERVING, timeout=180, interval=0.2)
+                    back.set()
+            assert [i for i, _, _ in outcomes] == list(range(40)), "one response per item, in order"
+            assert all(k == "result" for _, k, _ in outcomes[26:]), (outcomes[26:], errors[-3:], "".join(srv.output[-40:]))
+            assert len(acked) >= 12 + 14
+            _assert_consistent(stub, acked)
+            # The server recovered without a restart, and still knows what it stored before.
+            again = check(stub, requests[0].image)
+            assert again.exact_duplicate and again.matches[0].image_id == requests[0].image_id
+            assert srv.proc.poll() is None
+    finally:
+        away.set()
+        back.set()
+        come_back()  # in any case, for the tests after this one
+        assert srv.stop() == 0
+
+
+def test_milvus_server_killed_and_restarted_mid_stream(tmp_path, milvus_backend):
+    _outage_during_stream(tmp_path, milvus_backend, go_away=milvus_backend.kill, come_back=milvus_backend.start)
+
+
+def test_link_to_milvus_cut_and_restored_mid_stream(tmp_path):
+    """Milvus in a network namespace of its own, joined to ours by a veth pair whose link is
+    taken down: packets vanish, no connection is reset, calls time out (milvus_timeout_s)."""
+    from milvus_server import MilvusServer
+
+    milvus = MilvusServer(tmp_path / "milvus", port=19540, linked=True).start()
+    try:
+        env = {"DEDUP_MILVUS_URI": milvus.uri}
+        _outage_during_stream(tmp_path / "dedup", milvus, go_away=milvus.cut, come_back=milvus.restore, env=env)
+    finally:
+        milvus.stop()
+
