@@ -20,6 +20,7 @@ from skimage import data
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+from milvus_server import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180
@@ -125,14 +126,7 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, sig, timeout) if self.proc else None
 
 
 def channel_for(target: str) -> grpc.Channel:
