@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ IN_CHUNK = 256
 _HEX = "0123456789abcdef"
 
 
+# How long reads of a collection ask for Strong consistency after a delete from it (see _call).
+STRONG_AFTER_DELETE_S = 2.0
 # Creating and loading collections, which a Milvus server can take a while to do.
 SETUP_TIMEOUT_S = 120.0
 # The oldest Milvus server this works with (tested: the PyPI `milvus` 2.3.5 standalone server).
@@ -140,6 +143,7 @@ class MilvusStore:
         # makes every read wait for the server's next time tick (~200 ms on 2.3.5, measured).
         # Milvus Lite answers reads at once either way.
         self.consistency = "Strong" if self.is_lite else "Session"
+        self._strong_until: dict[str, float] = {}  # collection -> until when reads ask for Strong
         self.server_version: tuple[int, ...] = ()  # of a Milvus server (empty for Milvus Lite)
 
     @property
@@ -279,12 +283,25 @@ class MilvusStore:
         if self._client is None:
             raise StorageError("Milvus is not connected")
         kwargs.setdefault("timeout", self.timeout)
+        collection = args[0] if args else None
+        if method in ("search", "query") and time.monotonic() < self._strong_until.get(collection, 0.0):
+            kwargs["consistency_level"] = "Strong"
         try:
-            return getattr(self._client, method)(*args, **kwargs)
+            result = getattr(self._client, method)(*args, **kwargs)
         except StorageError:
             raise
         except Exception as exc:
             raise StorageError(f"Milvus {method} failed: {exc}") from exc
+        if not self.is_lite and method == "delete":
+            # Session reads see this client's writes through the timestamp of its last one, but
+            # a delete does not leave a usable one (measured on Milvus 2.3.5: a listing right
+            # after a delete still showed the deleted rows). So reads of that collection ask for
+            # Strong for a while, far longer than a server's time tick (200 ms), after which any
+            # read sees the delete.
+            self._strong_until[collection] = time.monotonic() + STRONG_AFTER_DELETE_S
+        elif method in ("insert", "upsert"):
+            self._strong_until.pop(collection, None)  # a later write's timestamp covers the delete
+        return result
 
     # -- images ------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
