@@ -284,8 +284,12 @@ class MilvusStore:
             raise StorageError("Milvus is not connected")
         kwargs.setdefault("timeout", self.timeout)
         collection = args[0] if args else None
-        if method in ("search", "query") and time.monotonic() < self._strong_until.get(collection, 0.0):
-            kwargs["consistency_level"] = "Strong"
+        if method in ("search", "query"):
+            # Every read with this store's consistency, unless the caller asks for another, or a
+            # recent delete needs Strong (below).
+            kwargs.setdefault("consistency_level", self.consistency)
+            if time.monotonic() < self._strong_until.get(collection, 0.0):
+                kwargs["consistency_level"] = "Strong"
         try:
             result = getattr(self._client, method)(*args, **kwargs)
         except StorageError:
@@ -324,7 +328,6 @@ class MilvusStore:
             limit=limit,
             output_fields=fields,
             search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
-            consistency_level=self.consistency,
         )
 
     def insert_views(self, views: dict[str, list[np.ndarray]]) -> None:
@@ -344,11 +347,11 @@ class MilvusStore:
         for chunk in _chunks(keys):
             # Keys first: Milvus Lite 2.5.1 fails to return vectors from a collection that never
             # held a row, so vectors are fetched only for rows known to exist.
-            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW, consistency_level=self.consistency)
+            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW)
             if rows:
                 found += self._call(
                     "query", self.views, filter=_in_list("view_key", [r["view_key"] for r in rows]),
-                    output_fields=["view_key", "image_id", "embedding"], limit=len(rows), consistency_level=self.consistency,
+                    output_fields=["view_key", "image_id", "embedding"], limit=len(rows),
                 )
         out: dict[str, list[np.ndarray]] = {}
         for r in sorted(found, key=lambda r: r["view_key"]):
@@ -405,12 +408,12 @@ class MilvusStore:
                 self._call("delete", self.images, filter=_in_list("image_key", chunk))
 
     def count_images(self) -> int:
-        rows = self._call("query", self.images, filter="", output_fields=["count(*)"], consistency_level=self.consistency)
+        rows = self._call("query", self.images, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def _query_images(self, expr: str, *, with_vectors: bool, limit: int = QUERY_WINDOW) -> list[ImageRow]:
         fields = self._image_fields(False)
-        rows = list(self._call("query", self.images, filter=expr, output_fields=fields, limit=limit, consistency_level=self.consistency))
+        rows = list(self._call("query", self.images, filter=expr, output_fields=fields, limit=limit))
         if with_vectors and rows:
             # Asked for vectors, Milvus Lite 2.5.1 fails on a collection that never held a row
             # ("Growing segment loss raw data"), so vectors are fetched only for rows that exist.
@@ -419,7 +422,7 @@ class MilvusStore:
                 for chunk in _chunks([r["image_key"] for r in rows])
                 for v in self._call(
                     "query", self.images, filter=_in_list("image_key", chunk),
-                    output_fields=["image_key", "embedding"], limit=len(chunk), consistency_level=self.consistency,
+                    output_fields=["image_key", "embedding"], limit=len(chunk),
                 )
             }
             # A row deleted between the two queries (by the writer thread) is left out.
@@ -492,7 +495,7 @@ class MilvusStore:
 
     def count_clusters(self, min_size: int = 1) -> int:
         rows = self._call(
-            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"], consistency_level=self.consistency
+            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"])
 
@@ -506,7 +509,8 @@ class MilvusStore:
 
     # -- queries -----------------------------------------------------------------------------
     def _query(self, collection: str, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
-        return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, consistency_level=consistency or self.consistency))
+        extra = {"consistency_level": consistency} if consistency else {}
+        return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, **extra))
 
     def _query_all(self, collection: str, expr: str, fields: list[str], *, key: str, root: str = "c", prefix: str = "", consistency: str | None = None) -> list[dict[str, Any]]:
         """Every row matching expr, past the query window, by splitting on hex key prefixes.
