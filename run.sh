@@ -2,7 +2,7 @@
 # One-step set-up and run, on a fresh machine:
 #   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
 #   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite,
-#                                           on Milvus Lite and on a real Milvus server
+#                                           on Milvus Lite, on a real Milvus server, and with --workers 2
 # Python 3.12 is required (the default model's package needs it). Found as $PYTHON, python3.12
 # on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
@@ -52,17 +52,20 @@ fi
 case "$mode" in
   serve) exec "$venv/bin/dedup" serve "$@" ;;
   test)
-    # Two passes: servers on Milvus Lite files, then on one real Milvus standalone server (the
+    # Three passes: servers on Milvus Lite files; then on one real Milvus standalone server (the
     # PyPI `milvus` package), which binds every interface and so runs, with the tests, inside a
-    # private network namespace (scripts/netns-run). DEDUP_TEST_MILVUS=lite|server runs one pass.
-    passes=${DEDUP_TEST_MILVUS:-lite server}
+    # private network namespace (scripts/netns-run); then every server with `--workers 2` (two
+    # front processes over one index writer) on Lite files, for the same answers.
+    # DEDUP_TEST_PASSES="lite server workers" picks passes (DEDUP_TEST_MILVUS=lite|server: one).
+    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers}}
     for pass in $passes; do
-      echo "== tests with Milvus: $pass ==" >&2
-      if [ "$pass" = server ]; then
-        DEDUP_TEST_MILVUS=server scripts/netns-run "$venv/bin/python" -m pytest "$@"
-      else
-        DEDUP_TEST_MILVUS=lite "$venv/bin/python" -m pytest "$@"
-      fi
+      echo "== tests: $pass ==" >&2
+      case $pass in
+        server) DEDUP_TEST_MILVUS=server scripts/netns-run "$venv/bin/python" -m pytest "$@" ;;
+        workers) DEDUP_TEST_MILVUS=lite DEDUP_TEST_WORKERS=2 "$venv/bin/python" -m pytest "$@" ;;
+        lite) DEDUP_TEST_MILVUS=lite "$venv/bin/python" -m pytest "$@" ;;
+        *) echo "unknown test pass: $pass (lite, server, workers)" >&2; exit 2 ;;
+      esac
     done
     ;;
 esac

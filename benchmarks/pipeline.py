@@ -2,7 +2,7 @@
 whole server (decode, batching, Milvus search and writes, clusters, gRPC), so that what is left is
 everything but the model.
 
-    python benchmarks/pipeline.py [--images DIR] [--bulk-n 1500] [--n 400] [--concurrency 1 16]
+    python benchmarks/pipeline.py [--images DIR] [--bulk-n 1500] [--n 400] [--concurrency 1 16] [--workers 1 2]
 
 It builds the stand-in with `onnx` in a temporary folder, with the default model's interface (input
 uint8 NHWC [batch, 288, 288, 3], resized like the default spec; output float32 [batch, 512],
@@ -24,13 +24,20 @@ Prints:
 - the targets (2 cores: one BulkCheck stream >= 1,000 img/s, <= 2 ms of server CPU per image) with
   the measured figures as ratios;
 - where the CPU went per image during the BulkCheck, by group of the server's threads (they carry
-  their names into the OS), the Milvus Lite process and this client.
+  their names into the OS), the Milvus Lite process and this client;
+- scaling with `dedup serve --workers W` for each --workers: the same photos as S concurrent
+  BulkCheck streams (S = the largest W; each stream on a TCP connection of its own, so the kernel
+  spreads them over the fronts), images/s, server CPU per image (the parent, i.e. the index
+  writer, every front and Milvus Lite), and images/s relative to W=1 against the target
+  >= 0.8 x W (up to the number of cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 import sys
 import tempfile
 import time
@@ -180,6 +187,75 @@ def bulk_stored(target: str, images: list[bytes]) -> dict:
     return {"ips": len(images) / elapsed, "errors": errors, "duplicates": duplicates, "exact": exact, "seconds": elapsed, "n": len(images)}
 
 
+def cpu_of_tree(pid: int) -> float:
+    """CPU seconds used so far by a process and all its descendants (alive ones)."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)], seconds[int(entry)] = _stat(f"/proc/{entry}/stat")
+            except OSError:
+                continue
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        grew = bool(more)
+        tree |= more
+    return sum(seconds.get(p, 0.0) for p in tree)
+
+
+def streams_over_connections(target: str, images: list[bytes], streams: int, tag: str) -> tuple[float, int]:
+    """`streams` concurrent BulkCheck streams (storing), each on its own TCP connection,
+    splitting `images`; returns (images/s, errors)."""
+    import grpc
+
+    from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+
+    errors = [0] * streams
+
+    def run(k: int) -> None:
+        part = images[k::streams]
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)]
+        with grpc.insecure_channel(target, options=options) as channel:
+            reqs = (pb.BulkCheckRequest(image_id=f"{tag}-{k}-{i}", image=b, add_to_index=True) for i, b in enumerate(part))
+            for r in pb_grpc.DedupServiceStub(channel).BulkCheck(reqs, timeout=3600):
+                errors[k] += r.HasField("error")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(images) / (time.perf_counter() - t0), sum(errors)
+
+
+def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[str]:
+    """Measure --workers scaling; returns the report's lines."""
+    streams = max(workers)
+    rows = []
+    for w in workers:
+        with server(None, "--model", str(spec_path), "--workers", str(w)) as (target, pid):
+            with DedupClient(target) as client:
+                client.wait_ready()
+            streams_over_connections(target, images[:64], streams, "warm")
+            before = cpu_of_tree(pid)
+            ips, errors = streams_over_connections(target, images, streams, "bulk")
+            rows.append((w, ips, (cpu_of_tree(pid) - before) * 1000 / len(images), errors))
+    base = rows[0][1] if rows and rows[0][0] == 1 else None
+    cores = os.cpu_count() or 1
+    out = [f"\n--workers scaling: {len(images)} photos as {streams} concurrent BulkCheck streams, one connection each",
+           f"{'workers':>7} {'img/s':>8} {'server CPU ms/img':>18} {'errors':>6} {'vs 1 worker':>12} {'target':>8}"]
+    for w, ips, cpu, errors in rows:
+        target = 0.8 * min(w, cores)
+        ratio = f"{ips / base:.2f}x" if base else "-"
+        met = "" if not base or w == 1 else ("met" if ips / base >= target else "NOT met")
+        out.append(f"{w:7d} {ips:8.1f} {cpu:18.2f} {errors:6d} {ratio:>12} {f'>= {target:.1f}x' if w > 1 else '':>8} {met}")
+    out.append(f"  (server CPU: the parent (the index writer when W > 1), its fronts and Milvus Lite; {cores} cores here)")
+    return out
+
+
 def snapshot(pid: int) -> tuple[dict[str, float], float, float, float]:
     """(CPU seconds by server thread group, Milvus Lite, this client, the whole server process)."""
     return cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1]
@@ -206,6 +282,7 @@ def main() -> None:
     parser.add_argument("--bulk-n", type=int, default=1500, help="distinct photos for the BulkCheck stream (all there are, if fewer)")
     parser.add_argument("--n", type=int, default=400, help="checks for each unary run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="`serve --workers` values to compare (none: skip)")
     args = parser.parse_args()
 
     images = load_images(args.images, args.bulk_n)
@@ -250,6 +327,7 @@ def main() -> None:
                 r.update(batch=mean_batch(batches, batch_totals(metrics_url)), cpu=server_ms(before, after, args.n), client=client_ms(before, after, args.n))
                 rows.append((f"unary c={c}", r))
             rss = peak_rss_mib(pid)
+        scaled = scaling(spec_path, stream, sorted(set(args.workers))) if args.workers else []
 
     print(f"server: model {info.model_name}, threshold {info.default_threshold:.2f}, providers {', '.join(info.execution_providers)}, "
           f"milvus {info.milvus_backend}")
@@ -271,6 +349,8 @@ def main() -> None:
     print(f"  <= {TARGET_CPU_MS:.1f} ms server CPU per image: measured {b['cpu']:7.2f} ms    = {verdict(b['cpu'], TARGET_CPU_MS, False)}")
 
     print_cpu_split(*bulk_cpu, b)
+    for line in scaled:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -31,23 +31,30 @@ START_TIMEOUT_S = 180
 MILVUS = os.environ.get("DEDUP_TEST_MILVUS", "lite")
 assert MILVUS in ("lite", "server"), f"DEDUP_TEST_MILVUS must be 'lite' or 'server', not {MILVUS!r}"
 _milvus_server = None  # the session's MilvusServer (server mode)
+# DEDUP_TEST_WORKERS=N: every server under test runs `--workers N` (N fronts over one index
+# writer), to show the API's answers and guarantees do not change; run.sh test's third pass.
+WORKERS = int(os.environ.get("DEDUP_TEST_WORKERS", "1"))
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "lite_only: exercises Milvus Lite itself (its child process, its file)")
     config.addinivalue_line("markers", "milvus_server: needs the real Milvus server (DEDUP_TEST_MILVUS=server)")
+    config.addinivalue_line("markers", "single_process: inspects one server process's insides (its child processes, threads, metrics) or arranges processes itself; not run with DEDUP_TEST_WORKERS")
 
 
 def pytest_report_header(config):
-    return f"Milvus under the servers: {'Milvus Lite files' if MILVUS == 'lite' else 'a Milvus standalone server (PyPI milvus)'}"
+    workers = f"; every server with --workers {WORKERS}" if WORKERS > 1 else ""
+    return f"Milvus under the servers: {'Milvus Lite files' if MILVUS == 'lite' else 'a Milvus standalone server (PyPI milvus)'}{workers}"
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests of one backend only are deselected (not skipped) in the other run; run.sh test
     runs both, so every test runs once."""
-    other = "milvus_server" if MILVUS == "lite" else "lite_only"
-    keep = [i for i in items if other not in i.keywords]
-    dropped = [i for i in items if other in i.keywords]
+    other = {"milvus_server" if MILVUS == "lite" else "lite_only"}
+    if WORKERS > 1:
+        other.add("single_process")
+    keep = [i for i in items if not other & set(i.keywords)]
+    dropped = [i for i in items if other & set(i.keywords)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
@@ -92,7 +99,8 @@ class ServerProcess:
         # test can kill -9 both at once (os.killpg) as a machine crash would.
         self.new_session = new_session
         self.extra = extra
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **backend_env(data_dir), **(env or {})}
+        workers = {"DEDUP_WORKERS": str(WORKERS)} if WORKERS > 1 else {}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **workers, **backend_env(data_dir), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []

@@ -28,6 +28,7 @@ def _value(text: str, name: str, **labels: str) -> float:
     return sum(values)
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_metrics_count_requests_batches_and_writes(tmp_path):
     port = _free_port()
     srv = ServerProcess(tmp_path, "--metrics-port", str(port)).start()

@@ -54,6 +54,7 @@ def test_full_queue_sheds_load_with_retry_info(tmp_path):
         assert srv.stop() == 0
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_work_past_its_deadline_never_reaches_the_model_and_streams_are_capped(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,6 +88,7 @@ def test_work_past_its_deadline_never_reaches_the_model_and_streams_are_capped(t
         assert srv.stop() == 0
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
 @pytest.mark.lite_only
 def test_milvus_going_away_turns_health_off_then_reconnects(tmp_path):
     srv = ServerProcess(tmp_path, env={"DEDUP_STORAGE_CHECK_INTERVAL_S": "0.3", "DEDUP_MILVUS_TIMEOUT_S": "2"}).start()

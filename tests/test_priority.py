@@ -77,6 +77,7 @@ def _metric(text: str, name: str, priority: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_unary_checks_go_ahead_of_a_running_streams_backlog(served):
     stub, metrics_url = served
     stream = Stream(stub, "backlog-", load_images(None, 320, seed=1)).start()

@@ -31,6 +31,7 @@ def test_the_all_core_session_and_the_worker_sessions_give_the_same_embeddings()
     assert float(alone[0] @ alone[1]) < 0.5
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc (Linux)")
 def test_server_threads_carry_their_stage_names_into_the_os(server, stub):
     check(stub, encode(rgb("rocket")))  # every stage has run once

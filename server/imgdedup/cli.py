@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
 
 
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA (PEM) for client certificates: requires mutual TLS")
     p.add_argument("--auth-tokens-file", type=Path, help="bearer tokens, one per line; DedupService calls then need one")
+    p.add_argument("--workers", type=int, help="front processes sharing the port; the parent is the index writer (0: one per core; default 1)")
+    p.add_argument("--writer", dest="writer_address", help="be a front of the index writer at this address (another replica's --writer-listen)")
+    p.add_argument("--writer-listen", help="also serve this server's index writer at this address (host:port or unix:PATH) to other replicas")
 
     for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)")):
         c = sub.add_parser(name, help=help_)
@@ -95,9 +99,17 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key_file=args.tls_key,
         tls_client_ca_file=args.tls_client_ca,
         auth_tokens_file=args.auth_tokens_file,
+        workers=args.workers,
+        writer_address=args.writer_address,
+        writer_listen=args.writer_listen,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings))
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    if settings.workers != 1:
+        from imgdedup.transport.workers import supervise
+
+        asyncio.run(supervise(settings))
+    else:
+        asyncio.run(serve(settings))
     return 0
 
 

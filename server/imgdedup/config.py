@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     index_nlist: int = Field(128, ge=1)
     search_nprobe: int = Field(32, ge=1)
 
+    # Scale-out (docs/scale-out.md)
+    workers: int = Field(1, ge=0, le=256, description="front processes sharing the port (SO_REUSEPORT), each decoding and embedding; the parent is the collection's one index writer (so Milvus Lite works too). 0: one per core")
+    writer_address: str | None = Field(None, description="this server is a front of another's index writer at this address (host:port, or unix:PATH), the writer_listen of the replica that writes the collection; it then opens no Milvus itself")
+    writer_listen: str | None = Field(None, description="also serve this server's index writer at this address (host:port, or unix:PATH) to replicas started with writer_address; TLS and tokens as for the public port")
+    writer_token: SecretStr | None = Field(None, description="bearer token sent to the writer_address (one of the writer's auth tokens)")
+    writer_tls_ca_file: Path | None = Field(None, description="CA (PEM) of the writer's certificate: the connection to writer_address uses TLS")
+    writer_timeout_s: float = Field(30.0, gt=0, description="deadline of the unary calls to writer_address (deletes, cluster reads)")
+
     # Model
     model: str = Field("sscd_disc_mixup", description="built-in model spec name, or path to a spec .toml")
     providers: list[str] | None = Field(None, description="onnxruntime execution providers; default: CUDA if usable, then CPU")

@@ -46,6 +46,20 @@ SETUP_TIMEOUT_S = 120.0
 MIN_SERVER_VERSION = (2, 3)
 
 
+def _check_scipy_once() -> None:
+    """pymilvus looks for scipy.sparse on a process's first search or insert (SciPyHelper._init,
+    which executes the module afresh); two threads doing that at once (the writer searches
+    images and views in parallel) can meet a half-initialised module ("partially initialized
+    module 'scipy.sparse._bsr' has no attribute 'bsr_array'") and that search fails. Seen in the
+    replica tests. Done here, once, on one thread."""
+    try:
+        from pymilvus.client.utils import SciPyHelper
+
+        SciPyHelper._init()
+    except (ImportError, AttributeError):  # another pymilvus: it may not look for scipy at all
+        pass
+
+
 def _parse_version(text: str) -> tuple[int, ...]:
     """'v2.3.5' or '2.4.0-rc.1' -> (2, 3, 5) / (2, 4, 0)."""
     numbers = []
@@ -155,6 +169,8 @@ class MilvusStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # milvus-lite 2.5 imports the deprecated pkg_resources
             from pymilvus import MilvusClient
+
+            _check_scipy_once()
 
             if self.is_lite:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)

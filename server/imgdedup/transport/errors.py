@@ -14,9 +14,20 @@ log = logging.getLogger(__name__)
 DOMAIN = "imgdedup"
 
 
+class ForwardedError(DedupError):
+    """An error another process of this service answered (the index writer): its status, with
+    its details, goes to the caller unchanged."""
+
+    def __init__(self, status: status_pb2.Status):
+        super().__init__(status.message)
+        self.status = status
+
+
 def to_status(exc: BaseException) -> status_pb2.Status:
     """A google.rpc.Status for any exception; unexpected ones become INTERNAL without internals."""
     details: list = []
+    if isinstance(exc, ForwardedError):
+        return exc.status
     if isinstance(exc, InvalidArgument):
         code = code_pb2.INVALID_ARGUMENT
         details.append(error_details_pb2.BadRequest(field_violations=[

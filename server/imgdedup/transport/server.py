@@ -1,7 +1,8 @@
 """The gRPC server process: DedupService, standard health checking and reflection.
 
-The port opens at once with health NOT_SERVING; the model and Milvus load in the background and
-health turns SERVING only when both are ready. SIGTERM/SIGINT: NOT_SERVING, drain, exit.
+The port opens at once with health NOT_SERVING; the model and the index (Milvus, or the index
+writer of another process) load in the background and health turns SERVING only when both are
+ready. SIGTERM/SIGINT: NOT_SERVING, drain, exit. `--workers N`: transport/workers.py.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
+from imgdedup.core.local_index import LocalIndex
 from imgdedup.runtime import create_embedder, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
+from imgdedup.transport.remote_index import RemoteIndex
 from imgdedup.transport.servicer import DedupServicer
+from imgdedup.transport.writer_service import SERVICE_NAME as WRITER_SERVICE_NAME
+from imgdedup.transport.writer_service import IndexWriterServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = dedup_pb2.DESCRIPTOR.services_by_name["DedupService"].full_name
@@ -61,8 +67,9 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
-async def _follow_storage(engine: DedupEngine, health_servicer, interval_s: float) -> None:
-    """Readiness follows Milvus: NOT_SERVING while it does not answer, SERVING once it does."""
+async def _follow_storage(engine: DedupEngine, health_servicers: list[tuple[object, tuple[str, ...]]], interval_s: float) -> None:
+    """Readiness follows the index: NOT_SERVING while Milvus (or the index writer) does not
+    answer, SERVING once it does."""
     serving = True
     while True:
         await asyncio.sleep(interval_s)
@@ -70,24 +77,65 @@ async def _follow_storage(engine: DedupEngine, health_servicer, interval_s: floa
         if ok != serving:
             serving = ok
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", SERVICE_NAME):
-                await health_servicer.set(name, status)
-            log.warning("health: %s (Milvus %s)", "SERVING" if ok else "NOT_SERVING", "answers again" if ok else "is not answering")
+            for servicer, names in health_servicers:
+                for name in names:
+                    await servicer.set(name, status)
+            what = f"the index writer at {engine.settings.writer_address}" if engine.settings.writer_address else "Milvus"
+            log.warning("health: %s (%s %s)", "SERVING" if ok else "NOT_SERVING", what, "answers again" if ok else "is not answering")
 
 
-async def serve(settings: Settings) -> None:
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+    ]
+
+
+class WriterServer:
+    """The index writer's own gRPC server (transport/writer_service.py) on `address`: a unix
+    socket for `--workers` fronts (no TLS, no tokens: the socket lives in the data dir), or
+    writer_listen for other replicas (TLS and tokens as for the public port)."""
+
+    def __init__(self, settings: Settings, index: LocalIndex, address: str, public: bool):
+        self.address = address
+        self.server = grpc.aio.server(interceptors=interceptors(settings) if public else [], options=grpc_options(settings))
+        writer_pb2_grpc.add_IndexWriterServiceServicer_to_server(IndexWriterServicer(index), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        credentials = server_credentials(settings) if public else None
+        try:
+            self.port = self.server.add_secure_port(address, credentials) if credentials else self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SystemExit(f"cannot listen on {address} for the index writer: {exc}") from None
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", WRITER_SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        shown = self.address if self.address.startswith("unix:") else f"{self.address.rpartition(':')[0]}:{self.port}"
+        print(f"dedup index writer serving at {shown}", flush=True)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+def make_embedder(settings: Settings):
+    def make(model_spec):
+        return create_embedder(model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads)
+
+    return make
+
+
+async def serve(settings: Settings, *, announce=print, on_event=None) -> None:
+    """One server process. `announce` prints the lines tests and scripts read; `on_event`
+    (for `--workers`' fronts) hears "listening" and "ready"."""
     credentials = server_credentials(settings)
     auth = interceptors(settings)
     spec = load_spec(settings.model)
     engine = DedupEngine(settings, spec)
-    server = grpc.aio.server(
-        interceptors=auth,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
-        ]
-    )
+    server = grpc.aio.server(interceptors=auth, options=grpc_options(settings))
     dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -110,30 +158,41 @@ async def serve(settings: Settings) -> None:
     )
     await server.start()
     # Tests and scripts read this line to find a port chosen with --port 0.
-    print(f"dedup server listening on {settings.host}:{port}", flush=True)
+    announce(f"dedup server listening on {settings.host}:{port}", flush=True)
+    if on_event:
+        on_event("listening")
     if settings.metrics_port:
         from imgdedup.metrics import serve_metrics
 
-        print(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
+        announce(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def make_embedder(model_spec):
-        return create_embedder(
-            model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads
-        )
+    writers: list[WriterServer] = []
 
-    startup = asyncio.create_task(engine.start(make_embedder))
+    async def open_index():
+        if settings.writer_address:
+            return await RemoteIndex.open(settings)
+        index = await LocalIndex.open(settings, spec, engine.default_threshold)
+        if settings.writer_listen:
+            writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
+            await writers[-1].start()
+        return index
+
+    startup = asyncio.create_task(engine.start(make_embedder(settings), open_index))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if startup.done() and startup.exception() is None:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        print("dedup server ready", flush=True)
-        monitor = asyncio.create_task(_follow_storage(engine, health_servicer, settings.storage_check_interval_s))
+        announce("dedup server ready", flush=True)
+        if on_event:
+            on_event("ready")
+        followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]
+        monitor = asyncio.create_task(_follow_storage(engine, followers, settings.storage_check_interval_s))
         await stop.wait()
         monitor.cancel()
     elif startup.done():
@@ -144,6 +203,9 @@ async def serve(settings: Settings) -> None:
     log.info("shutting down: draining for up to %.0f s", settings.grace_period_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_period_s)
+    # Other replicas' fronts may still send writes while this one drains its own.
+    for w in writers:
+        await w.stop(settings.grace_period_s)
     startup.cancel()
     await asyncio.gather(startup, return_exceptions=True)
     await engine.stop()

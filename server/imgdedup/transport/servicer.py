@@ -15,10 +15,11 @@ import time
 from imgdedup import __version__, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
-from imgdedup.core.engine import CheckOutcome, CheckRequest, ClusterView, DedupEngine, StreamOrder
+from imgdedup.core.engine import CheckOutcome, CheckRequest, DedupEngine, StreamOrder
 from imgdedup.core.errors import InvalidArgument, Overloaded
 from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import abort, to_status
+from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _unary(method):
     return wrapper
 
 
-_PRIORITIES = {pb.PRIORITY_HIGH: Priority.HIGH, pb.PRIORITY_LOW: Priority.LOW}
+_PRIORITIES = PRIORITY_FROM_PB
 
 
 def _priority(value: int, default: Priority) -> Priority:
@@ -80,7 +81,7 @@ def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
     return pb.CheckDuplicateResponse(
         image_id=o.image_id,
         is_duplicate=o.is_duplicate,
-        matches=[pb.Match(image_id=m.image_id, similarity=m.similarity, cluster_id=m.cluster_id) for m in o.matches],
+        matches=[match_pb(m) for m in o.matches],
         stored=o.stored,
         cluster_id=o.cluster_id,
         threshold=o.threshold,
@@ -89,15 +90,6 @@ def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
         format=o.format,
         exact_duplicate=o.exact_duplicate,
         timings=pb.Timings(decode_ms=o.decode_ms, embed_ms=o.embed_ms, index_ms=o.index_ms, total_ms=o.total_ms),
-    )
-
-
-def _cluster(v: ClusterView) -> pb.Cluster:
-    return pb.Cluster(
-        cluster_id=v.cluster_id,
-        size=v.size,
-        representative_id=v.representative_id,
-        members=[pb.ClusterMember(image_id=i, similarity=s) for i, s in v.members],
     )
 
 
@@ -197,11 +189,11 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
             page_token=request.page_token,
             min_size=request.min_size if request.HasField("min_size") else None,
         )
-        return pb.ListClustersResponse(clusters=[_cluster(v) for v in views], next_page_token=token, total_size=total)
+        return pb.ListClustersResponse(clusters=[cluster_pb(v) for v in views], next_page_token=token, total_size=total)
 
     @_unary
     async def GetCluster(self, request, context):
-        return _cluster(await self.engine.get_cluster(request.cluster_id))
+        return cluster_pb(await self.engine.get_cluster(request.cluster_id))
 
     @_unary
     async def DeleteImages(self, request, context):

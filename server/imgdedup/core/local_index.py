@@ -1,0 +1,326 @@
+"""LocalIndex: this process opens Milvus and is its collections' one writer.
+
+Checks reach it through a fair queue (core/priority.py: interactive first, streams in turns,
+each stream FIFO) that a committer task drains into IndexWriter.commit batches on one writer
+thread; reads (clusters, counts, the exact-duplicate lookup) run on their own threads. The
+in-memory hash sets (core/digests.py) live here, beside the writer that keeps them true.
+
+Crash safety: a marker file is present while a write is in progress; a start that finds it, or
+a reconnect after a write failed part-way, rebuilds the derived cluster rows from the image rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Hashable
+
+import numpy as np
+
+from imgdedup import metrics
+from imgdedup.config import Settings
+from imgdedup.core.backends import ClusterView
+from imgdedup.core.digests import StoredImages
+from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
+from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
+from imgdedup.core.priority import AsyncFairQueue, Priority
+from imgdedup.core.threads import thread_pool
+from imgdedup.runtime import ModelSpec
+from imgdedup.storage.milvus import MilvusStore, StorageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Commit:
+    item: PendingImage
+    future: asyncio.Future
+
+
+def open_store(settings: Settings, spec: ModelSpec) -> MilvusStore:
+    s = settings
+    return MilvusStore(
+        s.resolved_milvus_uri(),
+        dim=spec.output.dim,
+        model_name=spec.name,
+        token=s.milvus_token.get_secret_value() if s.milvus_token else "",
+        prefix=s.collection_prefix,
+        timeout_s=s.milvus_timeout_s,
+        index_type=s.index_type,
+        nlist=s.index_nlist,
+        nprobe=s.search_nprobe,
+    )
+
+
+class LocalIndex:
+    """Built whole by `open()`: connected, repaired, its committer running."""
+
+    def __init__(self, settings: Settings, store: MilvusStore, writer: IndexWriter, stored: StoredImages | None, write_pool, read_pool):
+        self.settings = settings
+        self.store = store
+        self.backend = store.backend
+        self._writer = writer
+        self._stored = stored
+        # One writer thread: the single-writer rule that makes checks see every earlier image.
+        self._write_pool = write_pool
+        self._read_pool = read_pool
+        # Present while a write is in progress (see the module's docstring).
+        self._write_marker = settings.data_dir / "index-write-in-progress"
+        self._write_failed = False
+        self._commits: AsyncFairQueue[_Commit] = AsyncFairQueue(settings.max_queue_size)
+        loop = asyncio.get_running_loop()
+        self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
+        self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
+
+    @classmethod
+    async def open(cls, settings: Settings, spec: ModelSpec, cluster_threshold: float) -> "LocalIndex":
+        """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings, spec)
+        write_pool, read_pool = thread_pool(1, "index-writer"), thread_pool(2, "index-reader")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(write_pool, store.connect)
+        except BaseException:
+            write_pool.shutdown(wait=False)
+            read_pool.shutdown(wait=False)
+            raise
+        # What this server stored, in memory (core/digests.py): the bytes' SHA-256, for the
+        # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
+        # stored?" query. The index writer records what it writes.
+        stored = StoredImages() if settings.digest_cache else None
+        writer = IndexWriter(store, cluster_threshold=cluster_threshold, stored=stored)
+        marker = settings.data_dir / "index-write-in-progress"
+        if marker.exists():
+            log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
+            written, stale = await loop.run_in_executor(write_pool, writer.rebuild_clusters)
+            log.warning("clusters rebuilt: %d written, %d stale removed", written, stale)
+            marker.unlink()
+        return cls(settings, store, writer, stored, write_pool, read_pool)
+
+    async def close(self) -> None:
+        if self._digest_task:
+            self._digest_task.cancel()
+        # Let queued writes finish: an acknowledged image must be stored.
+        while not self._commits.empty():
+            await asyncio.sleep(0.01)
+        self._commit_task.cancel()
+        await asyncio.gather(self._commit_task, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._write_pool, self.store.close)
+        for pool in (self._write_pool, self._read_pool):
+            pool.shutdown(wait=True)
+        self._writer.close()
+
+    async def _load_digests(self) -> None:
+        """Fill the hash sets from Milvus in the background; checks query Milvus until then."""
+        assert self._stored is not None
+        delay = 1.0
+        while True:
+            started = time.perf_counter()
+            try:
+                stored = await asyncio.get_running_loop().run_in_executor(self._read_pool, self.store.all_keys_and_digests)
+            except Exception as exc:  # Milvus away: keep asking it per image, try again later
+                log.warning("loading stored image digests failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            self._stored.load(stored)
+            log.info("hashes of stored images loaded: %d images in %.1f s", len(stored), time.perf_counter() - started)
+            return
+
+    # -- health ----------------------------------------------------------------------------
+    async def healthy(self) -> bool:
+        """Ping Milvus; when it fails, try to reconnect (on the writer thread, between writes).
+
+        Returns whether Milvus answered; after a successful reconnect the next call says so."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._read_pool, self.store.ping)
+            return True
+        except StorageError as exc:
+            log.error("Milvus is not answering (%s); reconnecting", exc)
+        try:
+            await loop.run_in_executor(self._write_pool, self.store.reconnect)
+            log.warning("reconnected to Milvus at %s", self.store.uri)
+        except Exception as exc:
+            log.error("reconnecting to Milvus failed: %s", exc)
+            return False
+        if self._write_failed:
+            await self._repair()
+        return False
+
+    async def _repair(self) -> None:
+        """After a write that failed part-way (Milvus went away in the middle of it), rebuild the
+        derived cluster rows from the image rows, as a restart would, without one."""
+        try:
+            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters)
+        except Exception as exc:  # Milvus failing again: the marker stays, the next reconnect retries
+            log.error("rebuilding clusters after a failed write failed: %s", exc)
+            return
+        self._write_failed = False
+        self._write_marker.unlink(missing_ok=True)
+        log.warning("clusters rebuilt after a failed write: %d written, %d stale removed", written, stale)
+
+    # -- exact duplicates ------------------------------------------------------------------
+    def might_hold(self, sha256: str) -> bool | None:
+        digests = self._stored.digests if self._stored is not None else None
+        if digests is None or not digests.loaded:
+            return None
+        return digests.might_contain(sha256)
+
+    async def find_exact(self, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        if self.might_hold(sha256) is False:
+            return None
+        return await self._run(self._read_pool, self._find_exact, sha256)
+
+    def _find_exact(self, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        row = self.store.find_by_sha256(sha256)
+        if row is None or row.vector is None:
+            return None
+        return row.vector, self.store.views_of([row.image_id]).get(row.image_id, [])
+
+    # -- writes ----------------------------------------------------------------------------
+    def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
+        """Queue a write. Interactive writes go first; a flow's (a stream's) are FIFO."""
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._commits.put_nowait(_Commit(item, future), priority, flow)
+        except asyncio.QueueFull:
+            metrics.SHED.labels("index").inc()
+            raise Overloaded("index write queue is full") from None
+        return future
+
+    async def _commit_loop(self) -> None:
+        """Drain whatever is queued into one IndexWriter.commit on the writer thread, by
+        priority and in turns (FairQueue order): IndexWriter.commit checks the items of a batch
+        in list order, so each stream item still sees every earlier item of its stream."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._commits.get()]
+            # Items of one inference batch reach this queue over a few loop turns (a stream's
+            # items pass their order tickets one turn each): let them all arrive, so one write
+            # (about five Milvus calls, each ~1 ms of CPU) serves the whole batch.
+            for _ in range(self.settings.max_commit_batch):
+                waiting = self._commits.qsize()
+                await asyncio.sleep(0)
+                if self._commits.qsize() == waiting:
+                    break
+            while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
+                batch.append(self._commits.get_nowait())
+            for commits in self._retry_plan(batch):
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self._write_pool, self._guarded, self._writer.commit, [c.item for c in commits])
+                    metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+                    metrics.WRITE_BATCH_SIZE.observe(len(commits))
+                except Exception as exc:
+                    if len(commits) > 1:
+                        # Retry one by one so that only the image that breaks the write fails.
+                        # Safe: commit skips ids already stored with the same bytes.
+                        log.warning("index write of %d images failed (%s); retrying one by one", len(commits), exc)
+                        continue
+                    log.exception("index write failed for %r", commits[0].item.image_id)
+                    err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
+                    if not commits[0].future.done():
+                        commits[0].future.set_exception(err)
+                    continue
+                for c, r in zip(commits, results):
+                    if not c.future.done():
+                        c.future.set_result(r)
+                if len(commits) == len(batch):
+                    break
+
+    @staticmethod
+    def _retry_plan(batch: list[_Commit]):
+        """The whole batch first; if that fails, each commit alone (the caller breaks early)."""
+        yield batch
+        if len(batch) > 1:
+            for c in batch:
+                yield [c]
+
+    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        return await self._run(self._write_pool, self._guarded, self._writer.delete, image_ids)
+
+    def _guarded(self, write, *args):
+        """Run a write with the in-progress marker on disk (no fsync: it guards against process
+        crashes, whose page cache survives)."""
+        self._write_marker.touch()
+        try:
+            result = write(*args)
+        except BaseException:
+            self._write_failed = True  # possibly half-written: keep the marker for the next start
+            raise
+        if not self._write_failed:
+            self._write_marker.unlink()
+        return result
+
+    # -- reads -----------------------------------------------------------------------------
+    async def list_clusters(self, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
+        cursor = _decode_token(page_token, min_size) if page_token else None
+        sizes = await self._run(self._read_pool, self.store.cluster_sizes, min_size)
+        ordered = sorted(sizes, key=lambda cs: (-cs[1], cs[0]))
+        if cursor is not None:
+            last_size, last_id = cursor
+            ordered = [cs for cs in ordered if (-cs[1], cs[0]) > (-last_size, last_id)]
+        page = ordered[:page_size]
+        views = await self._run(self._read_pool, self._cluster_views, [c for c, _ in page])
+        next_token = _encode_token(page[-1][1], page[-1][0], min_size) if len(ordered) > page_size else ""
+        return views, next_token, len(sizes)
+
+    async def get_cluster(self, cluster_id: str) -> ClusterView:
+        views = await self._run(self._read_pool, self._cluster_views, [cluster_id])
+        if not views:
+            raise NotFound("cluster", cluster_id)
+        return views[0]
+
+    def _cluster_views(self, cluster_ids: list[str]) -> list[ClusterView]:
+        rows = self.store.get_clusters(cluster_ids)
+        members = self.store.images_in_clusters([c for c in cluster_ids if c in rows], with_vectors=True)
+        extra = self.store.views_of([m.image_id for m in members]) if members else {}
+        by_cluster: dict[str, list] = {}
+        for m in members:
+            by_cluster.setdefault(m.cluster_id, []).append(m)
+        views = []
+        for cid in cluster_ids:
+            if cid not in rows:
+                continue
+            row, mem = rows[cid], by_cluster.get(cid, [])
+            rep = next((m for m in mem if m.image_id == row.representative_id), None)
+            of = {m.image_id: [m.vector, *extra.get(m.image_id, [])] for m in mem}
+            scored = [(m.image_id, 1.0 if m is rep else image_similarity(of[m.image_id], of[rep.image_id]) if rep is not None else 0.0) for m in mem]
+            scored.sort(key=lambda x: (x[0] != row.representative_id, -x[1], x[0]))
+            views.append(ClusterView(cid, row.size, row.representative_id, scored))
+        return views
+
+    async def counts(self) -> tuple[int, int]:
+        images = await self._run(self._read_pool, self.store.count_images)
+        clusters = await self._run(self._read_pool, self.store.count_clusters, 2)
+        return images, clusters
+
+    async def _run(self, pool, fn, *args):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except StorageError as exc:
+            raise StorageUnavailable(f"vector database unavailable: {exc}") from None
+
+
+# AIP-158 page tokens: opaque to clients, tied to the query that made them.
+def _encode_token(last_size: int, last_id: str, min_size: int) -> str:
+    raw = json.dumps({"v": 1, "s": last_size, "c": last_id, "m": min_size}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, min_size: int) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        size, cid, m = int(data["s"]), str(data["c"]), int(data["m"])
+        assert data.get("v") == 1
+    except Exception:
+        raise InvalidArgument("page_token", "page_token is not valid: pass next_page_token from a previous response unchanged", reason="INVALID_PAGE_TOKEN") from None
+    if m != min_size:
+        raise InvalidArgument("page_token", "page_token was made for another min_size; keep the other fields unchanged while paging", reason="INVALID_PAGE_TOKEN")
+    return size, cid

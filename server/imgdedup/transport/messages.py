@@ -1,0 +1,43 @@
+"""Conversions between the data plane's objects and protobuf messages, shared by the public
+servicer, the index writer's service and its client."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup.core.backends import ClusterView
+from imgdedup.core.priority import Priority
+from imgdedup.storage.milvus import Hit
+
+PRIORITY_TO_PB = {Priority.HIGH: pb.PRIORITY_HIGH, Priority.LOW: pb.PRIORITY_LOW}
+PRIORITY_FROM_PB = {v: k for k, v in PRIORITY_TO_PB.items()}
+
+
+def vector_bytes(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def vector_of(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+def cluster_pb(v: ClusterView) -> pb.Cluster:
+    return pb.Cluster(
+        cluster_id=v.cluster_id,
+        size=v.size,
+        representative_id=v.representative_id,
+        members=[pb.ClusterMember(image_id=i, similarity=s) for i, s in v.members],
+    )
+
+
+def cluster_view(c: pb.Cluster) -> ClusterView:
+    return ClusterView(c.cluster_id, c.size, c.representative_id, [(m.image_id, m.similarity) for m in c.members])
+
+
+def match_pb(h: Hit) -> pb.Match:
+    return pb.Match(image_id=h.image_id, similarity=h.similarity, cluster_id=h.cluster_id)
+
+
+def hit_of(m: pb.Match) -> Hit:
+    return Hit(m.image_id, m.similarity, m.cluster_id)

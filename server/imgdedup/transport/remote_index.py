@@ -1,0 +1,250 @@
+"""RemoteIndex: the IndexBackend of a front whose index writer is another process.
+
+`dedup serve --workers N` runs N fronts over the parent's writer (a unix socket); a replica
+started with writer_address uses another replica's writer (writer_listen). Checks go to the
+writer over one Commit stream per front, in the order the front enqueued them (so each
+BulkCheck stream keeps its write order); reads and deletes are unary calls. Errors the writer
+answers reach the caller unchanged (ForwardedError); a writer that cannot be reached gives
+UNAVAILABLE with RetryInfo, as an unreachable Milvus does. See docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import weakref
+from collections import Counter
+from typing import Hashable
+
+import grpc
+from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
+from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup.config import Settings
+from imgdedup.core.backends import ClusterView
+from imgdedup.core.errors import DedupError, Overloaded, StorageUnavailable
+from imgdedup.core.index import CheckResult, PendingImage
+from imgdedup.core.priority import Priority
+from imgdedup.transport.errors import ForwardedError
+from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, vector_bytes, vector_of
+from imgdedup.transport.writer_service import SERVICE_NAME
+
+log = logging.getLogger(__name__)
+MAX_ITEMS_PER_MESSAGE = 256
+
+
+def writer_channel(settings: Settings) -> grpc.aio.Channel:
+    address = settings.writer_address
+    assert address
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # A writer restarted on the same address is found again quickly.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if settings.writer_tls_ca_file is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates=settings.writer_tls_ca_file.read_bytes())
+        return grpc.aio.secure_channel(address, creds, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+def _error(exc: grpc.aio.AioRpcError, address: str) -> DedupError:
+    """The writer's own status when it answered one, else 'unavailable'."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return ForwardedError(status_pb2.Status.FromString(value))
+    return StorageUnavailable(f"index writer at {address} unavailable: {exc.code().name}: {exc.details()}")
+
+
+class _Stream:
+    """One Commit call and the items sent on it that wait for their results."""
+
+    def __init__(self, call, address: str):
+        self.call = call
+        self.address = address
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.receiver = asyncio.get_running_loop().create_task(self._receive(), name="commit-receiver")
+
+    @property
+    def broken(self) -> bool:
+        return self.receiver.done()
+
+    async def _receive(self) -> None:
+        error: DedupError = StorageUnavailable(f"index writer at {self.address} closed the commit stream")
+        try:
+            async for response in self.call:
+                for r in response.results:
+                    future = self.waiting.pop(r.seq, None)
+                    if future is None or future.done():
+                        continue
+                    if r.HasField("error"):
+                        future.set_exception(ForwardedError(r.error))
+                    else:
+                        future.set_result(CheckResult([hit_of(m) for m in r.matches], r.stored, r.cluster_id))
+        except grpc.aio.AioRpcError as exc:
+            error = _error(exc, self.address)
+            log.error("commit stream to the index writer failed: %s", error)
+        except asyncio.CancelledError:
+            error = StorageUnavailable("the server is stopping")
+            raise
+        finally:
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            self.waiting.clear()
+
+
+class RemoteIndex:
+    """Built whole by `open()`, once the writer answers SERVING."""
+
+    def __init__(self, settings: Settings, channel: grpc.aio.Channel, backend: str):
+        self.settings = settings
+        self.address = settings.writer_address or ""
+        self.backend = backend
+        self._channel = channel
+        self._stub = ipb_grpc.IndexWriterServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+        token = settings.writer_token.get_secret_value() if settings.writer_token else ""
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = settings.writer_timeout_s
+        self._seq = itertools.count(1)
+        self._flow_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._next_flow = itertools.count(1)
+        self._outbox: list[tuple[ipb.CommitItem, asyncio.Future]] = []
+        self._queued: Counter[Priority] = Counter()
+        self._wake = asyncio.Event()
+        self._stream: _Stream | None = None
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="commit-sender")
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "RemoteIndex":
+        """Wait (as long as it takes: health stays NOT_SERVING meanwhile) for the writer."""
+        channel = writer_channel(settings)
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = ipb_grpc.IndexWriterServiceStub(channel)
+        token = settings.writer_token.get_secret_value() if settings.writer_token else ""
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        said = 0.0
+        while True:
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    info = await stub.GetIndexInfo(ipb.GetIndexInfoRequest(), timeout=settings.writer_timeout_s, metadata=metadata)
+                    break
+                why = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            except grpc.aio.AioRpcError as exc:
+                why = f"{exc.code().name}: {exc.details()}"
+            if time.monotonic() - said > 10:
+                log.warning("waiting for the index writer at %s (%s)", settings.writer_address, why)
+                said = time.monotonic()
+            await asyncio.sleep(0.2)
+        log.info("index writer at %s: %s", settings.writer_address, info.milvus_backend)
+        return cls(settings, channel, info.milvus_backend)
+
+    async def close(self) -> None:
+        deadline = time.monotonic() + self.settings.grace_period_s
+        while (self._outbox or (self._stream and self._stream.waiting)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._sender.cancel()
+        await asyncio.gather(self._sender, return_exceptions=True)
+        if self._stream is not None:
+            self._stream.receiver.cancel()
+            await asyncio.gather(self._stream.receiver, return_exceptions=True)
+        await self._channel.close()
+
+    async def healthy(self) -> bool:
+        try:
+            answer = await self._health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2.0)
+        except grpc.aio.AioRpcError as exc:
+            log.error("the index writer at %s is not answering: %s", self.address, exc.code().name)
+            return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    # -- checks ----------------------------------------------------------------------------
+    def might_hold(self, sha256: str) -> bool | None:
+        return None  # the hash sets live in the writer (find_exact asks it)
+
+    async def find_exact(self, sha256: str):
+        answer = await self._unary(self._stub.FindExact, ipb.FindExactRequest(sha256=sha256))
+        if not answer.found:
+            return None
+        return vector_of(answer.vector), [vector_of(v) for v in answer.views]
+
+    def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
+        if self._queued[priority] >= self.settings.max_queue_size:
+            raise Overloaded("index write queue is full")
+        if flow is None:
+            flow_id = 0
+        elif (flow_id := self._flow_ids.get(flow)) is None:
+            flow_id = self._flow_ids[flow] = next(self._next_flow)
+        message = ipb.CommitItem(
+            seq=next(self._seq),
+            image_id=item.image_id,
+            vector=vector_bytes(item.vector),
+            views=[vector_bytes(v) for v in item.views],
+            add_to_index=item.add_to_index,
+            threshold=item.threshold,
+            top_k=item.top_k,
+            pixels=item.pixels,
+            sha256=item.sha256,
+            priority=PRIORITY_TO_PB[priority],
+            flow=flow_id,
+        )
+        future = asyncio.get_running_loop().create_future()
+        self._queued[priority] += 1
+        future.add_done_callback(lambda _: self._queued.subtract((priority,)))
+        self._outbox.append((message, future))
+        self._wake.set()
+        return future
+
+    async def _send_loop(self) -> None:
+        """Write what was enqueued, in order, on the current Commit stream (a new one after a
+        failure: the items of a broken stream have failed with UNAVAILABLE)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                batch, self._outbox = self._outbox[:MAX_ITEMS_PER_MESSAGE], self._outbox[MAX_ITEMS_PER_MESSAGE:]
+                batch = [(m, f) for m, f in batch if not f.done()]  # cancelled by their callers
+                if self._stream is None or self._stream.broken:
+                    self._stream = _Stream(self._stub.Commit(metadata=self._metadata), self.address)
+                stream = self._stream
+                for message, future in batch:
+                    stream.waiting[message.seq] = future
+                try:
+                    await stream.call.write(ipb.CommitRequest(items=[m for m, _ in batch]))
+                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                    log.error("writing to the index writer failed: %s", exc)
+                    stream.receiver.cancel()
+                    for message, future in batch:
+                        if not future.done():
+                            future.set_exception(StorageUnavailable(f"index writer at {self.address} unavailable"))
+                    self._stream = None
+
+    # -- deletes and reads -------------------------------------------------------------------
+    async def _unary(self, method, request):
+        try:
+            return await method(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc, self.address) from None
+
+    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        answer = await self._unary(self._stub.DeleteImages, pb.DeleteImagesRequest(image_ids=image_ids))
+        return list(answer.deleted_ids), list(answer.not_found_ids)
+
+    async def list_clusters(self, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
+        answer = await self._unary(self._stub.ListClusters, pb.ListClustersRequest(page_size=page_size, page_token=page_token, min_size=min_size))
+        return [cluster_view(c) for c in answer.clusters], answer.next_page_token, answer.total_size
+
+    async def get_cluster(self, cluster_id: str) -> ClusterView:
+        return cluster_view(await self._unary(self._stub.GetCluster, pb.GetClusterRequest(cluster_id=cluster_id)))
+
+    async def counts(self) -> tuple[int, int]:
+        answer = await self._unary(self._stub.GetIndexInfo, ipb.GetIndexInfoRequest())
+        return answer.indexed_images, answer.clusters

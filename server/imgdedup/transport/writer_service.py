@@ -1,0 +1,143 @@
+"""IndexWriterService over gRPC: the one writer of a collection, serving the fronts of other
+processes (`dedup serve --workers N`'s children, replicas started with writer_address).
+
+A thin translation over a LocalIndex, as DedupServicer is over the engine. Each Commit stream
+is one front's connection: its items are queued in the order they arrive (flows keep their
+FIFO order and fair turns, core/priority.py), and their results go back as they complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import AsyncIterator
+
+from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
+from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup.core.index import CheckResult, PendingImage
+from imgdedup.core.local_index import LocalIndex
+from imgdedup.core.priority import Priority
+from imgdedup.transport.errors import abort, to_status
+from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, vector_bytes, vector_of
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = ipb.DESCRIPTOR.services_by_name["IndexWriterService"].full_name
+
+def _pending(it: ipb.CommitItem) -> PendingImage:
+    return PendingImage(
+        image_id=it.image_id,
+        vector=vector_of(it.vector),
+        add_to_index=it.add_to_index,
+        threshold=it.threshold,
+        top_k=it.top_k,
+        pixels=it.pixels,
+        sha256=it.sha256,
+        views=[vector_of(v) for v in it.views],
+    )
+
+
+def _result(seq: int, r: CheckResult) -> ipb.CommitResult:
+    return ipb.CommitResult(
+        seq=seq,
+        matches=[match_pb(m) for m in r.matches],
+        stored=r.stored,
+        cluster_id=r.cluster_id,
+    )
+
+
+def _internal(method):
+    """Data-plane errors become statuses with details, which the front passes on unchanged."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    return wrapper
+
+
+class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
+    def __init__(self, index: LocalIndex):
+        self.index = index
+
+    async def Commit(self, request_iterator: AsyncIterator[ipb.CommitRequest], context) -> AsyncIterator[ipb.CommitResponse]:
+        results: asyncio.Queue[ipb.CommitResult] = asyncio.Queue()
+        outstanding = 0
+        done_reading = asyncio.Event()
+        connection = object()  # this front's flows are its own
+
+        def finished(seq: int, future: asyncio.Future) -> None:
+            if future.cancelled():
+                results.put_nowait(ipb.CommitResult(seq=seq, error=to_status(asyncio.CancelledError())))
+            elif (exc := future.exception()) is not None:
+                results.put_nowait(ipb.CommitResult(seq=seq, error=to_status(exc)))
+            else:
+                results.put_nowait(_result(seq, future.result()))
+
+        async def reader() -> None:
+            nonlocal outstanding
+            try:
+                async for request in request_iterator:
+                    for it in request.items:
+                        outstanding += 1
+                        try:
+                            flow = (connection, it.flow) if it.flow else None
+                            future = self.index.enqueue(_pending(it), PRIORITY_FROM_PB.get(it.priority, Priority.LOW), flow)
+                        except Exception as exc:  # Overloaded: this item only
+                            results.put_nowait(ipb.CommitResult(seq=it.seq, error=to_status(exc)))
+                            continue
+                        future.add_done_callback(functools.partial(finished, it.seq))
+            except Exception as exc:  # the front went away; queued writes still complete
+                log.info("a front's commit stream ended: %s", exc)
+            finally:
+                done_reading.set()
+                results.put_nowait(None)  # wakes the writer loop below
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while not (done_reading.is_set() and outstanding == 0):
+                first = await results.get()
+                batch = [first] if first is not None else []
+                while not results.empty():
+                    r = results.get_nowait()
+                    if r is not None:
+                        batch.append(r)
+                if batch:
+                    outstanding -= len(batch)
+                    yield ipb.CommitResponse(results=batch)
+        finally:
+            read_task.cancel()
+            await asyncio.gather(read_task, return_exceptions=True)
+
+    @_internal
+    async def FindExact(self, request, context):
+        found = await self.index.find_exact(request.sha256)
+        if found is None:
+            return ipb.FindExactResponse(found=False)
+        vector, views = found
+        return ipb.FindExactResponse(found=True, vector=vector_bytes(vector), views=[vector_bytes(v) for v in views])
+
+    @_internal
+    async def DeleteImages(self, request, context):
+        deleted, not_found = await self.index.delete(list(request.image_ids))
+        return pb.DeleteImagesResponse(deleted_ids=deleted, not_found_ids=not_found)
+
+    @_internal
+    async def ListClusters(self, request, context):
+        views, token, total = await self.index.list_clusters(request.page_size, request.page_token, request.min_size)
+        return pb.ListClustersResponse(clusters=[cluster_pb(v) for v in views], next_page_token=token, total_size=total)
+
+    @_internal
+    async def GetCluster(self, request, context):
+        return cluster_pb(await self.index.get_cluster(request.cluster_id))
+
+    @_internal
+    async def GetIndexInfo(self, request, context):
+        images, clusters = await self.index.counts()
+        return ipb.GetIndexInfoResponse(milvus_backend=self.index.backend, indexed_images=images, clusters=clusters)

@@ -1,0 +1,138 @@
+"""`dedup serve --workers 2`: two front processes on one port over the parent's index writer.
+
+The whole suite also runs with every server so started (run.sh test's workers pass); these tests
+look at the processes themselves: both fronts take connections and do the work, a copy is
+found on any connection right after another stored its original, a front killed with -9 is
+started again without losing an acknowledged image, and SIGTERM ends every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import ServerProcess, check, encode, rgb, wait_until
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+from test_reliability import _assert_consistent, _stream_requests
+
+pytestmark = pytest.mark.single_process
+
+PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "camera", "retina")
+
+
+def _connection(target: str) -> grpc.Channel:
+    """A channel with a TCP connection of its own (gRPC shares them between equal channels),
+    so the kernel picks a front for it."""
+    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)])
+
+
+def _fronts(parent: int) -> list[int]:
+    pids = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in pids if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.fixture
+def workers(tmp_path):
+    srv = ServerProcess(tmp_path, "--workers", "2").start()
+    try:
+        yield srv
+    finally:
+        assert srv.stop() == 0
+
+
+def test_both_fronts_serve_one_index(workers):
+    fronts = _fronts(workers.proc.pid)
+    assert len(fronts) == 2, fronts
+    before = {p: _cpu_s(p) for p in fronts}
+    channels = [_connection(workers.target) for _ in range(8)]
+    try:
+        stubs = [pb_grpc.DedupServiceStub(c) for c in channels]
+        for n, name in enumerate(PHOTOS):
+            img = rgb(name)
+            stored = check(stubs[n % 8], encode(img), image_id=name, add=True)
+            copy = check(stubs[(n + 3) % 8], encode(img[::2, ::2].copy(), quality=70))  # another connection, at once
+            assert copy.is_duplicate and copy.matches[0].image_id == name and copy.matches[0].cluster_id == stored.cluster_id
+        for stub in stubs:  # every connection sees the same index
+            assert stub.GetInfo(pb.GetInfoRequest()).indexed_images == len(PHOTOS)
+        streams = [threading.Thread(target=lambda s=s, k=k: list(s.BulkCheck(
+            (pb.BulkCheckRequest(image_id=f"s{k}-{r.image_id}", image=r.image, add_to_index=True) for r in _stream_requests(16)), timeout=300)))
+            for k, s in enumerate(stubs)]
+        for t in streams:
+            t.start()
+        for t in streams:
+            t.join(300)
+        _assert_consistent(stubs[0], {f"s{k}-img-{i}" for k in range(8) for i in range(16)})
+    finally:
+        for c in channels:
+            c.close()
+    used = {p: _cpu_s(p) - before[p] for p in fronts}
+    # Eight connections land on both fronts (the kernel hashes them; all on one is 2^-7), and
+    # each front decodes and embeds what it took: seconds of CPU, not idle ticks.
+    assert all(u > 1.0 for u in used.values()), used
+
+
+def test_a_front_killed_with_9_is_started_again_and_no_acknowledged_image_is_lost(workers):
+    fronts = _fronts(workers.proc.pid)
+    acked: set[str] = set()
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def stream(k: int) -> None:
+        with _connection(workers.target) as channel:
+            try:
+                for r in pb_grpc.DedupServiceStub(channel).BulkCheck(
+                        (pb.BulkCheckRequest(image_id=f"k{k}-{r.image_id}", image=r.image, add_to_index=True) for r in _stream_requests(30)), timeout=300):
+                    if r.WhichOneof("outcome") == "result" and r.result.stored:
+                        with lock:
+                            acked.add(r.image_id)
+                            if len(acked) >= 16 and not killed.is_set():
+                                killed.set()
+                                os.kill(fronts[0], signal.SIGKILL)
+            except grpc.RpcError as exc:  # the stream whose front died
+                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED), exc
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert killed.is_set() and len(acked) >= 16
+    assert wait_until(lambda: len(_fronts(workers.proc.pid)) == 2 and fronts[0] not in _fronts(workers.proc.pid), timeout=120)
+    assert any("exited with -9; starting it again" in line for line in workers.output)
+    time.sleep(3)  # the new front loads its model; connections meanwhile go to the other
+    channels = [_connection(workers.target) for _ in range(6)]
+    try:
+        stubs = [pb_grpc.DedupServiceStub(c) for c in channels]
+        for stub in stubs:
+            assert check(stub, encode(rgb("coffee"), quality=77)).is_duplicate
+        _assert_consistent(stubs[0], acked)
+    finally:
+        for c in channels:
+            c.close()
+
+
+def test_sigterm_stops_every_process(tmp_path):
+    srv = ServerProcess(tmp_path, "--workers", "2").start()
+    everyone = _fronts(srv.proc.pid) + [int(p) for p in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()]
+    with _connection(srv.target) as channel:
+        assert check(pb_grpc.DedupServiceStub(channel), encode(rgb("rocket")), image_id="r", add=True).stored
+    assert srv.stop() == 0
+    assert all(not Path(f"/proc/{p}").exists() or "Z" in Path(f"/proc/{p}/stat").read_text().split()[2] for p in everyone)
+    again = ServerProcess(tmp_path, "--workers", "2").start()  # the data survives
+    try:
+        with _connection(again.target) as channel:
+            assert check(pb_grpc.DedupServiceStub(channel), encode(rgb("rocket"))).exact_duplicate
+    finally:
+        assert again.stop() == 0
