@@ -117,8 +117,11 @@ class _ClusterBook:
             for img in moved:
                 img.cluster_id = self.resolve(img.cluster_id)
             self.store.rewrite_images(moved)
-        self.store.upsert_clusters([self.rows[c] for c in sorted(self.dirty)])
+        # Deleted before the upsert: on a Milvus server a delete leaves reads of the collection
+        # Strong (~200 ms) until a later write's timestamp covers it (storage/milvus.py), and a
+        # merge always upserts its surviving cluster.
         self.store.delete_clusters(merged)
+        self.store.upsert_clusters([self.rows[c] for c in sorted(self.dirty)])
 
 
 def _fault_point(name: str) -> None:
@@ -313,8 +316,8 @@ class IndexWriter:
                 rep = max(component, key=lambda m: (m.pixels, -m.inserted_at_ms))
                 cluster_rows.append(ClusterRow(new_cid, len(component), rep.image_id, rep.pixels, rep.inserted_at_ms))
         self.store.rewrite_images(rewrite)
+        self.store.delete_clusters(emptied)  # before the upsert, as in _ClusterBook.flush
         self.store.upsert_clusters(cluster_rows)
-        self.store.delete_clusters(emptied)
         return deleted, not_found
 
 
