@@ -26,8 +26,8 @@ Prints:
 - where the CPU went per image during the BulkCheck, by group of the server's threads (they carry
   their names into the OS), the Milvus Lite process and this client;
 - scaling with `dedup serve --workers W` for each --workers: the same photos as S concurrent
-  BulkCheck streams (S = the largest W; each stream on a TCP connection of its own, so the kernel
-  spreads them over the fronts), images/s, server CPU per image (the parent, i.e. the index
+  BulkCheck streams (S = 4 x the largest W; each stream on a TCP connection of its own, which the
+  kernel hashes to a front), images/s, server CPU per image (the parent, i.e. the index
   writer, every front and Milvus Lite), and images/s relative to W=1 against the target
   >= 0.8 x W (up to the number of cores).
 """
@@ -232,8 +232,10 @@ def streams_over_connections(target: str, images: list[bytes], streams: int, tag
 
 
 def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[str]:
-    """Measure --workers scaling; returns the report's lines."""
-    streams = max(workers)
+    """Measure --workers scaling; returns the report's lines. The kernel hashes connections
+    over the fronts, so there are 4 streams per front of the largest W (two streams on two
+    fronts share one front half the time)."""
+    streams = 4 * max(workers)
     rows = []
     for w in workers:
         with server(None, "--model", str(spec_path), "--workers", str(w)) as (target, pid):

@@ -120,6 +120,7 @@ class RemoteIndex:
         self._queued: Counter[Priority] = Counter()
         self._wake = asyncio.Event()
         self._stream: _Stream | None = None
+        self._exact_asks: list[tuple[str, asyncio.Future]] = []
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="commit-sender")
 
     @classmethod
@@ -171,10 +172,33 @@ class RemoteIndex:
         return None  # the hash sets live in the writer (find_exact asks it)
 
     async def find_exact(self, sha256: str):
-        answer = await self._unary(self._stub.FindExact, ipb.FindExactRequest(sha256=sha256))
-        if not answer.found:
+        """Asked for every image (the hash sets live in the writer), so the digests hashed in
+        one event-loop turn go in one call: under load one call serves a whole batch."""
+        if not self._exact_asks:
+            asyncio.get_running_loop().call_soon(self._ask_exact)
+        future = asyncio.get_running_loop().create_future()
+        self._exact_asks.append((sha256, future))
+        image = await future
+        if not image.found:
             return None
-        return vector_of(answer.vector), [vector_of(v) for v in answer.views]
+        return vector_of(image.vector), [vector_of(v) for v in image.views]
+
+    def _ask_exact(self) -> None:
+        asks, self._exact_asks = self._exact_asks, []
+        task = asyncio.get_running_loop().create_task(self._unary(self._stub.FindExact, ipb.FindExactRequest(sha256=[d for d, _ in asks])))
+
+        def answered(t: asyncio.Task) -> None:
+            for n, (_, future) in enumerate(asks):
+                if future.done():
+                    continue
+                if t.cancelled():
+                    future.cancel()
+                elif t.exception() is not None:
+                    future.set_exception(t.exception())
+                else:
+                    future.set_result(t.result().images[n])
+
+        task.add_done_callback(answered)
 
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
         if self._queued[priority] >= self.settings.max_queue_size:

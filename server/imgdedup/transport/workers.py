@@ -74,13 +74,13 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def front_settings(settings: Settings, writer_address: str, port: int, number: int, count: int) -> Settings:
-    """A front's share of the machine: unless set explicitly, decode threads and the model's
-    threads are divided between the fronts instead of each taking every core."""
+    """A front's share of the machine: unless set explicitly, the model's threads are divided
+    between the fronts instead of each taking every core (onnxruntime's threads spin). Decode
+    threads are not: the kernel spreads connections unevenly, and a busy front should be able
+    to decode on every core while another is idle."""
     cores = os.cpu_count() or 1
     update: dict = {"workers": 1, "writer_address": writer_address, "writer_listen": None, "port": port}
     explicit = settings.model_fields_set
-    if "decode_workers" not in explicit:
-        update["decode_workers"] = max(1, cores // count)
     if "intra_op_threads" not in explicit and settings.intra_op_threads == 0:
         update["intra_op_threads"] = max(1, cores // (count * settings.inference_workers))
     if settings.metrics_port:

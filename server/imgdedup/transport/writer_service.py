@@ -117,11 +117,11 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
 
     @_internal
     async def FindExact(self, request, context):
-        found = await self.index.find_exact(request.sha256)
-        if found is None:
-            return ipb.FindExactResponse(found=False)
-        vector, views = found
-        return ipb.FindExactResponse(found=True, vector=vector_bytes(vector), views=[vector_bytes(v) for v in views])
+        found = await asyncio.gather(*(self.index.find_exact(d) for d in request.sha256))
+        return ipb.FindExactResponse(images=[
+            ipb.ExactImage(found=True, vector=vector_bytes(f[0]), views=[vector_bytes(v) for v in f[1]]) if f is not None else ipb.ExactImage()
+            for f in found
+        ])
 
     @_internal
     async def DeleteImages(self, request, context):

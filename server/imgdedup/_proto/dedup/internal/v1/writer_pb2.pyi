@@ -63,10 +63,10 @@ class CommitResponse(_message.Message):
 class FindExactRequest(_message.Message):
     __slots__ = ("sha256",)
     SHA256_FIELD_NUMBER: _ClassVar[int]
-    sha256: str
-    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sha256: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class FindExactResponse(_message.Message):
+class ExactImage(_message.Message):
     __slots__ = ("found", "vector", "views")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,12 @@ class FindExactResponse(_message.Message):
     vector: bytes
     views: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, found: _Optional[bool] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class FindExactResponse(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ExactImage]
+    def __init__(self, images: _Optional[_Iterable[_Union[ExactImage, _Mapping]]] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
     __slots__ = ()

@@ -80,7 +80,8 @@ class IndexWriterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindExact(self, request, context):
-        """The embeddings of a stored image with exactly these bytes, if any.
+        """For each digest, the embeddings of a stored image with exactly those bytes, if any (a front
+        asks for the digests of all the images it hashed since its last call at once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
