@@ -220,9 +220,10 @@ class Backend:
         self.server: Any = None
         self.killed = False  # a server stop ended with SIGKILL
         if kind == "server":
-            from milvus_server import MilvusServer
+            from milvus_server import MilvusServer, _free_port
 
-            self.server = MilvusServer(self.dir / "milvus").start()
+            # A port of its own: the previous combination's server, killed, may still hold 19530.
+            self.server = MilvusServer(self.dir / "milvus", port=_free_port(19530)).start()
             self.uri = self.server.uri
         else:
             self.uri = str(self.dir / "capacity.db")
@@ -303,8 +304,17 @@ class Result:
 
 def wait_ready(store: MilvusStore, data: Data) -> None:
     """Flush (seals the segments, so their index is built), wait for the index, first search."""
-    store._client.flush(store.images, timeout=READY_TIMEOUT_S)
     deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            store._client.flush(store.images, timeout=READY_TIMEOUT_S)
+            break
+        except Exception as exc:
+            # Right after a restart the 2.3.5 server answers before its data node has registered
+            # ("session not found -> datanode-1"): try again until it has.
+            if time.monotonic() > deadline or "session not found" not in str(exc):
+                raise
+            time.sleep(1.0)
     if not store.is_lite:  # Lite's describe_index reports no row counts; it builds on flush
         while True:
             info = store._call("describe_index", store.images, "embedding")

@@ -102,6 +102,12 @@ class LocalIndex:
             marker.unlink()
         return cls(settings, store, writer, stored, write_pool, read_pool)
 
+    async def drained(self, timeout_s: float) -> None:
+        """Until the commit queue is empty (or timeout_s passed)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._commits.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
         if self._digest_task:
             self._digest_task.cancel()

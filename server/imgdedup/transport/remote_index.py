@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 import weakref
 from collections import Counter
 from typing import Hashable
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
 from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.backends import ClusterView
 from imgdedup.core.errors import DedupError, Overloaded, StorageUnavailable
@@ -32,7 +34,7 @@ from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import ForwardedError
 from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, vector_bytes, vector_of
-from imgdedup.transport.writer_service import SERVICE_NAME
+from imgdedup.transport.writer_service import FRONT_ID_KEY, KEEPALIVE_OPTIONS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
 MAX_ITEMS_PER_MESSAGE = 256
@@ -47,6 +49,7 @@ def writer_channel(settings: Settings) -> grpc.aio.Channel:
         # A writer restarted on the same address is found again quickly.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
+        *KEEPALIVE_OPTIONS,
     ]
     if settings.writer_tls_ca_file is not None:
         creds = grpc.ssl_channel_credentials(root_certificates=settings.writer_tls_ca_file.read_bytes())
@@ -69,11 +72,17 @@ class _Stream:
         self.call = call
         self.address = address
         self.waiting: dict[int, asyncio.Future] = {}
+        self.error: DedupError | None = None  # why the stream was given up, if it was
         self.receiver = asyncio.get_running_loop().create_task(self._receive(), name="commit-receiver")
 
     @property
     def broken(self) -> bool:
-        return self.receiver.done()
+        return self.receiver.done() or self.error is not None
+
+    def give_up(self, error: DedupError) -> None:
+        """Fail what waits on this stream with `error` and end it."""
+        self.error = self.error or error
+        self.call.cancel()
 
     async def _receive(self) -> None:
         error: DedupError = StorageUnavailable(f"index writer at {self.address} closed the commit stream")
@@ -93,7 +102,11 @@ class _Stream:
         except asyncio.CancelledError:
             error = StorageUnavailable("the server is stopping")
             raise
+        except Exception as exc:  # never leave a future unanswered
+            error = StorageUnavailable(f"commit stream to the index writer at {self.address} failed: {exc}")
+            log.exception("commit stream to the index writer failed")
         finally:
+            error = self.error or error
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(error)
@@ -112,6 +125,8 @@ class RemoteIndex:
         self._health = health_pb2_grpc.HealthStub(channel)
         token = settings.writer_token.get_secret_value() if settings.writer_token else ""
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # The same across reconnects: the writer keys this front's flows by it (writer.proto).
+        self._commit_metadata = (*self._metadata, (FRONT_ID_KEY, uuid.uuid4().hex))
         self._timeout = settings.writer_timeout_s
         self._seq = itertools.count(1)
         self._flow_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -140,6 +155,8 @@ class RemoteIndex:
                     break
                 why = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise SystemExit(f"the index writer at {settings.writer_address} refused this server: {exc.details()} (writer_token)") from None
                 why = f"{exc.code().name}: {exc.details()}"
             if time.monotonic() - said > 10:
                 log.warning("waiting for the index writer at %s (%s)", settings.writer_address, why)
@@ -154,10 +171,17 @@ class RemoteIndex:
             await asyncio.sleep(0.01)
         self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
+        self._fail_outbox(StorageUnavailable("the server is stopping"))
         if self._stream is not None:
             self._stream.receiver.cancel()
             await asyncio.gather(self._stream.receiver, return_exceptions=True)
         await self._channel.close()
+
+    def _fail_outbox(self, error: DedupError) -> None:
+        outbox, self._outbox = self._outbox, []
+        for _, future in outbox:
+            if not future.done():
+                future.set_exception(error)
 
     async def healthy(self) -> bool:
         try:
@@ -179,6 +203,8 @@ class RemoteIndex:
         future = asyncio.get_running_loop().create_future()
         self._exact_asks.append((sha256, future))
         image = await future
+        if image.HasField("error"):
+            raise ForwardedError(image.error)
         if not image.found:
             return None
         return vector_of(image.vector), [vector_of(v) for v in image.views]
@@ -202,6 +228,7 @@ class RemoteIndex:
 
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
         if self._queued[priority] >= self.settings.max_queue_size:
+            metrics.SHED.labels("index").inc()
             raise Overloaded("index write queue is full")
         if flow is None:
             flow_id = 0
@@ -236,20 +263,29 @@ class RemoteIndex:
             while self._outbox:
                 batch, self._outbox = self._outbox[:MAX_ITEMS_PER_MESSAGE], self._outbox[MAX_ITEMS_PER_MESSAGE:]
                 batch = [(m, f) for m, f in batch if not f.done()]  # cancelled by their callers
-                if self._stream is None or self._stream.broken:
-                    self._stream = _Stream(self._stub.Commit(metadata=self._metadata), self.address)
-                stream = self._stream
-                for message, future in batch:
-                    stream.waiting[message.seq] = future
+                if not batch:
+                    continue
                 try:
-                    await stream.call.write(ipb.CommitRequest(items=[m for m, _ in batch]))
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-                    log.error("writing to the index writer failed: %s", exc)
-                    stream.receiver.cancel()
+                    if self._stream is None or self._stream.broken:
+                        self._stream = _Stream(self._stub.Commit(metadata=self._commit_metadata), self.address)
+                    stream = self._stream
                     for message, future in batch:
+                        stream.waiting[message.seq] = future
+                    await stream.call.write(ipb.CommitRequest(items=[m for m, _ in batch]))
+                except asyncio.CancelledError:
+                    for _, future in batch:
                         if not future.done():
-                            future.set_exception(StorageUnavailable(f"index writer at {self.address} unavailable"))
+                            future.set_exception(StorageUnavailable("the server is stopping"))
+                    raise
+                except Exception as exc:  # any failure fails this batch only; the loop goes on
+                    error = StorageUnavailable(f"index writer at {self.address} unavailable: {exc}")
+                    log.error("writing to the index writer failed: %s", exc)
+                    if self._stream is not None:
+                        self._stream.give_up(error)
                     self._stream = None
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
 
     # -- deletes and reads -------------------------------------------------------------------
     async def _unary(self, method, request):

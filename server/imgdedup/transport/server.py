@@ -24,8 +24,8 @@ from imgdedup.runtime import create_embedder, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.remote_index import RemoteIndex
 from imgdedup.transport.servicer import DedupServicer
+from imgdedup.transport.writer_service import KEEPALIVE_OPTIONS, IndexWriterServicer
 from imgdedup.transport.writer_service import SERVICE_NAME as WRITER_SERVICE_NAME
-from imgdedup.transport.writer_service import IndexWriterServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = dedup_pb2.DESCRIPTOR.services_by_name["DedupService"].full_name
@@ -99,7 +99,7 @@ class WriterServer:
 
     def __init__(self, settings: Settings, index: LocalIndex, address: str, public: bool):
         self.address = address
-        self.server = grpc.aio.server(interceptors=interceptors(settings) if public else [], options=grpc_options(settings))
+        self.server = grpc.aio.server(interceptors=interceptors(settings) if public else [], options=grpc_options(settings) + KEEPALIVE_OPTIONS)
         writer_pb2_grpc.add_IndexWriterServiceServicer_to_server(IndexWriterServicer(index), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -128,9 +128,9 @@ def make_embedder(settings: Settings):
     return make
 
 
-async def serve(settings: Settings, *, announce=print, on_event=None) -> None:
+async def serve(settings: Settings, *, announce=print, on_event=None, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
     """One server process. `announce` prints the lines tests and scripts read; `on_event`
-    (for `--workers`' fronts) hears "listening" and "ready"."""
+    (for `--workers`' fronts) hears "listening" and "ready"; `signals` stop it."""
     credentials = server_credentials(settings)
     auth = interceptors(settings)
     spec = load_spec(settings.model)
@@ -168,7 +168,7 @@ async def serve(settings: Settings, *, announce=print, on_event=None) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
 
     writers: list[WriterServer] = []
@@ -203,9 +203,12 @@ async def serve(settings: Settings, *, announce=print, on_event=None) -> None:
     log.info("shutting down: draining for up to %.0f s", settings.grace_period_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_period_s)
-    # Other replicas' fronts may still send writes while this one drains its own.
+    # Other replicas' fronts keep their Commit streams open (they never end on their own):
+    # answer what is queued, then close.
+    if writers and isinstance(engine.index, LocalIndex):
+        await engine.index.drained(settings.grace_period_s)
     for w in writers:
-        await w.stop(settings.grace_period_s)
+        await w.stop(0.5)
     startup.cancel()
     await asyncio.gather(startup, return_exceptions=True)
     await engine.stop()

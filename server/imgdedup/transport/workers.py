@@ -20,9 +20,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 from imgdedup.config import Settings
 
@@ -30,22 +33,22 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0
 
 
-def _front_main(settings: Settings, events, number: int) -> None:
+def _front_main(settings: Settings, events, number: int, parent: int) -> None:
     """A front process (spawned): one serve() that reports its progress to the parent."""
     from imgdedup.cli import LOG_FORMAT
     from imgdedup.transport.server import serve
 
-    _end_with_parent()
+    _end_with_parent(parent)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when fronts stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when fronts stop (Ctrl-C)
 
     def quiet(*args, **kwargs) -> None:
         pass
 
-    asyncio.run(serve(settings, announce=quiet, on_event=lambda what: events.put((number, what, os.getpid()))))
+    asyncio.run(serve(settings, announce=quiet, on_event=lambda what: events.put((number, what, os.getpid())), signals=(signal.SIGTERM,)))
 
 
-def _end_with_parent() -> None:
+def _end_with_parent(parent: int) -> None:
     """Linux: SIGTERM this front when the parent (the writer) dies, even by kill -9, so that no
     front outlives its writer; the front then drains and exits as on any SIGTERM."""
     try:
@@ -55,8 +58,17 @@ def _end_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: fronts notice the writer's absence instead
         pass
-    if os.getppid() == 1:  # the parent died before prctl
+    if os.getppid() != parent:  # the parent died before prctl (we were re-parented)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _socket_path(settings: Settings) -> Path:
+    """<data_dir>/writer.sock, or one in a fresh private temporary directory when that path is
+    longer than a unix socket address may be (108 bytes on Linux)."""
+    path = (settings.data_dir / "writer.sock").resolve()
+    if len(str(path).encode()) > 100:
+        path = Path(tempfile.mkdtemp(prefix="dedup-writer-")) / "writer.sock"
+    return path
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -92,9 +104,12 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 
 
 async def supervise(settings: Settings) -> None:
+    from grpc_health.v1 import health_pb2
+
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
     from imgdedup.transport.server import WriterServer, interceptors, server_credentials
+    from imgdedup.transport.writer_service import SERVICE_NAME
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
     interceptors(settings)
@@ -104,91 +119,101 @@ async def supervise(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    index, writers = None, []
-    if settings.writer_address:
-        writer_address = settings.writer_address
-    else:
-        spec = load_spec(settings.model)
-        index = await LocalIndex.open(settings, spec, settings.threshold or spec.search.default_threshold)
-        path = (settings.data_dir / "writer.sock").resolve()
-        path.unlink(missing_ok=True)
-        writer_address = f"unix:{path}"
-        writers.append(WriterServer(settings, index, writer_address, public=False))
-        if settings.writer_listen:
-            writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
-        for w in writers:
-            await w.start()
-        os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
-        if settings.metrics_port:
-            from imgdedup.metrics import serve_metrics
-
-            print(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
-
     reserved = _reserve_port(settings.host, settings.port)
     port = reserved.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
+    index, writers, socket_dir = None, [], None
     fronts: dict[int, multiprocessing.Process] = {}
-
-    def start_front(number: int) -> None:
-        p = context.Process(
-            target=_front_main,
-            args=(front_settings(settings, writer_address, port, number, count), events, number),
-            name=f"dedup-front-{number}",
-            daemon=False,
-        )
-        p.start()
-        fronts[number] = p
-        log.info("front %d started (pid %d)", number, p.pid)
-
-    for n in range(count):
-        start_front(n)
-    listening: set[int] = set()
-    ready: set[int] = set()
-    announced = all_ready = False
-    monitor_state = {"serving": True}
-
-    async def follow_writer_health() -> None:
-        from grpc_health.v1 import health_pb2
-
-        if index is None:
-            return
-        while True:
-            await asyncio.sleep(settings.storage_check_interval_s)
-            ok = await index.healthy()
-            if ok != monitor_state["serving"]:
-                monitor_state["serving"] = ok
-                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-                for w in writers:
-                    for name in ("", "dedup.internal.v1.IndexWriterService"):
-                        await w.health.set(name, status)
-
-    health_task = loop.create_task(follow_writer_health())
-    died: dict[int, float] = {}
+    health_task = None
     failed = ""
     try:
+        if settings.writer_address:
+            writer_address = settings.writer_address
+        else:
+            spec = load_spec(settings.model)
+            index = await LocalIndex.open(settings, spec, settings.threshold or spec.search.default_threshold)
+            path = _socket_path(settings)
+            socket_dir = path.parent if path.parent != settings.data_dir.resolve() else None
+            path.unlink(missing_ok=True)
+            writer_address = f"unix:{path}"
+            writers.append(WriterServer(settings, index, writer_address, public=False))
+            if settings.writer_listen:
+                writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
+            for w in writers:
+                await w.start()
+            os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
+            if settings.metrics_port:
+                from imgdedup.metrics import serve_metrics
+
+                print(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
+
+            async def follow_writer_health() -> None:
+                serving = True
+                while True:
+                    await asyncio.sleep(settings.storage_check_interval_s)
+                    ok = await index.healthy()
+                    if ok != serving:
+                        serving = ok
+                        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                        for w in writers:
+                            for name in ("", SERVICE_NAME):
+                                await w.health.set(name, status)
+
+            health_task = loop.create_task(follow_writer_health())
+
+        context = multiprocessing.get_context("spawn")
+        events = context.Queue()
+
+        def start_front(number: int) -> None:
+            p = context.Process(
+                target=_front_main,
+                args=(front_settings(settings, writer_address, port, number, count), events, number, os.getpid()),
+                name=f"dedup-front-{number}",
+                daemon=False,
+            )
+            p.start()
+            fronts[number] = p
+            log.info("front %d started (pid %d)", number, p.pid)
+
+        for n in range(count):
+            start_front(n)
+        listening: set[int] = set()  # front numbers that have the port
+        ready_pids: set[int] = set()  # processes that got ready
+        ever_ready: set[int] = set()  # front numbers that were ready once
+        restart_at: dict[int, float] = {}
+        failures: dict[int, int] = {}  # consecutive deaths before ready, per front number
+        announced = all_ready = False
         while not stop.is_set():
             while not events.empty():
                 number, what, pid = events.get_nowait()
-                (listening if what == "listening" else ready).add(number)
+                if what == "listening":
+                    listening.add(number)
+                else:
+                    ready_pids.add(pid)
+                    ever_ready.add(number)
+                    failures.pop(number, None)
             if not announced and len(listening) == count:
                 reserved.close()  # every front has the port now
                 print(f"dedup server listening on {settings.host}:{port}", flush=True)
                 announced = True
-            if announced and not all_ready and len(ready) == count:
+            if announced and not all_ready and len(ever_ready) == count:
                 print(f"dedup server ready ({count} workers)", flush=True)
                 all_ready = True
             for number, p in list(fronts.items()):
-                if p.exitcode is not None and number not in died:
-                    if number not in ready:  # it never started: neither would another
-                        failed = f"front {number} (pid {p.pid}) failed to start (exit code {p.exitcode}); see its log above"
-                        log.error("%s; stopping", failed)
-                        stop.set()
-                        break
-                    log.error("front %d (pid %d) exited with %s; starting it again", number, p.pid, p.exitcode)
-                    died[number] = time.monotonic()
-                if number in died and time.monotonic() - died[number] >= RESTART_DELAY_S:
-                    del died[number]
+                if p.exitcode is None or number in restart_at:
+                    continue
+                if number not in ever_ready:  # it never started: neither would another
+                    failed = f"front {number} (pid {p.pid}) failed to start (exit code {p.exitcode}); see its log above"
+                    log.error("%s; stopping", failed)
+                    stop.set()
+                    break
+                if p.pid not in ready_pids:
+                    failures[number] = failures.get(number, 0) + 1
+                delay = min(RESTART_DELAY_S * 2 ** failures.get(number, 0), 60.0)
+                log.error("front %d (pid %d) exited with %s; starting it again in %.0f s", number, p.pid, p.exitcode, delay)
+                restart_at[number] = time.monotonic() + delay
+            for number, at in list(restart_at.items()):
+                if time.monotonic() >= at and not stop.is_set():
+                    del restart_at[number]
                     start_front(number)
             try:
                 await asyncio.wait_for(stop.wait(), 0.2)
@@ -205,13 +230,17 @@ async def supervise(settings: Settings) -> None:
                 await asyncio.sleep(0.05)
             if p.exitcode is None:
                 p.kill()
-        health_task.cancel()
+        if health_task is not None:
+            health_task.cancel()
+        if index is not None:
+            await index.drained(settings.grace_period_s)  # replicas' fronts: what they queued
         for w in writers:
-            await w.stop(settings.grace_period_s)
+            await w.stop(0.5)
         if index is not None:
             await index.close()
         reserved.close()
+        if socket_dir is not None:
+            shutil.rmtree(socket_dir, ignore_errors=True)
         log.info("stopped")
     if failed:
         raise SystemExit(failed)
-

@@ -24,6 +24,16 @@ from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, 
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ipb.DESCRIPTOR.services_by_name["IndexWriterService"].full_name
+FRONT_ID_KEY = "dedup-front-id"  # Commit metadata: which front, the same across its reconnects
+# Both ends ping an idle connection, so a half-open one (a dropped NAT entry, a dead host) is
+# noticed in seconds and its items fail with UNAVAILABLE instead of waiting for ever.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
 
 def _pending(it: ipb.CommitItem) -> PendingImage:
     return PendingImage(
@@ -45,6 +55,15 @@ def _result(seq: int, r: CheckResult) -> ipb.CommitResult:
         stored=r.stored,
         cluster_id=r.cluster_id,
     )
+
+
+def _exact(found) -> ipb.ExactImage:
+    if isinstance(found, BaseException):
+        return ipb.ExactImage(error=to_status(found))
+    if found is None:
+        return ipb.ExactImage()
+    vector, views = found
+    return ipb.ExactImage(found=True, vector=vector_bytes(vector), views=[vector_bytes(v) for v in views])
 
 
 def _internal(method):
@@ -70,15 +89,21 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
         results: asyncio.Queue[ipb.CommitResult] = asyncio.Queue()
         outstanding = 0
         done_reading = asyncio.Event()
-        connection = object()  # this front's flows are its own
+        # This front's flows are its own; keyed by its id, not by this call, so that after a
+        # reconnect its stream's next items queue behind the ones the broken call left queued.
+        front = dict(context.invocation_metadata() or ()).get(FRONT_ID_KEY) or object()
 
         def finished(seq: int, future: asyncio.Future) -> None:
-            if future.cancelled():
-                results.put_nowait(ipb.CommitResult(seq=seq, error=to_status(asyncio.CancelledError())))
-            elif (exc := future.exception()) is not None:
-                results.put_nowait(ipb.CommitResult(seq=seq, error=to_status(exc)))
-            else:
-                results.put_nowait(_result(seq, future.result()))
+            try:
+                if future.cancelled():
+                    result = ipb.CommitResult(seq=seq, error=to_status(asyncio.CancelledError()))
+                elif (exc := future.exception()) is not None:
+                    result = ipb.CommitResult(seq=seq, error=to_status(exc))
+                else:
+                    result = _result(seq, future.result())
+            except Exception as exc:  # every item gets its answer
+                result = ipb.CommitResult(seq=seq, error=to_status(exc))
+            results.put_nowait(result)
 
         async def reader() -> None:
             nonlocal outstanding
@@ -87,7 +112,7 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
                     for it in request.items:
                         outstanding += 1
                         try:
-                            flow = (connection, it.flow) if it.flow else None
+                            flow = (front, it.flow) if it.flow else None
                             future = self.index.enqueue(_pending(it), PRIORITY_FROM_PB.get(it.priority, Priority.LOW), flow)
                         except Exception as exc:  # Overloaded: this item only
                             results.put_nowait(ipb.CommitResult(seq=it.seq, error=to_status(exc)))
@@ -117,11 +142,8 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
 
     @_internal
     async def FindExact(self, request, context):
-        found = await asyncio.gather(*(self.index.find_exact(d) for d in request.sha256))
-        return ipb.FindExactResponse(images=[
-            ipb.ExactImage(found=True, vector=vector_bytes(f[0]), views=[vector_bytes(v) for v in f[1]]) if f is not None else ipb.ExactImage()
-            for f in found
-        ])
+        found = await asyncio.gather(*(self.index.find_exact(d) for d in request.sha256), return_exceptions=True)
+        return ipb.FindExactResponse(images=[_exact(f) for f in found])
 
     @_internal
     async def DeleteImages(self, request, context):

@@ -67,14 +67,16 @@ class FindExactRequest(_message.Message):
     def __init__(self, sha256: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExactImage(_message.Message):
-    __slots__ = ("found", "vector", "views")
+    __slots__ = ("found", "vector", "views", "error")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     found: bool
     vector: bytes
     views: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, found: _Optional[bool] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    error: _status_pb2.Status
+    def __init__(self, found: _Optional[bool] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class FindExactResponse(_message.Message):
     __slots__ = ("images",)

@@ -71,9 +71,11 @@ class IndexWriterServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Commit(self, request_iterator, context):
-        """Check (and store) embedded images. One stream per front: the writer queues a stream's
-        items in the order they arrive, so each BulkCheck stream's writes keep request order.
-        Results come back as they are ready, tagged with the item's seq.
+        """Check (and store) embedded images. One stream per front (metadata `dedup-front-id`: the
+        front's id, the same across its reconnects): the writer queues a stream's items in the
+        order they arrive, so each BulkCheck stream's writes keep request order, also when a
+        broken stream's items are still queued as the next stream's arrive. Results come back as
+        they are ready, tagged with the item's seq.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
