@@ -60,18 +60,32 @@ def cpu_by_thread(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_of_children(pid: int) -> float:
-    """CPU seconds used so far by a process's direct children (the Milvus Lite server)."""
-    total = 0.0
+def _processes() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) of every process alive now."""
+    out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                parent, seconds = _stat(f"/proc/{entry}/stat")
+                out[int(entry)] = _stat(f"/proc/{entry}/stat")
             except OSError:  # the process ended meanwhile
                 continue
-            if parent == pid:
-                total += seconds
-    return total
+    return out
+
+
+def cpu_of_children(pid: int) -> float:
+    """CPU seconds used so far by a process's direct children (the Milvus Lite server)."""
+    return sum(seconds for parent, seconds in _processes().values() if parent == pid)
+
+
+def cpu_of_tree(pid: int) -> float:
+    """CPU seconds used so far by a process and all its descendants (alive ones)."""
+    procs = _processes()
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, (parent, _) in procs.items() if parent in tree} - tree
+        grew = bool(more)
+        tree |= more
+    return sum(procs[p][1] for p in tree if p in procs)
 
 
 def cpu_of_self() -> float:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_self, machine, peak_rss_mib, server  # noqa: E402
+from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
 from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, unary  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
@@ -185,24 +185,6 @@ def bulk_stored(target: str, images: list[bytes]) -> dict:
                 exact += r.result.exact_duplicate
         elapsed = time.perf_counter() - t0
     return {"ips": len(images) / elapsed, "errors": errors, "duplicates": duplicates, "exact": exact, "seconds": elapsed, "n": len(images)}
-
-
-def cpu_of_tree(pid: int) -> float:
-    """CPU seconds used so far by a process and all its descendants (alive ones)."""
-    parents: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents[int(entry)], seconds[int(entry)] = _stat(f"/proc/{entry}/stat")
-            except OSError:
-                continue
-    tree, grew = {pid}, True
-    while grew:
-        more = {p for p, parent in parents.items() if parent in tree} - tree
-        grew = bool(more)
-        tree |= more
-    return sum(seconds.get(p, 0.0) for p in tree)
 
 
 def streams_over_connections(target: str, images: list[bytes], streams: int, tag: str) -> tuple[float, int]:

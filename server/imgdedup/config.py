@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")
     max_concurrent_streams: int = Field(100, ge=1, description="concurrent RPCs per client connection (HTTP/2)")
 
+    def default_threshold(self, spec: Any) -> float:
+        """The duplicate (and cluster) threshold: `threshold`, else the model spec's."""
+        return self.threshold or spec.search.default_threshold
+
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 

@@ -110,7 +110,7 @@ class DedupEngine:
     def __init__(self, settings: Settings, spec: ModelSpec):
         self.settings = settings
         self.spec = spec
-        self.default_threshold = settings.threshold or spec.search.default_threshold
+        self.default_threshold = settings.default_threshold(spec)
         self.embedder: Embedder | None = None
         self.index: IndexBackend | None = None
         self._batcher: EmbedBatcher | None = None

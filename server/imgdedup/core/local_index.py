@@ -77,7 +77,7 @@ class LocalIndex:
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
 
     @classmethod
-    async def open(cls, settings: Settings, spec: ModelSpec, cluster_threshold: float) -> "LocalIndex":
+    async def open(cls, settings: Settings, spec: ModelSpec) -> "LocalIndex":
         """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings, spec)
@@ -93,7 +93,7 @@ class LocalIndex:
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
-        writer = IndexWriter(store, cluster_threshold=cluster_threshold, stored=stored)
+        writer = IndexWriter(store, cluster_threshold=settings.default_threshold(spec), stored=stored)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")

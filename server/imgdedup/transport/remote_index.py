@@ -57,6 +57,11 @@ def writer_channel(settings: Settings) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=options)
 
 
+def _auth_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    token = settings.writer_token.get_secret_value() if settings.writer_token else ""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def _error(exc: grpc.aio.AioRpcError, address: str) -> DedupError:
     """The writer's own status when it answered one, else 'unavailable'."""
     for key, value in exc.trailing_metadata() or ():
@@ -123,8 +128,7 @@ class RemoteIndex:
         self._channel = channel
         self._stub = ipb_grpc.IndexWriterServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
-        token = settings.writer_token.get_secret_value() if settings.writer_token else ""
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = _auth_metadata(settings)
         # The same across reconnects: the writer keys this front's flows by it (writer.proto).
         self._commit_metadata = (*self._metadata, (FRONT_ID_KEY, uuid.uuid4().hex))
         self._timeout = settings.writer_timeout_s
@@ -144,8 +148,7 @@ class RemoteIndex:
         channel = writer_channel(settings)
         health = health_pb2_grpc.HealthStub(channel)
         stub = ipb_grpc.IndexWriterServiceStub(channel)
-        token = settings.writer_token.get_secret_value() if settings.writer_token else ""
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        metadata = _auth_metadata(settings)
         said = 0.0
         while True:
             try:

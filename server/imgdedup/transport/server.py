@@ -67,21 +67,28 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
-async def _follow_storage(engine: DedupEngine, health_servicers: list[tuple[object, tuple[str, ...]]], interval_s: float) -> None:
-    """Readiness follows the index: NOT_SERVING while Milvus (or the index writer) does not
-    answer, SERVING once it does."""
+async def follow_health(healthy, targets: list[tuple[object, tuple[str, ...]]], interval_s: float, what: str) -> None:
+    """Readiness follows the index: every (health servicer, service names) in `targets` is
+    NOT_SERVING while `healthy()` (Milvus, or the index writer) says no, SERVING once it says yes."""
     serving = True
     while True:
         await asyncio.sleep(interval_s)
-        ok = await engine.storage_healthy()
+        ok = await healthy()
         if ok != serving:
             serving = ok
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for servicer, names in health_servicers:
+            for servicer, names in targets:
                 for name in names:
                     await servicer.set(name, status)
-            what = f"the index writer at {engine.settings.writer_address}" if engine.settings.writer_address else "Milvus"
             log.warning("health: %s (%s %s)", "SERVING" if ok else "NOT_SERVING", what, "answers again" if ok else "is not answering")
+
+
+def start_metrics(settings: Settings, announce=print) -> None:
+    """Serve Prometheus /metrics on metrics_port, if set, and say where."""
+    if settings.metrics_port:
+        from imgdedup.metrics import serve_metrics
+
+        announce(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -161,10 +168,7 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     announce(f"dedup server listening on {settings.host}:{port}", flush=True)
     if on_event:
         on_event("listening")
-    if settings.metrics_port:
-        from imgdedup.metrics import serve_metrics
-
-        announce(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
+    start_metrics(settings, announce)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -176,7 +180,7 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     async def open_index():
         if settings.writer_address:
             return await RemoteIndex.open(settings)
-        index = await LocalIndex.open(settings, spec, engine.default_threshold)
+        index = await LocalIndex.open(settings, spec)
         if settings.writer_listen:
             writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
             await writers[-1].start()
@@ -192,7 +196,8 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
         if on_event:
             on_event("ready")
         followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]
-        monitor = asyncio.create_task(_follow_storage(engine, followers, settings.storage_check_interval_s))
+        what = f"the index writer at {settings.writer_address}" if settings.writer_address else "Milvus"
+        monitor = asyncio.create_task(follow_health(engine.storage_healthy, followers, settings.storage_check_interval_s, what))
         await stop.wait()
         monitor.cancel()
     elif startup.done():

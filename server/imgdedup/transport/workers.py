@@ -104,11 +104,9 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 
 
 async def supervise(settings: Settings) -> None:
-    from grpc_health.v1 import health_pb2
-
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
-    from imgdedup.transport.server import WriterServer, interceptors, server_credentials
+    from imgdedup.transport.server import WriterServer, follow_health, interceptors, server_credentials, start_metrics
     from imgdedup.transport.writer_service import SERVICE_NAME
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
@@ -130,7 +128,7 @@ async def supervise(settings: Settings) -> None:
             writer_address = settings.writer_address
         else:
             spec = load_spec(settings.model)
-            index = await LocalIndex.open(settings, spec, settings.threshold or spec.search.default_threshold)
+            index = await LocalIndex.open(settings, spec)
             path = _socket_path(settings)
             socket_dir = path.parent if path.parent != settings.data_dir.resolve() else None
             path.unlink(missing_ok=True)
@@ -141,24 +139,9 @@ async def supervise(settings: Settings) -> None:
             for w in writers:
                 await w.start()
             os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
-            if settings.metrics_port:
-                from imgdedup.metrics import serve_metrics
-
-                print(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
-
-            async def follow_writer_health() -> None:
-                serving = True
-                while True:
-                    await asyncio.sleep(settings.storage_check_interval_s)
-                    ok = await index.healthy()
-                    if ok != serving:
-                        serving = ok
-                        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-                        for w in writers:
-                            for name in ("", SERVICE_NAME):
-                                await w.health.set(name, status)
-
-            health_task = loop.create_task(follow_writer_health())
+            start_metrics(settings)
+            targets = [(w.health, ("", SERVICE_NAME)) for w in writers]
+            health_task = loop.create_task(follow_health(index.healthy, targets, settings.storage_check_interval_s, "Milvus"))
 
         context = multiprocessing.get_context("spawn")
         events = context.Queue()
