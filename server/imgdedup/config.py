@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     inference_workers: int = Field(2, ge=1, le=64, description="inferences that may run at once, each on its own session")
     threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
 
+    # Where embeddings are computed: in process (onnxruntime), or on NVIDIA Triton (README "Triton")
+    embedder: Literal["onnxruntime", "triton"] = Field("onnxruntime", description="onnxruntime: in this process; triton: on the Triton (KServe v2 gRPC) server at triton_url")
+    triton_url: str | None = Field(None, description="Triton's gRPC endpoint, host:port (embedder triton)")
+    triton_model: str | None = Field(None, description="the model's name on Triton; default: the model spec's name")
+    triton_model_version: str = Field("", description="the model version on Triton; empty: Triton's policy picks")
+    triton_timeout_s: float = Field(10.0, gt=0, description="deadline of one inference request to Triton")
+    triton_retries: int = Field(2, ge=0, le=10, description="retries of a request Triton answered UNAVAILABLE or let time out, with backoff")
+    triton_start_timeout_s: float = Field(300.0, gt=0, description="how long the start waits for the model on Triton to be ready")
+    triton_headers: dict[str, str] = Field(default_factory=dict, description="headers (gRPC metadata) sent with every Triton call; env: JSON")
+    triton_tls: bool = Field(False, description="TLS to Triton with the system's root certificates (implied by the triton_tls_* files)")
+    triton_tls_ca_file: Path | None = Field(None, description="CA (PEM) of Triton's certificate; turns TLS on")
+    triton_tls_cert_file: Path | None = Field(None, description="client certificate (PEM) for mutual TLS with Triton")
+    triton_tls_key_file: Path | None = Field(None, description="private key (PEM) of triton_tls_cert_file")
+
     # Batching and limits
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_ms: float = Field(2.0, ge=0)
@@ -77,6 +91,14 @@ class Settings(BaseSettings):
     def default_threshold(self, spec: Any) -> float:
         """The duplicate (and cluster) threshold: `threshold`, else the model spec's."""
         return self.threshold or spec.search.default_threshold
+
+    @model_validator(mode="after")
+    def _embedder_needs(self) -> "Settings":
+        if self.embedder == "triton" and not self.triton_url:
+            raise ValueError("embedder triton needs triton_url (host:port of Triton's gRPC endpoint)")
+        if (self.triton_tls_cert_file is None) != (self.triton_tls_key_file is None):
+            raise ValueError("triton_tls_cert_file and triton_tls_key_file go together")
+        return self
 
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())

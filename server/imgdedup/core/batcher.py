@@ -34,10 +34,10 @@ from typing import Hashable, Iterator
 import numpy as np
 
 from imgdedup import metrics
-from imgdedup.core.errors import Overloaded
+from imgdedup.core.errors import InferenceUnavailable, Overloaded
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import PriorityThreadPool
-from imgdedup.runtime import Embedder
+from imgdedup.runtime import Embedder, InferenceError
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,11 @@ class EmbedBatcher:
             vectors = await asyncio.wrap_future(self._threads.submit(run, priority=level))
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # a model failure fails this batch, not the server
-            log.exception("inference failed for a batch of %d", len(group))
+            if isinstance(exc, InferenceError) and exc.kind != "failed":
+                log.warning("inference failed for a batch of %d: %s", len(group), exc)
+            else:
+                log.exception("inference failed for a batch of %d", len(group))
+            exc = _as_dedup_error(exc)
             for p in group:
                 if not p.future.done():
                     p.future.set_exception(exc)
@@ -198,3 +202,13 @@ class EmbedBatcher:
         for p, vec in zip(group, vectors):
             if not p.future.done():
                 p.future.set_result(vec)
+
+
+def _as_dedup_error(exc: Exception) -> Exception:
+    """What the caller of a failed batch is told: a backend that is down or shedding load says
+    retry (UNAVAILABLE, RESOURCE_EXHAUSTED, with RetryInfo); anything else stays INTERNAL."""
+    if isinstance(exc, InferenceError) and exc.kind == "unavailable":
+        return InferenceUnavailable(str(exc))
+    if isinstance(exc, InferenceError) and exc.kind == "overloaded":
+        return Overloaded(str(exc), retry_after_s=0.5)
+    return exc

@@ -151,12 +151,19 @@ class DedupEngine:
             await self._batcher.stop()
         if self.index:
             await self.index.close()  # lets queued writes finish
+        if self.embedder:
+            self.embedder.close()
         self._decode_pool.shutdown(wait=True)
 
-    async def storage_healthy(self) -> bool:
-        """Whether the index can take writes now (it tries to recover when not)."""
-        assert self.index is not None
-        return await self.index.healthy()
+    async def health_problem(self) -> str | None:
+        """None when checks can run now; else what cannot: "index" (it cannot take writes; it
+        tries to recover) or "model" (a remote model server is not ready)."""
+        assert self.index is not None and self.embedder is not None
+        if not await self.index.healthy():
+            return "index"
+        if not await asyncio.to_thread(self.embedder.ready):
+            return "model"
+        return None
 
     def _require_ready(self) -> None:
         if not self.ready:

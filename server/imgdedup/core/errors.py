@@ -51,3 +51,9 @@ class NotReady(DedupError):
 
 class StorageUnavailable(DedupError):
     reason = "STORAGE_UNAVAILABLE"
+
+
+class InferenceUnavailable(DedupError):
+    """The inference backend (a Triton server) is down or reloading the model: retry later."""
+
+    reason = "INFERENCE_UNAVAILABLE"

@@ -1,9 +1,9 @@
 """Model runtime: model specs and the embedders that run them."""
 
-from imgdedup.runtime.base import Embedder
+from imgdedup.runtime.base import Embedder, InferenceError
 from imgdedup.runtime.spec import ModelSpec, builtin_spec_names, load_spec
 
-__all__ = ["Embedder", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder"]
+__all__ = ["Embedder", "InferenceError", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder", "create_triton_embedder"]
 
 
 def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, workers: int = 1, intra_op_threads: int = 0) -> Embedder:
@@ -20,3 +20,23 @@ def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, work
     each = intra_op_threads or max(1, cores // workers)
     solo = cores if not intra_op_threads and each < cores else 0
     return OnnxEmbedder(spec, providers=providers, session_threads=[each] * workers, solo_threads=solo)
+
+
+def create_triton_embedder(spec: ModelSpec, settings) -> Embedder:
+    """A client of the model on the Triton server the settings name, ready (the model checked
+    against the spec and warmed up)."""
+    from imgdedup.runtime.triton import TritonEmbedder, TritonOptions
+
+    return TritonEmbedder(spec, TritonOptions(
+        url=settings.triton_url,
+        model=settings.triton_model or spec.name,
+        model_version=settings.triton_model_version,
+        timeout_s=settings.triton_timeout_s,
+        retries=settings.triton_retries,
+        start_timeout_s=settings.triton_start_timeout_s,
+        headers=dict(settings.triton_headers),
+        tls=settings.triton_tls,
+        tls_ca_file=settings.triton_tls_ca_file,
+        tls_cert_file=settings.triton_tls_cert_file,
+        tls_key_file=settings.triton_tls_key_file,
+    ))

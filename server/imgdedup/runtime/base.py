@@ -1,13 +1,13 @@
 """The one small interface between the server and whatever computes embeddings.
 
-In-process onnxruntime is one implementation (runtime/onnx.py); a remote NVIDIA Triton client
-would be another. The server hands over a batch of same-shaped uint8 RGB images (N, H, W, 3), as
+In-process onnxruntime is one implementation (runtime/onnx.py), a client of a remote NVIDIA
+Triton server another (runtime/triton.py). The server hands over a batch of same-shaped uint8 RGB images (N, H, W, 3), as
 the model's spec sized them, and gets L2-normalised float32 embeddings (N, dim) back.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -30,8 +30,28 @@ class Embedder(Protocol):
 
         `alone`: a hint that no other inference runs or waits (none of its priority or above:
         the caller runs lower-priority ones on threads that yield the cores), so this one may
-        take every core."""
+        take every core.
+
+        Raises InferenceError when the backend fails the batch."""
         ...
+
+    def ready(self) -> bool:
+        """Whether inference can run now (a remote model is loaded and answering). Blocking,
+        quick: the server's health follows it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and sessions; no call follows."""
+        ...
+
+
+class InferenceError(Exception):
+    """A batch could not be embedded. `kind`: "unavailable" (the backend is down or reloading:
+    retry later), "overloaded" (it sheds load: retry after a pause) or "failed" (anything else)."""
+
+    def __init__(self, message: str, *, kind: Literal["unavailable", "overloaded", "failed"] = "failed"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_model_input(images: np.ndarray, spec: ModelSpec) -> np.ndarray:

@@ -95,6 +95,12 @@ class OnnxEmbedder:
     def providers(self) -> list[str]:
         return list(self._providers)
 
+    def ready(self) -> bool:
+        return True  # in process: ready once constructed
+
+    def close(self) -> None:
+        pass  # sessions go with the object
+
     def embed(self, images: np.ndarray, *, alone: bool = False) -> np.ndarray:
         feed = {self.spec.input.name: to_model_input(images, self.spec)}
         solo = alone and self._solo is not None and self._solo_lock.acquire(blocking=False)

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from imgdedup.core.errors import DedupError, InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
+from imgdedup.core.errors import DedupError, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
 
 log = logging.getLogger(__name__)
 DOMAIN = "imgdedup"
@@ -40,7 +40,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         code = code_pb2.RESOURCE_EXHAUSTED
         secs = exc.retry_after_s
         details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9))))
-    elif isinstance(exc, (NotReady, StorageUnavailable)):
+    elif isinstance(exc, (NotReady, StorageUnavailable, InferenceUnavailable)):
         code = code_pb2.UNAVAILABLE
         details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
     else:

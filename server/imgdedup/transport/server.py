@@ -20,7 +20,7 @@ from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
 from imgdedup.core.local_index import LocalIndex
-from imgdedup.runtime import create_embedder, load_spec
+from imgdedup.runtime import create_embedder, create_triton_embedder, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.remote_index import RemoteIndex
 from imgdedup.transport.servicer import DedupServicer
@@ -67,20 +67,25 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
-async def follow_health(healthy, targets: list[tuple[object, tuple[str, ...]]], interval_s: float, what: str) -> None:
-    """Readiness follows the index: every (health servicer, service names) in `targets` is
-    NOT_SERVING while `healthy()` (Milvus, or the index writer) says no, SERVING once it says yes."""
-    serving = True
+async def follow_health(problem, targets: list[tuple[object, tuple[str, ...]]], interval_s: float) -> None:
+    """Readiness follows what checks need: every (health servicer, service names) in `targets`
+    is NOT_SERVING while `problem()` names something that does not answer (Milvus, the index
+    writer, the model on Triton), SERVING once it names nothing."""
+    serving, down = True, ""
     while True:
         await asyncio.sleep(interval_s)
-        ok = await healthy()
-        if ok != serving:
-            serving = ok
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        what = await problem()
+        if (what is None) != serving:
+            serving = what is None
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
             for servicer, names in targets:
                 for name in names:
                     await servicer.set(name, status)
-            log.warning("health: %s (%s %s)", "SERVING" if ok else "NOT_SERVING", what, "answers again" if ok else "is not answering")
+            if serving:
+                log.warning("health: SERVING (%s answers again)", down)
+            else:
+                down = what
+                log.warning("health: NOT_SERVING (%s is not answering)", what)
 
 
 def start_metrics(settings: Settings, announce=print) -> None:
@@ -130,6 +135,8 @@ class WriterServer:
 
 def make_embedder(settings: Settings):
     def make(model_spec):
+        if settings.embedder == "triton":
+            return create_triton_embedder(model_spec, settings)
         return create_embedder(model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads)
 
     return make
@@ -196,8 +203,16 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
         if on_event:
             on_event("ready")
         followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]
-        what = f"the index writer at {settings.writer_address}" if settings.writer_address else "Milvus"
-        monitor = asyncio.create_task(follow_health(engine.storage_healthy, followers, settings.storage_check_interval_s, what))
+        names = {
+            "index": f"the index writer at {settings.writer_address}" if settings.writer_address else "Milvus",
+            "model": f"the model on Triton at {settings.triton_url}",
+        }
+
+        async def problem():
+            part = await engine.health_problem()
+            return names[part] if part else None
+
+        monitor = asyncio.create_task(follow_health(problem, followers, settings.storage_check_interval_s))
         await stop.wait()
         monitor.cancel()
     elif startup.done():

@@ -141,7 +141,7 @@ async def supervise(settings: Settings) -> None:
             os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
             start_metrics(settings)
             targets = [(w.health, ("", SERVICE_NAME)) for w in writers]
-            health_task = loop.create_task(follow_health(index.healthy, targets, settings.storage_check_interval_s, "Milvus"))
+            health_task = loop.create_task(follow_health(lambda: _milvus_problem(index), targets, settings.storage_check_interval_s))
 
         context = multiprocessing.get_context("spawn")
         events = context.Queue()
@@ -227,3 +227,7 @@ async def supervise(settings: Settings) -> None:
         log.info("stopped")
     if failed:
         raise SystemExit(failed)
+
+
+async def _milvus_problem(index) -> str | None:
+    return None if await index.healthy() else "Milvus"
