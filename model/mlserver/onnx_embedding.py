@@ -10,11 +10,13 @@ that model/triton_repository.py writes:
     "implementation": "onnx_embedding.OnnxEmbedding", "parameters": {"uri": "1/model.onnx"}
 
 with this folder on MLServer's PYTHONPATH. The inputs are passed to the graph as they arrive
-(raw tensors), the outputs are sent back raw.
+(raw tensors), the outputs are sent back raw. ONNX_EMBEDDING_THREADS sets onnxruntime's threads
+per inference (default: its own choice, every core).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import numpy as np
@@ -41,7 +43,9 @@ class OnnxEmbedding(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         feed = {i.name: NumpyCodec.decode_input(i) for i in payload.inputs}
         wanted = [o.name for o in payload.outputs] if payload.outputs else self._outputs
-        results = self._session.run(wanted, feed)
+        # On a thread: the event loop keeps serving gRPC, and concurrent requests run side by
+        # side on the one session (onnxruntime's run is thread-safe), like Triton's instances.
+        results = await asyncio.to_thread(self._session.run, wanted, feed)
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,
