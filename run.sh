@@ -2,25 +2,27 @@
 # One-step set-up and run, on a fresh machine:
 #   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
 #   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite,
-#                                           on Milvus Lite, on a real Milvus server, and with --workers 2
-# Python 3.12 is required (the default model's package needs it). Found as $PYTHON, python3.12
+#                                           on Milvus Lite, on a real Milvus server, with --workers 2,
+#                                           and PyTorch's tests (Python 3.11, the torch on this disk)
+# Python 3.12 is required (the default model's package needs it); the torch test pass uses 3.11. Found as $PYTHON, python3.12
 # on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-find_python() {
-  local c
-  for c in "${PYTHON:-}" python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do
+find_python() {  # find_python [3.12|3.11]: that Python ($PYTHON only for 3.12)
+  local want=${1:-3.12} c
+  local minor=${want#3.}
+  for c in "$([ "$want" = 3.12 ] && echo "${PYTHON:-}")" python$want "$HOME"/.pyenv/versions/$want*/bin/python$want /root/.pyenv/versions/$want*/bin/python$want /usr/local/bin/python$want /usr/bin/python$want; do
     [ -n "$c" ] || continue
-    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c "import sys; sys.exit(sys.version_info[:2] != (3, $minor))" 2>/dev/null; then
       command -v "$c"; return 0
     fi
   done
   if command -v pyenv >/dev/null 2>&1; then
-    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | tail -n1 || true)
-    if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python3.12"; return 0; fi
+    local v; v=$(pyenv versions --bare 2>/dev/null | grep -E "^3\.$minor" | tail -n1 || true)
+    if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python$want"; return 0; fi
   fi
-  echo "error: Python 3.12 not found; install it (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12" >&2
+  echo "error: Python $want not found; install it (e.g. 'pyenv install $want')$([ "$want" = 3.12 ] && echo " or set PYTHON=/path/to/python3.12")" >&2
   return 1
 }
 
@@ -70,14 +72,30 @@ case "$mode" in
     # private network namespace (scripts/netns-run); then every server with `--workers 2` (two
     # front processes over one index writer) on Lite files, for the same answers.
     # DEDUP_TEST_PASSES="lite server workers" picks passes (DEDUP_TEST_MILVUS=lite|server: one).
-    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers}}
+    # A fourth pass, torch: the PyTorch embedder and the export tools (tests/test_torch.py) in
+    # .venv-torch, Python 3.11 with torch 2.14.1 and torchvision 0.29.1, which pip takes from this
+    # machine's disk (on 3.12 it would download a CUDA build of several GB); no default model there.
+    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers torch}}
     for pass in $passes; do
       echo "== tests: $pass ==" >&2
       case $pass in
         server) DEDUP_TEST_MILVUS=server scripts/netns-run "$venv/bin/python" -m pytest "$@" ;;
         workers) DEDUP_TEST_MILVUS=lite DEDUP_TEST_WORKERS=2 "$venv/bin/python" -m pytest "$@" ;;
         lite) DEDUP_TEST_MILVUS=lite "$venv/bin/python" -m pytest "$@" ;;
-        *) echo "unknown test pass: $pass (lite, server, workers)" >&2; exit 2 ;;
+        torch)
+          tvenv=${DEDUP_TORCH_VENV:-.venv-torch}
+          tstamp="$tvenv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+          if [ ! -f "$tstamp" ]; then
+            echo "creating $tvenv (PyTorch, Python 3.11)" >&2
+            rm -rf "$tvenv"
+            "$(find_python 3.11)" -m venv "$tvenv"
+            "$tvenv/bin/python" -m pip install --quiet --upgrade pip
+            "$tvenv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+            "$tvenv/bin/python" -m pip install --quiet -e ".[cpu,torch,test]"
+            touch "$tstamp"
+          fi
+          DEDUP_TEST_MILVUS=lite DEDUP_TEST_TORCH=1 "$tvenv/bin/python" -m pytest tests/test_torch.py "$@" ;;
+        *) echo "unknown test pass: $pass (lite, server, workers, torch)" >&2; exit 2 ;;
       esac
     done
     ;;

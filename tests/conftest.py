@@ -34,6 +34,9 @@ _milvus_server = None  # the session's MilvusServer (server mode)
 # DEDUP_TEST_WORKERS=N: every server under test runs `--workers N` (N fronts over one index
 # writer), to show the API's answers and guarantees do not change; run.sh test's third pass.
 WORKERS = int(os.environ.get("DEDUP_TEST_WORKERS", "1"))
+# DEDUP_TEST_TORCH=1: the torch pass (.venv-torch, run.sh), which runs test_torch.py; the other
+# passes' venv has no torch, so they do not collect it.
+collect_ignore = [] if os.environ.get("DEDUP_TEST_TORCH") else ["test_torch.py"]
 
 
 def pytest_configure(config):

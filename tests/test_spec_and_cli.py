@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,10 @@ def test_builtin_spec_points_at_the_installed_model_file():
 
 
 def test_spec_files_for_exported_models_load_and_normalise(tmp_path):
-    for spec_file in (ROOT / "model" / "specs").glob("*.toml"):
+    for spec_file in [*(ROOT / "model" / "specs").glob("*.toml"), *(ROOT / "model" / "examples").glob("*.toml")]:
         load_spec(spec_file)
-    spec = load_spec(ROOT / "model" / "examples" / "torchvision_resnet50.toml")
+    spec = load_spec(ROOT / "model" / "examples" / "torchvision_resnet50_torch.toml")
+    assert (spec.source.format, spec.source.architecture) == ("torchvision", "resnet50")
     assert spec.input.layout == "NCHW" and spec.input.dtype == "float32"
     batch = np.full((2, 4, 4, 3), 255, np.uint8)
     x = to_model_input(batch, spec)
@@ -73,3 +75,29 @@ def test_cli_index_check_and_clusters(server, tmp_path):
     out = _dedup("info", "--server", server.target)
     info = json.loads(out.stdout)
     assert info["model_name"] == "sscd_disc_mixup" and int(info["indexed_images"]) >= 3  # int64 is a JSON string (proto3 mapping)
+
+
+@pytest.mark.parametrize(
+    "source, said",
+    [
+        ({"format": "torchvision", "path": "w.pth"}, "source.architecture (e.g. resnet50) is required"),
+        ({"format": "torchvision", "architecture": "resnet50"}, "source.path (its weights) or random_weights = true"),
+        ({"format": "torchvision", "architecture": "resnet50", "path": "w.pth", "random_weights": True}, "source.path (its weights) or random_weights = true"),
+        ({"path": "m.onnx", "architecture": "resnet50"}, "are for format torchvision"),
+    ],
+)
+def test_model_sources_that_do_not_add_up_are_refused(source, said):
+    from pydantic import ValidationError
+
+    from imgdedup.runtime.spec import ModelSpec
+
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        ModelSpec.model_validate({"name": "x", "source": source, "input": {"name": "image", "layout": "NCHW", "dtype": "float32"}, "output": {"name": "e", "dim": 8}})
+
+
+def test_onnxruntime_refuses_a_pytorch_spec_by_name():
+    from imgdedup.runtime import create_embedder
+
+    spec = load_spec(ROOT / "model" / "examples" / "sscd_disc_mixup_torchscript.toml")
+    with pytest.raises(ValueError, match="is a torchscript model: serve it with embedder torch"):
+        create_embedder(spec)

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--milvus-token")
     p.add_argument("--model", help="built-in model name or spec .toml path")
     p.add_argument("--threshold", type=float)
-    p.add_argument("--embedder", choices=["onnxruntime", "triton"], help="where embeddings are computed (default onnxruntime, in process)")
+    p.add_argument("--embedder", choices=["onnxruntime", "triton", "torch"], help="where embeddings are computed: onnxruntime (default) or torch in process, or on Triton")
     p.add_argument("--triton-url", help="Triton's gRPC endpoint host:port (with --embedder triton)")
     p.add_argument("--triton-model", help="the model's name on Triton (default: the model spec's name)")
     p.add_argument("--max-batch-size", type=int)

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
 
     # Where embeddings are computed: in process (onnxruntime), or on NVIDIA Triton (README "Triton")
-    embedder: Literal["onnxruntime", "triton"] = Field("onnxruntime", description="onnxruntime: in this process; triton: on the Triton (KServe v2 gRPC) server at triton_url")
+    embedder: Literal["onnxruntime", "triton", "torch"] = Field("onnxruntime", description="onnxruntime: in this process; triton: on the Triton (KServe v2 gRPC) server at triton_url; torch: PyTorch in this process (TorchScript or torchvision specs)")
+    torch_device: str = Field("auto", description="embedder torch: auto (CUDA if torch sees a GPU), cpu, cuda, cuda:N")
+    torch_half: bool | None = Field(None, description="embedder torch: fp16 weights and activations; default: on CUDA only")
+    torch_compile: bool = Field(False, description="embedder torch: torch.compile the model (slower start)")
     triton_url: str | None = Field(None, description="Triton's gRPC endpoint, host:port (embedder triton)")
     triton_model: str | None = Field(None, description="the model's name on Triton; default: the model spec's name")
     triton_model_version: str = Field("", description="the model version on Triton; empty: Triton's policy picks")

@@ -3,7 +3,7 @@
 from imgdedup.runtime.base import Embedder, InferenceError
 from imgdedup.runtime.spec import ModelSpec, builtin_spec_names, load_spec
 
-__all__ = ["Embedder", "InferenceError", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder", "create_triton_embedder"]
+__all__ = ["Embedder", "InferenceError", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder", "create_torch_embedder", "create_triton_embedder"]
 
 
 def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, workers: int = 1, intra_op_threads: int = 0) -> Embedder:
@@ -40,3 +40,10 @@ def create_triton_embedder(spec: ModelSpec, settings) -> Embedder:
         tls_cert_file=settings.triton_tls_cert_file,
         tls_key_file=settings.triton_tls_key_file,
     ))
+
+
+def create_torch_embedder(spec: ModelSpec, settings) -> Embedder:
+    """The spec's PyTorch model (TorchScript or torchvision) on the configured device, warmed up."""
+    from imgdedup.runtime.torch import TorchEmbedder, TorchOptions
+
+    return TorchEmbedder(spec, TorchOptions(device=settings.torch_device, half=settings.torch_half, compile=settings.torch_compile, threads=settings.intra_op_threads))

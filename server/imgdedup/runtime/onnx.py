@@ -35,6 +35,8 @@ class OnnxEmbedder:
             raise RuntimeError(
                 "onnxruntime is not installed: install the package with the [cpu] or [gpu] extra"
             ) from exc
+        if spec.source.format != "onnx":
+            raise ValueError(f"model {spec.name!r} is a {spec.source.format} model: serve it with embedder torch")
         self.spec = spec
         path = spec.model_path()
         if not path.is_file():

@@ -20,14 +20,29 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    """Where the .onnx file is: a path (relative to the spec file) or a package attribute."""
+    """Where the model is: a file (a path relative to the spec file, or a package attribute).
+
+    format: "onnx" (onnxruntime, Triton), "torchscript" (a TorchScript file: the PyTorch
+    embedder) or "torchvision" (a torchvision `architecture` whose weights, a state dict saved
+    with torch.save, are at `path`; `random_weights` instead, for speed tests only)."""
 
     path: Path | None = None
     python_package: str | None = None
     attribute: str | None = None
+    format: Literal["onnx", "torchscript", "torchvision"] = "onnx"
+    architecture: str | None = None
+    random_weights: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSource":
+        if self.format == "torchvision":
+            if not self.architecture:
+                raise ValueError("source.architecture (e.g. resnet50) is required with format torchvision")
+            if self.python_package is not None or (self.path is None) != self.random_weights:
+                raise ValueError("a torchvision source takes source.path (its weights) or random_weights = true")
+            return self
+        if self.architecture or self.random_weights:
+            raise ValueError("source.architecture and source.random_weights are for format torchvision")
         if (self.path is None) == (self.python_package is None):
             raise ValueError("give exactly one of source.path or source.python_package")
         if self.python_package and not self.attribute:
@@ -90,7 +105,7 @@ class ModelSpec(_Strict):
         return self.input.resize.size
 
     def model_path(self) -> Path:
-        """The .onnx file, resolved (the installed package's own file, never a copy)."""
+        """The model file, resolved (the installed package's own file, never a copy)."""
         if self.source.path is not None:
             path = self.source.path
             if not path.is_absolute() and self.base_dir is not None:
