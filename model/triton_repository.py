@@ -13,7 +13,7 @@ your use of the package. Mount the linked file's folder into a Triton container 
 
 It also writes OUT/<name>/model-settings.json for Seldon MLServer with model/mlserver's onnxruntime
 runtime: MLServer speaks Triton's gRPC protocol (KServe v2), and the tests and
-benchmarks/triton.py use it where Triton cannot be installed. Triton ignores that file.
+benchmarks/triton_path.py use it where Triton cannot be installed. Triton ignores that file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A real Seldon MLServer serving a model spec's .onnx file over the KServe v2 gRPC protocol,
 the protocol of NVIDIA Triton (which cannot be installed here): the Triton embedder's tests and
-benchmarks/triton.py reach it with tritonclient, as they would reach Triton.
+benchmarks/triton_path.py reach it with tritonclient, as they would reach Triton.
 
 MLServer lives in a venv of its own (it pins protobuf < 7): $DEDUP_MLSERVER names its `mlserver`
 command; run.sh test builds .venv-mlserver from model/mlserver/requirements.txt. It listens on

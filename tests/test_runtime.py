@@ -33,6 +33,34 @@ def test_the_all_core_session_and_the_worker_sessions_give_the_same_embeddings()
 
 @pytest.mark.single_process  # reads one process's metrics, threads or children
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc (Linux)")
+def test_the_io_bound_run_gives_the_same_embeddings():
+    # The GPU path runs through onnxruntime's I/O binding; it works on the CPU provider too,
+    # which is how it is shown here to give what the plain run gives.
+    from imgdedup.runtime.onnx import OnnxEmbedder
+
+    spec = load_spec("sscd_disc_mixup")
+    size = spec.input_size
+    images = np.stack([cv2.resize(rgb(name), (size, size)) for name in ("astronaut", "coffee")])
+    plain = OnnxEmbedder(spec, session_threads=[2], io_binding=False).embed(images)
+    bound = OnnxEmbedder(spec, session_threads=[2], io_binding=True).embed(images)
+    assert np.array_equal(plain, bound) and plain.shape == (2, spec.output.dim)
+
+
+def test_gpu_provider_options_and_batch_defaults(tmp_path):
+    from imgdedup.config import Settings
+    from imgdedup.runtime import gpu_options
+
+    s = Settings(cuda_device_id=1, cuda_mem_limit_mb=2048, cudnn_conv_algo_search="HEURISTIC", tensorrt=True, data_dir=tmp_path)
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    trt, cuda, cpu = gpu_options(s).providers(every, None)
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["device_id"] == "1" and trt[1]["trt_engine_cache_path"] == str(tmp_path / "tensorrt-cache")
+    assert cuda == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested", "gpu_mem_limit": str(2048 << 20)})
+    assert cpu == "CPUExecutionProvider"
+    assert gpu_options(s).providers(["CPUExecutionProvider"], None) == ["CPUExecutionProvider"]  # onnxruntime (CPU)
+    assert Settings().batching(on_gpu=False) == (8, 0.002) and Settings().batching(on_gpu=True) == (32, 0.004)
+    assert Settings(max_batch_size=16, max_queue_delay_ms=0).batching(on_gpu=True) == (16, 0.0)
+
+
 def test_server_threads_carry_their_stage_names_into_the_os(server, stub):
     check(stub, encode(rgb("rocket")))  # every stage has run once
     pid = server.proc.pid

@@ -2,7 +2,7 @@
 onnxruntime, as NVIDIA Triton's onnxruntime backend would.
 
 Triton cannot be installed on our development and CI machines; MLServer speaks the same gRPC
-protocol (KServe v2), so the tests and benchmarks/triton.py serve the model through this runtime
+protocol (KServe v2), so the tests and benchmarks/triton_path.py serve the model through this runtime
 and reach it with the server's Triton embedder (`--embedder triton`). It runs in MLServer's own
 environment (mlserver, onnxruntime, numpy; not imgdedup) and is named in the model-settings.json
 that model/triton_repository.py writes:

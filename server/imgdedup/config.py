@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0: cores / inference_workers each, plus one session on every core for inferences that run alone")
     inference_workers: int = Field(2, ge=1, le=64, description="inferences that may run at once, each on its own session")
     threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
+    # onnxruntime on a GPU (onnxruntime-gpu: the gpu extra)
+    cuda_device_id: int = Field(0, ge=0, description="the GPU onnxruntime's CUDA (and TensorRT) provider runs on")
+    cuda_mem_limit_mb: int = Field(0, ge=0, description="CUDA provider memory arena limit (gpu_mem_limit); 0: no limit")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field("EXHAUSTIVE", description="how cuDNN picks convolution kernels: EXHAUSTIVE benchmarks them once per shape (fastest afterwards)")
+    tensorrt: bool = Field(False, description="put onnxruntime's TensorRT provider before CUDA (fp16, engine cache in tensorrt_cache_dir)")
+    tensorrt_fp16: bool = Field(True, description="TensorRT builds fp16 engines")
+    tensorrt_cache_dir: Path | None = Field(None, description="TensorRT engine cache; default: data_dir/tensorrt-cache")
 
     # Where embeddings are computed: in process (onnxruntime), or on NVIDIA Triton (README "Triton")
     embedder: Literal["onnxruntime", "triton", "torch"] = Field("onnxruntime", description="onnxruntime: in this process; triton: on the Triton (KServe v2 gRPC) server at triton_url; torch: PyTorch in this process (TorchScript or torchvision specs)")
@@ -62,8 +69,8 @@ class Settings(BaseSettings):
     triton_tls_key_file: Path | None = Field(None, description="private key (PEM) of triton_tls_cert_file")
 
     # Batching and limits
-    max_batch_size: int = Field(8, ge=1, le=1024)
-    max_queue_delay_ms: float = Field(2.0, ge=0)
+    max_batch_size: int | None = Field(None, ge=1, le=1024, description="largest batch the dynamic batcher forms; default: 8 when the model runs on the CPU, 32 on a GPU")
+    max_queue_delay_ms: float | None = Field(None, ge=0, description="longest a request waits for company; default: 2 on the CPU, 4 on a GPU")
     max_queue_size: int = Field(1024, ge=1)
     max_commit_batch: int = Field(64, ge=1)
     content_views: bool = Field(True, description="also embed the main content of images on a plain background (screenshots, padded photos) and match on it")
@@ -102,6 +109,13 @@ class Settings(BaseSettings):
         if (self.triton_tls_cert_file is None) != (self.triton_tls_key_file is None):
             raise ValueError("triton_tls_cert_file and triton_tls_key_file go together")
         return self
+
+    def batching(self, on_gpu: bool) -> tuple[int, float]:
+        """(max_batch_size, max_queue_delay_s): as set, else what suits where the model runs
+        (a GPU's throughput grows with the batch up to dozens; a CPU's barely beyond a few)."""
+        size = self.max_batch_size or (32 if on_gpu else 8)
+        delay_ms = self.max_queue_delay_ms if self.max_queue_delay_ms is not None else (4.0 if on_gpu else 2.0)
+        return size, delay_ms / 1000.0
 
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())

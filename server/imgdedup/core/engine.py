@@ -133,17 +133,18 @@ class DedupEngine:
                 self.embedder = await model_load
         finally:
             loader.shutdown(wait=False)
+        batch_size, batch_delay_s = s.batching(self.embedder.on_gpu)
         self._batcher = EmbedBatcher(
             self.embedder,
-            max_batch_size=s.max_batch_size,
-            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+            max_batch_size=batch_size,
+            max_queue_delay_s=batch_delay_s,
             max_queue_size=s.max_queue_size,
             workers=s.inference_workers,
             low_priority_nice=s.low_priority_nice,
         )
         self._batcher.start()
         self.ready = True
-        log.info("engine ready: model=%s providers=%s index=%s", self.spec.name, self.embedder.providers, self.index.backend)
+        log.info("engine ready: model=%s providers=%s index=%s batches of up to %d, %.1f ms", self.spec.name, self.embedder.providers, self.index.backend, batch_size, batch_delay_s * 1000)
 
     async def stop(self) -> None:
         self.ready = False

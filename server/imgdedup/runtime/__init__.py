@@ -3,10 +3,10 @@
 from imgdedup.runtime.base import Embedder, InferenceError
 from imgdedup.runtime.spec import ModelSpec, builtin_spec_names, load_spec
 
-__all__ = ["Embedder", "InferenceError", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder", "create_torch_embedder", "create_triton_embedder"]
+__all__ = ["Embedder", "InferenceError", "ModelSpec", "builtin_spec_names", "load_spec", "create_embedder", "create_torch_embedder", "create_triton_embedder", "gpu_options"]
 
 
-def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, workers: int = 1, intra_op_threads: int = 0) -> Embedder:
+def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, workers: int = 1, intra_op_threads: int = 0, gpu=None) -> Embedder:
     """An embedder that `workers` threads may call at once.
 
     CPU threads: each worker session gets cores / workers (or intra_op_threads); with more than
@@ -14,12 +14,26 @@ def create_embedder(spec: ModelSpec, *, providers: list[str] | None = None, work
     run alone, so a lone request is fast and concurrent batches share the cores."""
     import os
 
-    from imgdedup.runtime.onnx import OnnxEmbedder
+    from imgdedup.runtime.onnx import GpuOptions, OnnxEmbedder
 
     cores = os.cpu_count() or 1
     each = intra_op_threads or max(1, cores // workers)
     solo = cores if not intra_op_threads and each < cores else 0
-    return OnnxEmbedder(spec, providers=providers, session_threads=[each] * workers, solo_threads=solo)
+    return OnnxEmbedder(spec, providers=providers, session_threads=[each] * workers, solo_threads=solo, gpu=gpu or GpuOptions())
+
+
+def gpu_options(settings):
+    """onnxruntime-gpu's provider options from the settings."""
+    from imgdedup.runtime.onnx import GpuOptions
+
+    return GpuOptions(
+        device_id=settings.cuda_device_id,
+        mem_limit_mb=settings.cuda_mem_limit_mb,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+        tensorrt=settings.tensorrt,
+        tensorrt_fp16=settings.tensorrt_fp16,
+        tensorrt_cache_dir=settings.tensorrt_cache_dir or settings.data_dir / "tensorrt-cache",
+    )
 
 
 def create_triton_embedder(spec: ModelSpec, settings) -> Embedder:

@@ -19,6 +19,8 @@ class Embedder(Protocol):
     so the first real call is as fast as the next."""
 
     spec: ModelSpec
+    # The model runs on a GPU in this process: the server forms larger batches by default.
+    on_gpu: bool
 
     @property
     def providers(self) -> list[str]:

@@ -6,6 +6,8 @@ import logging
 import os
 import queue
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +16,41 @@ from imgdedup.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-_GPU_PROVIDERS = ("CUDAExecutionProvider",)
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """onnxruntime-gpu's provider options (settings cuda_* and tensorrt*)."""
+
+    device_id: int = 0
+    mem_limit_mb: int = 0  # 0: no limit
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    tensorrt: bool = False
+    tensorrt_fp16: bool = True
+    tensorrt_cache_dir: Path | None = None
+
+    def providers(self, available: list[str], requested: list[str] | None) -> list:
+        """The provider list for a session: names, or (name, options) for the GPU ones."""
+        names = requested or [*(["TensorrtExecutionProvider"] if self.tensorrt else []), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        out: list = []
+        for name in names:
+            if name not in available and name != "CPUExecutionProvider":
+                continue
+            if name == "CUDAExecutionProvider":
+                opts = {"device_id": str(self.device_id), "cudnn_conv_algo_search": self.cudnn_conv_algo_search, "arena_extend_strategy": "kSameAsRequested"}
+                if self.mem_limit_mb:
+                    opts["gpu_mem_limit"] = str(self.mem_limit_mb * 1024 * 1024)
+                out.append((name, opts))
+            elif name == "TensorrtExecutionProvider":
+                opts = {"device_id": str(self.device_id), "trt_fp16_enable": str(self.tensorrt_fp16), "trt_engine_cache_enable": "True"}
+                if self.tensorrt_cache_dir is not None:
+                    self.tensorrt_cache_dir.mkdir(parents=True, exist_ok=True)
+                    opts["trt_engine_cache_path"] = str(self.tensorrt_cache_dir)
+                out.append((name, opts))
+            else:
+                out.append(name)
+        return out
 
 
 class OnnxEmbedder:
@@ -28,7 +64,7 @@ class OnnxEmbedder:
     2-thread session overlapped a 1-thread one: parallel sections stall when a core is taken).
     """
 
-    def __init__(self, spec: ModelSpec, *, providers: list[str] | None = None, session_threads: list[int] | None = None, solo_threads: int = 0):
+    def __init__(self, spec: ModelSpec, *, providers: list[str] | None = None, session_threads: list[int] | None = None, solo_threads: int = 0, gpu: GpuOptions = GpuOptions(), io_binding: bool | None = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:  # neither extra installed
@@ -42,7 +78,15 @@ class OnnxEmbedder:
         if not path.is_file():
             raise FileNotFoundError(f"model file for {spec.name!r} not found: {path}")
 
-        requested = providers or self._default_providers(ort.get_available_providers())
+        available = ort.get_available_providers()
+        if any(p in available for p in _GPU_PROVIDERS) and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu >= 1.21 finds CUDA and cuDNN in the nvidia-* wheels (the gpu
+            # extra installs them): no system CUDA needed. Failing that, the CPU serves.
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # noqa: BLE001 - a missing library only means no GPU
+                log.warning("could not preload the CUDA/cuDNN libraries: %s", exc)
+        requested = gpu.providers(available, providers)
         sessions = [self._session_for(ort, path, n, requested) for n in (session_threads or [os.cpu_count() or 1])]
         self._session = sessions[0]
         self._free: queue.PriorityQueue = queue.PriorityQueue()
@@ -53,12 +97,18 @@ class OnnxEmbedder:
         self._providers = list(self._session.get_providers())
         # Thread counts are a CPU matter: on a GPU a solo session would only hold another copy
         # of the weights.
-        on_gpu = any(p in self._providers for p in _GPU_PROVIDERS)
+        on_gpu = self.on_gpu = any(p in self._providers for p in _GPU_PROVIDERS)
         self._solo = self._session_for(ort, path, solo_threads, requested) if solo_threads and not on_gpu else None
+        # I/O binding on a GPU: the output is allocated once per call where it is needed and
+        # copied back in one piece, instead of through the generic run path.
+        self._io_binding = on_gpu if io_binding is None else io_binding
         self._solo_lock = threading.Lock()
         log.info("model %s loaded from %s; execution providers in use: %s", spec.name, path, self._providers)
-        if any(p in requested for p in _GPU_PROVIDERS) and not any(p in self._providers for p in _GPU_PROVIDERS):
+        names = [p if isinstance(p, str) else p[0] for p in requested]
+        if any(p in names for p in _GPU_PROVIDERS) and not on_gpu:
             log.warning("CUDA was requested but is not usable here; running on CPU")
+        if on_gpu and _quantized(path):
+            log.warning("model %s is int8 (QDQ): under the CUDA provider parts of it may run on the CPU; a float or fp16 export (model/) suits GPUs better", spec.name)
         self._check_io()
         # A session's first run initialises lazily (tens of ms): pay for it now, on every session.
         size = spec.input_size
@@ -80,10 +130,6 @@ class OnnxEmbedder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
-    @staticmethod
-    def _default_providers(available: list[str]) -> list[str]:
-        chosen = [p for p in _GPU_PROVIDERS if p in available]
-        return [*chosen, "CPUExecutionProvider"]
 
     def _check_io(self) -> None:
         names_in = {i.name for i in self._session.get_inputs()}
@@ -92,6 +138,14 @@ class OnnxEmbedder:
             raise ValueError(f"spec input {self.spec.input.name!r} not in model inputs {sorted(names_in)}")
         if self.spec.output.name not in names_out:
             raise ValueError(f"spec output {self.spec.output.name!r} not in model outputs {sorted(names_out)}")
+
+    def _run_bound(self, session, feed: dict) -> np.ndarray:
+        binding = session.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output(self.spec.output.name, "cpu")
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     @property
     def providers(self) -> list[str]:
@@ -108,7 +162,10 @@ class OnnxEmbedder:
         solo = alone and self._solo is not None and self._solo_lock.acquire(blocking=False)
         rank, session = (-1, self._solo) if solo else self._free.get()
         try:
-            (out,) = session.run([self.spec.output.name], feed)
+            if self._io_binding:
+                out = self._run_bound(session, feed)
+            else:
+                (out,) = session.run([self.spec.output.name], feed)
         finally:
             if solo:
                 self._solo_lock.release()
@@ -118,3 +175,16 @@ class OnnxEmbedder:
         if out.shape[1] != self.spec.output.dim:
             raise ValueError(f"model returned dim {out.shape[1]}, spec says {self.spec.output.dim}")
         return out if self.spec.output.l2_normalized else l2_normalize(out)
+
+
+def _quantized(path: Path) -> bool:
+    """Whether the graph holds QuantizeLinear nodes (int8 QDQ), read without running it."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - only a hint for a log line
+        return False
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)

@@ -47,6 +47,9 @@ class TritonEmbedder:
     """Embeddings from a model served by Triton. Thread-safe: tritonclient's gRPC client takes
     concurrent `infer` calls on one channel."""
 
+    # Triton batches again across its clients: our batches stay CPU-sized.
+    on_gpu = False
+
     def __init__(self, spec: ModelSpec, options: TritonOptions):
         try:
             import tritonclient.grpc as grpcclient

@@ -20,7 +20,7 @@ from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
 from imgdedup.core.local_index import LocalIndex
-from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, load_spec
+from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.remote_index import RemoteIndex
 from imgdedup.transport.servicer import DedupServicer
@@ -139,7 +139,7 @@ def make_embedder(settings: Settings):
             return create_triton_embedder(model_spec, settings)
         if settings.embedder == "torch":
             return create_torch_embedder(model_spec, settings)
-        return create_embedder(model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads)
+        return create_embedder(model_spec, providers=settings.providers, workers=settings.inference_workers, intra_op_threads=settings.intra_op_threads, gpu=gpu_options(settings))
 
     return make
 

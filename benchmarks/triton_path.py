@@ -1,6 +1,6 @@
 """The Triton path against in-process inference, on the same machine, in one run.
 
-    python benchmarks/triton.py [--images DIR] [--bulk-n 600] [--n 100] [--mlserver-threads 1]
+    python benchmarks/triton_path.py [--images DIR] [--bulk-n 600] [--n 100] [--mlserver-threads 1]
 
 It starts a real Seldon MLServer (tests/kserve_server.py: the KServe v2 gRPC protocol that NVIDIA
 Triton speaks; Triton cannot be installed here) serving the default model with onnxruntime, then two
