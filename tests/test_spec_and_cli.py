@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,34 @@ def test_onnxruntime_refuses_a_pytorch_spec_by_name():
     spec = load_spec(ROOT / "model" / "examples" / "sscd_disc_mixup_torchscript.toml")
     with pytest.raises(ValueError, match="is a torchscript model: serve it with embedder torch"):
         create_embedder(spec)
+
+
+def test_cli_output_into_a_closed_pipe_and_errors_as_sentences(server):
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head`) is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "imgdedup", "clusters", "--server", server.target], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    out = _dedup("info", "--server", closed, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith(f"error: cannot reach the server at {closed}") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_every_setting_is_a_serve_flag_and_bad_ones_read_as_sentences(tmp_path):
+    from imgdedup.config import Settings
+
+    help_text = _dedup("serve", "--help").stdout
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in help_text or (field.annotation is bool and f"--no-{name.replace('_', '-')}" in help_text), flag
+    assert "examples:" in help_text and "exit codes" in _dedup("--help").stdout
+    bad = _dedup("serve", "--port", "70000", "--data-dir", str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: invalid settings: port: Input should be less than or equal to 65535", bad.stderr
+    triton = _dedup("serve", "--embedder", "triton", "--data-dir", str(tmp_path))
+    assert triton.returncode == 2 and "embedder triton needs triton_url" in triton.stderr, triton.stderr

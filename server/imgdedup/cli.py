@@ -16,36 +16,51 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
 
 
+EXIT_CODES = """exit codes:
+  0  done (also when a reader such as `head` closed the output early)
+  1  failed: the server is unreachable or answered an error, is not SERVING (health), or there was
+     nothing to do
+  2  usage: unknown flags, invalid settings
+  3  partly done: some images failed (index, check); each is reported"""
+
+EXAMPLES = {
+    "serve": """examples:
+  dedup serve                                    # 127.0.0.1:50051, Milvus Lite in ./dedup-data
+  dedup serve --port 6000 --data-dir /srv/dedup --metrics-port 9100
+  dedup serve --milvus-uri http://milvus:19530 --workers 0
+  dedup serve --embedder triton --triton-url triton:8001
+  DEDUP_MAX_BATCH_SIZE=16 dedup serve --config dedup.toml
+
+Every setting is a flag here, an environment variable DEDUP_<NAME> and a key of the TOML file;
+flags win over the environment, which wins over the file.""",
+    "index": "example:\n  dedup index ./photos --server 127.0.0.1:50051     # store every image under ./photos",
+    "check": "example:\n  dedup check new.jpg other.png --json             # is each a copy of a stored image?",
+    "clusters": "example:\n  dedup clusters --min-size 3 | head -40",
+    "info": "example:\n  dedup info --server dedup.internal:50051 --tls-ca ca.pem",
+    "health": "example (a container HEALTHCHECK):\n  dedup health --timeout 2 || exit 1",
+}
+
+# Short names kept for the flags the server had before every setting became one.
+SHORTCUTS = {"tls-cert-file": "tls-cert", "tls-key-file": "tls-key", "tls-client-ca-file": "tls-client-ca", "writer-address": "writer"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dedup", description="Image de-duplication server and client.")
+    from pydantic_settings import CliSettingsSource
+
+    from imgdedup.config import Settings
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="dedup", description="Image de-duplication server and client.", epilog=EXIT_CODES, formatter_class=formatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the gRPC server")
+    p = sub.add_parser("serve", help="run the gRPC server", description="Run the gRPC server.", epilog=EXAMPLES["serve"], formatter_class=formatter)
     p.add_argument("--config", help="TOML config file (also DEDUP_CONFIG)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--milvus-uri", help="Milvus server URI; default: Milvus Lite in the data dir")
-    p.add_argument("--milvus-token")
-    p.add_argument("--model", help="built-in model name or spec .toml path")
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--embedder", choices=["onnxruntime", "triton", "torch"], help="where embeddings are computed: onnxruntime (default) or torch in process, or on Triton")
-    p.add_argument("--triton-url", help="Triton's gRPC endpoint host:port (with --embedder triton)")
-    p.add_argument("--triton-model", help="the model's name on Triton (default: the model spec's name)")
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-queue-delay-ms", type=float)
-    p.add_argument("--log-level")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: off)")
-    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); with --tls-key turns TLS on")
-    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument("--tls-client-ca", type=Path, help="CA (PEM) for client certificates: requires mutual TLS")
-    p.add_argument("--auth-tokens-file", type=Path, help="bearer tokens, one per line; DedupService calls then need one")
-    p.add_argument("--workers", type=int, help="front processes sharing the port; the parent is the index writer (0: one per core; default 1)")
-    p.add_argument("--writer", dest="writer_address", help="be a front of the index writer at this address (another replica's --writer-listen)")
-    p.add_argument("--writer-listen", help="also serve this server's index writer at this address (host:port or unix:PATH) to other replicas")
+    # Every field of Settings, from the model itself (names in kebab case, booleans as
+    # --x / --no-x, lists comma-separated, tables as JSON); help from its descriptions.
+    settings_flags = CliSettingsSource(Settings, root_parser=p, cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True, cli_shortcuts=SHORTCUTS, cli_prog_name="dedup serve")
 
     for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)")):
-        c = sub.add_parser(name, help=help_)
+        c = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", epilog=EXAMPLES[name], formatter_class=formatter)
         c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
         c.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server's certificate; turns TLS on")
         c.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS; turns TLS on")
@@ -75,23 +90,46 @@ def main(argv: list[str] | None = None) -> int:
         return calibrate(argv[1:])
     args = parser.parse_args(argv)
     try:
-        return {"serve": _serve, "index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health}[args.command](args)
+        if args.command == "serve":
+            return _serve(args, settings_flags)
+        code = {"index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health}[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"error: {_sentence(exc, getattr(args, 'server', ''))}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader (`| head`) has what it wanted: no traceback, and none again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _sentence(exc: grpc.RpcError, server: str) -> str:
+    """An RPC failure as a sentence that says what to do."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach the server at {server} ({details}). Is it running, and does it need --tls-ca?"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"the server refused the call: {details}. Pass a bearer token with --token or DEDUP_TOKEN."
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"the server at {server} did not answer in time ({details})."
+    return f"the server answered {code.name}: {details}"
+
+
+def _serve(args: argparse.Namespace, settings_flags) -> int:
     from pydantic import ValidationError
 
     from imgdedup.config import Settings
     from imgdedup.transport.server import serve
 
     try:
-        settings = _settings(args, Settings)
+        settings = Settings.load(args.config, cli=settings_flags(parsed_args=args))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     if settings.workers != 1:
@@ -101,33 +139,6 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         asyncio.run(serve(settings))
     return 0
-
-
-def _settings(args: argparse.Namespace, Settings):
-    return Settings.load(
-        args.config,
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        milvus_uri=args.milvus_uri,
-        milvus_token=args.milvus_token,
-        model=args.model,
-        threshold=args.threshold,
-        embedder=args.embedder,
-        triton_url=args.triton_url,
-        triton_model=args.triton_model,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        log_level=args.log_level,
-        metrics_port=args.metrics_port,
-        tls_cert_file=args.tls_cert,
-        tls_key_file=args.tls_key,
-        tls_client_ca_file=args.tls_client_ca,
-        auth_tokens_file=args.auth_tokens_file,
-        workers=args.workers,
-        writer_address=args.writer_address,
-        writer_listen=args.writer_listen,
-    )
 
 
 def _client(args: argparse.Namespace):
@@ -157,7 +168,7 @@ def _index(args: argparse.Namespace) -> int:
 
     files = _image_files(args.dir)
     if not files:
-        print(f"no images under {args.dir}", file=sys.stderr)
+        print(f"error: no images under {args.dir} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
         return 1
 
     def requests():
@@ -176,13 +187,15 @@ def _index(args: argparse.Namespace) -> int:
             dups += resp.result.is_duplicate
         clusters = sum(1 for _ in client.list_clusters(min_size=2))
     print(f"indexed {stored} of {len(files)} images: {dups} duplicates of earlier images, {errors} errors, {clusters} clusters with 2+ images")
-    return 0 if errors == 0 else 2
+    return 0 if errors == 0 else 3
 
 
 def _check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     rows = []
     with _client(args) as client:
-        for f in args.files:
+        for f in tqdm(args.files, unit="img", disable=len(args.files) < 20 or not sys.stderr.isatty()):
             try:
                 r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k)
             except grpc.RpcError as exc:
@@ -204,7 +217,7 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"{row['file']}: DUPLICATE of {best['image_id']} (similarity {best['similarity']:.3f}, {len(row['matches'])} matches)")
             else:
                 print(f"{row['file']}: unique")
-    return 0 if all("error" not in r for r in rows) else 2
+    return 0 if all("error" not in r for r in rows) else 3
 
 
 def _clusters(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEDUP_", extra="forbid")
     _config_file: ClassVar[Path | None] = None
+    _cli: ClassVar[PydanticBaseSettingsSource | None] = None
 
     # Network
     host: str = Field("127.0.0.1", description="address to listen on")
@@ -121,16 +122,19 @@ class Settings(BaseSettings):
         return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 
     @classmethod
-    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
-        """Build settings; `overrides` (command-line flags) that are None are left out."""
+    def load(cls, config_file: str | Path | None = None, *, cli: PydanticBaseSettingsSource | None = None, **overrides: Any) -> "Settings":
+        """Build settings: `overrides` (those not None) > `cli` (parsed command-line flags: a
+        pydantic-settings CliSettingsSource) > DEDUP_* environment > the TOML file > defaults."""
         path = config_file or os.environ.get("DEDUP_CONFIG")
         cls._config_file = Path(path) if path else None
         if cls._config_file is not None and not cls._config_file.is_file():
             raise FileNotFoundError(f"config file not found: {cls._config_file}")
+        cls._cli = cli
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         finally:
             cls._config_file = None
+            cls._cli = None
 
     @classmethod
     def settings_customise_sources(
@@ -141,7 +145,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, *([cls._cli] if cls._cli is not None else []), env_settings]
         if cls._config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
         return tuple(sources)
