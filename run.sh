@@ -3,7 +3,8 @@
 #   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
 #   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite,
 #                                           on Milvus Lite, on a real Milvus server, with --workers 2,
-#                                           and PyTorch's tests (Python 3.11, the torch on this disk)
+#                                           PyTorch's tests (Python 3.11, the torch on this disk),
+#                                           and the Node.js client's tests with buf lint/breaking
 # Python 3.12 is required (the default model's package needs it); the torch test pass uses 3.11. Found as $PYTHON, python3.12
 # on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
@@ -54,6 +55,14 @@ fi
 case "$mode" in
   serve) exec "$venv/bin/dedup" serve "$@" ;;
   test)
+    # Debian's chromium: tests/test_report.py renders the HTML report in it (headless).
+    if ! command -v chromium >/dev/null 2>&1; then
+      echo "installing chromium (Debian package) for the report test" >&2
+      sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+      export DEBIAN_FRONTEND=noninteractive
+      $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+    fi
     # Seldon MLServer, the Triton-protocol (KServe v2) server the Triton embedder's tests use,
     # pins protobuf < 7, which the server's generated code cannot run on: a venv of its own.
     mlvenv=${DEDUP_MLSERVER_VENV:-.venv-mlserver}
@@ -75,7 +84,9 @@ case "$mode" in
     # A fourth pass, torch: the PyTorch embedder and the export tools (tests/test_torch.py) in
     # .venv-torch, Python 3.11 with torch 2.14.1 and torchvision 0.29.1, which pip takes from this
     # machine's disk (on 3.12 it would download a CUDA build of several GB); no default model there.
-    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers torch}}
+    # A fifth, node: the Node.js client's tests (clients/node: npm ci, npm test) against real
+    # servers of this venv, buf lint and buf breaking on the contract (pytest arguments unused).
+    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers torch node}}
     for pass in $passes; do
       echo "== tests: $pass ==" >&2
       case $pass in
@@ -95,7 +106,11 @@ case "$mode" in
             touch "$tstamp"
           fi
           DEDUP_TEST_MILVUS=lite DEDUP_TEST_TORCH=1 "$tvenv/bin/python" -m pytest tests/test_torch.py "$@" ;;
-        *) echo "unknown test pass: $pass (lite, server, workers, torch)" >&2; exit 2 ;;
+        node)
+          command -v npm >/dev/null || { echo "error: the node pass needs Node.js 18+ and npm" >&2; exit 1; }
+          py="$(cd "$venv" && pwd)/bin/python"
+          (cd clients/node && npm ci --silent --no-audit --no-fund && DEDUP_PYTHON="$py" npm test --silent) ;;
+        *) echo "unknown test pass: $pass (lite, server, workers, torch, node)" >&2; exit 2 ;;
       esac
     done
     ;;

@@ -20,19 +20,20 @@ OUT_ROOT = ROOT / "server" / "imgdedup" / "_proto"
 # protoc writes `from dedup.v1 import dedup_pb2`; our package lives under imgdedup._proto,
 # because a top-level `dedup` module in site-packages could collide with another project.
 IMPORT_PREFIX = "imgdedup._proto."
+# protos/google/: googleapis files vendored for other languages; no code generated for them.
+VENDORED = "google"
 
 
 def generate(out_dir: Path) -> list[Path]:
     from grpc_tools import protoc
     import grpc_tools
 
-    protos = sorted(PROTO_ROOT.rglob("*.proto"))
+    protos = sorted(p for p in PROTO_ROOT.rglob("*.proto") if p.relative_to(PROTO_ROOT).parts[0] != VENDORED)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",
-        f"-I{PROTO_ROOT}",
+        f"-I{PROTO_ROOT}",  # google/rpc (vendored) included
         f"-I{well_known}",
-        *_googleapis_include(),
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
@@ -57,12 +58,13 @@ def generate(out_dir: Path) -> list[Path]:
     return generated
 
 
-def _googleapis_include() -> list[str]:
-    # google/rpc/status.proto comes from googleapis-common-protos, which ships the .proto files.
+def vendored_drift() -> list[str]:
+    """protos/google/rpc/*.proto that differ from googleapis-common-protos' own copies (the
+    Python runtime uses that package's generated code, so the two must agree)."""
     import google.rpc
 
-    root = Path(next(iter(google.rpc.__path__))).parent.parent
-    return [f"-I{root}"] if (root / "google" / "rpc" / "status.proto").exists() else []
+    installed = Path(next(iter(google.rpc.__path__)))
+    return [str(p.relative_to(ROOT)) for p in sorted((PROTO_ROOT / VENDORED / "rpc").glob("*.proto")) if not filecmp.cmp(p, installed / p.name, shallow=False)]
 
 
 def main() -> int:
@@ -73,7 +75,7 @@ def main() -> int:
         tmp_path = Path(tmp)
         generate(tmp_path)
         if args.check:
-            stale = _diff(tmp_path, OUT_ROOT)
+            stale = _diff(tmp_path, OUT_ROOT) + vendored_drift()
             if stale:
                 print("stale generated code (run scripts/gen_protos.py):", *stale, sep="\n  ")
                 return 1

@@ -38,6 +38,7 @@ flags win over the environment, which wins over the file.""",
     "clusters": "example:\n  dedup clusters --min-size 3 | head -40",
     "info": "example:\n  dedup info --server dedup.internal:50051 --tls-ca ca.pem",
     "health": "example (a container HEALTHCHECK):\n  dedup health --timeout 2 || exit 1",
+    "report": "example:\n  dedup index ./photos && dedup report --images ./photos --out ./report && xdg-open report/index.html",
 }
 
 # Short names kept for the flags the server had before every setting became one.
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # --x / --no-x, lists comma-separated, tables as JSON); help from its descriptions.
     settings_flags = CliSettingsSource(Settings, root_parser=p, cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True, cli_shortcuts=SHORTCUTS, cli_prog_name="dedup serve")
 
-    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)")):
+    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)"), ("report", "write an HTML gallery of the clusters and a contact sheet per cluster")):
         c = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", epilog=EXAMPLES[name], formatter_class=formatter)
         c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
         c.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server's certificate; turns TLS on")
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "clusters":
             c.add_argument("--min-size", type=int, default=2)
             c.add_argument("--json", action="store_true")
+        if name == "report":
+            c.add_argument("--out", type=Path, required=True, help="folder to write (index.html, thumbs/, sheets/)")
+            c.add_argument("--images", type=Path, help="folder the image ids are paths in (what `dedup index` was given); without it, no thumbnails")
+            c.add_argument("--min-size", type=int, default=2)
+            c.add_argument("--page-size", type=int, default=50, help="clusters per HTML page (default 50)")
 
     sub.add_parser("calibrate", help="choose a threshold from a labelled folder (dedup calibrate -h)", add_help=False)
 
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings_flags)
-        code = {"index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health}[args.command](args)
+        code = {"index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health, "report": _report}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except grpc.RpcError as exc:
@@ -248,6 +254,22 @@ def _info(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from imgdedup.report import build_report, clusters_from_server
+
+    if args.images is not None and not args.images.is_dir():
+        print(f"error: --images {args.images} is not a folder", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        clusters = clusters_from_server(client, min_size=args.min_size)
+    with tqdm(total=len(clusters), unit="cluster", disable=not sys.stderr.isatty()) as bar:
+        pages = build_report(clusters, args.out, images=args.images, page_size=args.page_size, progress=bar.update)
+    print(f"wrote {pages[0]} ({len(clusters)} clusters, {len(pages)} page{'s' if len(pages) > 1 else ''}, a contact sheet each in {args.out / 'sheets'})")
     return 0
 
 

@@ -87,13 +87,18 @@ class DedupServiceServicer:
 
     def ListClusters(self, request, context):
         """Lists clusters of duplicates (AIP-158 pagination).
+        (The index writer's internal service takes the same messages.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCluster(self, request, context):
-        """Returns one cluster by id, with all of its members.
+        """Returns one cluster by id, with all of its members: the resource itself, as
+        AIP-131 asks of a Get method.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +107,7 @@ class DedupServiceServicer:
     def DeleteImages(self, request, context):
         """Deletes stored images by id. Clusters that contained them are recomputed,
         and may split when a deleted image was the only link between two groups.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,10 @@
+// Original file: protos/dedup/v1/dedup.proto
+
+
+export interface GetClusterRequest {
+  'cluster_id'?: (string);
+}
+
+export interface GetClusterRequest__Output {
+  'cluster_id': (string);
+}
