@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     auth_tokens: SecretStr | None = Field(None, description="bearer tokens, comma-separated (DEDUP_AUTH_TOKENS)")
 
     # Operations
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG (a line per RPC), INFO, WARNING, ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line, with the request id (and trace id) of the RPC it belongs to")
+    otlp_endpoint: str | None = Field(None, description="export OpenTelemetry traces over OTLP/gRPC to this collector (http://host:4317); needs the otel extra")
+    otlp_insecure: bool = Field(True, description="plaintext to the OTLP collector (false: TLS with the system's roots)")
+    otel_service_name: str = Field("imgdedup", description="service.name of the exported traces")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics HTTP port on `host`; 0: off")
     grace_period_s: float = Field(10.0, ge=0)
     storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")

@@ -5,7 +5,7 @@ Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, b
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _QUEUE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -22,6 +22,14 @@ EXACT_DUPLICATES = Counter("dedup_exact_duplicates_total", "checks answered from
 EXTRA_VIEWS = Counter("dedup_extra_views_total", "extra views embedded besides whole images (the content of screenshots, padded photos: core/views.py)")
 EMBED_DROPPED = Counter("dedup_embed_dropped_total", "images dropped before inference because their caller had gone (deadline passed or cancelled)")
 SHED = Counter("dedup_shed_total", "requests refused because a queue was full", ["queue"])
+# Where a check's time goes: decode (read, decode, resize, hash), embed (waiting for and running
+# the model), index (waiting for and running the index writer); and, per write batch, the
+# writer's own stages: search, cluster (matching and cluster rules), insert (Milvus writes).
+STAGE_SECONDS = Histogram("dedup_stage_seconds", "time of one stage of a check (decode, embed, index) or of a write batch (search, cluster, insert)", ["stage"], buckets=_LATENCY_BUCKETS)
+MODEL_INFO = Gauge("dedup_model_info", "the model served: always 1, its labels say which and where", ["model", "embedder", "providers"])
+QUEUE_DEPTH = Gauge("dedup_queue_depth", "images waiting: for the model (embed_high, embed_low) or for the index writer (index)", ["queue"])
+BULK_STREAMS = Gauge("dedup_bulk_streams", "BulkCheck streams open now")
+STORED_IMAGES = Gauge("dedup_stored_images", "images stored in the index (as the index writer counts them)")
 
 
 def serve_metrics(host: str, port: int) -> int:

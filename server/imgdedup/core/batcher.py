@@ -83,6 +83,8 @@ class EmbedBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self._queue: AsyncFairQueue[_Pending] = AsyncFairQueue(max_queue_size)
+        for level in Priority:
+            metrics.QUEUE_DEPTH.labels(f"embed_{level.label}").set_function(lambda level=level: self._queue.count(level))
         # At most `workers` inferences of a level run at once, each on a session of its own
         # (see OnnxEmbedder: one per worker, plus one on every core for an inference that runs
         # alone), on threads of their level: bulk ones on niced threads.

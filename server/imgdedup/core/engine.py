@@ -31,6 +31,7 @@ from imgdedup.core.priority import Priority
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
 from imgdedup.core.views import content_view
 from imgdedup.runtime import Embedder, ModelSpec
+from imgdedup.tracing import tracer
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class DedupEngine:
         )
         self._batcher.start()
         self.ready = True
+        metrics.MODEL_INFO.labels(self.spec.name, s.embedder, ",".join(self.embedder.providers)).set(1)
         log.info("engine ready: model=%s providers=%s index=%s batches of up to %d, %.1f ms", self.spec.name, self.embedder.providers, self.index.backend, batch_size, batch_delay_s * 1000)
 
     async def stop(self) -> None:
@@ -209,7 +211,7 @@ class DedupEngine:
         assert self.index is not None and self._batcher is not None
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
-            with self._batcher.announce(priority):  # another image of this level is on its way
+            with self._batcher.announce(priority), tracer.start_as_current_span("decode"):  # another image of this level is on its way
                 facts, digest, maybe_stored, tensors = await self._decoding(priority, flow, self._prepare, req.image)
                 # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only
                 # bytes the digest set cannot rule out are looked up (see core/digests.py).
@@ -219,14 +221,18 @@ class DedupEngine:
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         t1 = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("decode").observe(t1 - t0)
         if same is not None:
             metrics.EXACT_DUPLICATES.inc()
             vector, views = same
         else:
             # The whole image and its extra views (core/views.py) batch together.
-            vector, *views = await asyncio.gather(*(self._batcher.embed(t, priority, flow) for t in tensors))
+            with tracer.start_as_current_span("embed") as span:
+                span.set_attribute("dedup.views", len(tensors))
+                vector, *views = await asyncio.gather(*(self._batcher.embed(t, priority, flow) for t in tensors))
             if views:
                 metrics.EXTRA_VIEWS.inc(len(views))
+            metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - t1)
         t2 = time.perf_counter()
         threshold = req.threshold if req.threshold is not None else self.default_threshold
         pending = PendingImage(
@@ -239,10 +245,14 @@ class DedupEngine:
             sha256=digest,
             views=views,
         )
-        if ticket is not None and ticket.previous is not None:
-            await ticket.previous.wait()
-        result = await self._submit(pending, priority, flow, ticket.submitted if ticket is not None else None)
+        with tracer.start_as_current_span("index") as span:
+            if ticket is not None and ticket.previous is not None:
+                await ticket.previous.wait()
+            result = await self._submit(pending, priority, flow, ticket.submitted if ticket is not None else None)
+            span.set_attribute("dedup.stored", result.stored)
+            span.set_attribute("dedup.matches", len(result.matches))
         t3 = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("index").observe(t3 - t2)
         return CheckOutcome(
             image_id=image_id,
             is_duplicate=bool(result.matches),

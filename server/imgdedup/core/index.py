@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgdedup import metrics
+
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import ClusterRow, Hit, ImageRow, MilvusStore, image_key
@@ -220,7 +222,10 @@ class IndexWriter:
                 existing.pop(image_id)
 
         limit = max(i.top_k for i in items) + SEARCH_SLACK
+        t0 = time.perf_counter()
         all_hits = self._search(items, limit)
+        t1 = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
         book = _ClusterBook(self.store)
         batch_rows: list[ImageRow] = []  # stored earlier in this batch, in order
         batch_views: list[list[np.ndarray]] = []  # their views (whole image first)
@@ -257,8 +262,11 @@ class IndexWriter:
             # must not rule out (an extra entry only costs a query; a missing one a wrong answer).
             for row in batch_rows:
                 self.stored.add(image_key(row.image_id), row.sha256)
+        t2 = time.perf_counter()
+        metrics.STAGE_SECONDS.labels("cluster").observe(t2 - t1)
         if batch_rows or book.dirty:
             book.flush(batch_rows, new_views)
+            metrics.STAGE_SECONDS.labels("insert").observe(time.perf_counter() - t2)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]

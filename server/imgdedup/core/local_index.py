@@ -72,6 +72,8 @@ class LocalIndex:
         self._write_marker = settings.data_dir / "index-write-in-progress"
         self._write_failed = False
         self._commits: AsyncFairQueue[_Commit] = AsyncFairQueue(settings.max_queue_size)
+        metrics.QUEUE_DEPTH.labels("index").set_function(self._commits.qsize)
+        self._next_count = 0.0
         loop = asyncio.get_running_loop()
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
@@ -146,6 +148,9 @@ class LocalIndex:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._read_pool, self.store.ping)
+            if time.monotonic() >= self._next_count:  # the stored-images gauge, now and then
+                self._next_count = time.monotonic() + 15.0
+                metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images))
             return True
         except StorageError as exc:
             log.error("Milvus is not answering (%s); reconnecting", exc)

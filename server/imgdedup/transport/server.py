@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
+from imgdedup import tracing
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
 from imgdedup.core.local_index import LocalIndex
@@ -149,9 +150,10 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     (for `--workers`' fronts) hears "listening" and "ready"; `signals` stop it."""
     credentials = server_credentials(settings)
     auth = interceptors(settings)
+    traced = tracing.setup(settings)  # first: the RPC's span covers the token check too
     spec = load_spec(settings.model)
     engine = DedupEngine(settings, spec)
-    server = grpc.aio.server(interceptors=auth, options=grpc_options(settings))
+    server = grpc.aio.server(interceptors=traced + auth, options=grpc_options(settings))
     dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -234,4 +236,5 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     startup.cancel()
     await asyncio.gather(startup, return_exceptions=True)
     await engine.stop()
+    tracing.shutdown()
     log.info("stopped")

@@ -12,7 +12,7 @@ import grpc
 
 import time
 
-from imgdedup import __version__, metrics
+from imgdedup import __version__, logs, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, DedupEngine, StreamOrder
@@ -28,8 +28,19 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def _observe(method: str, started: float, code: int) -> None:
-    metrics.REQUESTS.labels(method, _CODE_NAMES.get(code, str(code))).inc()
-    metrics.REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+    name = _CODE_NAMES.get(code, str(code))
+    elapsed = time.perf_counter() - started
+    metrics.REQUESTS.labels(method, name).inc()
+    metrics.REQUEST_SECONDS.labels(method).observe(elapsed)
+    log.debug("%s %s in %.1f ms", method, name, elapsed * 1000)
+
+
+async def _request_id(context) -> None:
+    """The RPC's request id (the caller's x-request-id, or a new one): in every log line of
+    this RPC, and sent back in the response's initial metadata."""
+    rid = logs.request_id(context.invocation_metadata())
+    logs.REQUEST_ID.set(rid)
+    await context.send_initial_metadata(((logs.REQUEST_ID_KEY, rid),))
 
 
 def _unary(method):
@@ -38,6 +49,7 @@ def _unary(method):
     @functools.wraps(method)
     async def wrapper(self, request, context):
         started = time.perf_counter()
+        await _request_id(context)
         try:
             response = await method(self, request, context)
         except asyncio.CancelledError:
@@ -106,6 +118,15 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         bulk_max_in_flight at a time; responses go out in request order as they complete.
 
         The stream has one priority, its first request's (default low; see StreamOrder)."""
+        await _request_id(context)
+        metrics.BULK_STREAMS.inc()
+        try:
+            async for response in self._bulk(request_iterator):
+                yield response
+        finally:
+            metrics.BULK_STREAMS.dec()
+
+    async def _bulk(self, request_iterator: AsyncIterator[pb.BulkCheckRequest]) -> AsyncIterator[pb.BulkCheckResponse]:
         limit = self.engine.settings.bulk_max_in_flight
         in_flight: deque[asyncio.Task] = deque()
         slots = asyncio.Semaphore(limit)

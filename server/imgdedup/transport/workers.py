@@ -35,11 +35,11 @@ RESTART_DELAY_S = 1.0
 
 def _front_main(settings: Settings, events, number: int, parent: int) -> None:
     """A front process (spawned): one serve() that reports its progress to the parent."""
-    from imgdedup.cli import LOG_FORMAT
+    from imgdedup.logs import configure
     from imgdedup.transport.server import serve
 
     _end_with_parent(parent)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure(settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when fronts stop (Ctrl-C)
 
     def quiet(*args, **kwargs) -> None:
