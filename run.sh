@@ -27,6 +27,23 @@ find_python() {  # find_python [3.12|3.11]: that Python ($PYTHON only for 3.12)
   return 1
 }
 
+# side_venv DIR PYTHON_VERSION STAMP_FILE PIP_ARGS...: a venv of its own for a test pass, made
+# once and brought up to date (pip install PIP_ARGS) whenever STAMP_FILE changes.
+side_venv() {
+  local dir=$1 ver=$2 src=$3; shift 3
+  local stamp; stamp="$dir/.installed-$(sha256sum "$src" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  echo "installing $dir (Python $ver)" >&2
+  if ! "$dir/bin/python" -c "import sys; sys.exit(sys.version_info[:2] != (3, ${ver#3.}))" 2>/dev/null; then
+    rm -rf "$dir"
+    "$(find_python "$ver")" -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --upgrade pip
+  fi
+  "$dir/bin/python" -m pip install --quiet "$@"
+  rm -f "$dir"/.installed-*
+  touch "$stamp"
+}
+
 mode=${1:-}
 [ -n "$mode" ] && shift || true
 extra=${DEDUP_EXTRA:-cpu}
@@ -66,16 +83,8 @@ case "$mode" in
     # Seldon MLServer, the Triton-protocol (KServe v2) server the Triton embedder's tests use,
     # pins protobuf < 7, which the server's generated code cannot run on: a venv of its own.
     mlvenv=${DEDUP_MLSERVER_VENV:-.venv-mlserver}
-    mlstamp="$mlvenv/.installed-$(sha256sum model/mlserver/requirements.txt | cut -c1-16)"
-    if [ ! -f "$mlstamp" ]; then
-      echo "creating $mlvenv (MLServer)" >&2
-      rm -rf "$mlvenv"
-      "$(find_python)" -m venv "$mlvenv"
-      "$mlvenv/bin/python" -m pip install --quiet --upgrade pip
-      "$mlvenv/bin/python" -m pip install --quiet -r model/mlserver/requirements.txt
-      touch "$mlstamp"
-    fi
-    export DEDUP_MLSERVER="$PWD/$mlvenv/bin/mlserver"
+    side_venv "$mlvenv" 3.12 model/mlserver/requirements.txt -r model/mlserver/requirements.txt
+    export DEDUP_MLSERVER="$(cd "$mlvenv" && pwd)/bin/mlserver"
     # Three passes: servers on Milvus Lite files; then on one real Milvus standalone server (the
     # PyPI `milvus` package), which binds every interface and so runs, with the tests, inside a
     # private network namespace (scripts/netns-run); then every server with `--workers 2` (two
@@ -95,16 +104,7 @@ case "$mode" in
         lite) DEDUP_TEST_MILVUS=lite "$venv/bin/python" -m pytest "$@" ;;
         torch)
           tvenv=${DEDUP_TORCH_VENV:-.venv-torch}
-          tstamp="$tvenv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
-          if [ ! -f "$tstamp" ]; then
-            echo "creating $tvenv (PyTorch, Python 3.11)" >&2
-            rm -rf "$tvenv"
-            "$(find_python 3.11)" -m venv "$tvenv"
-            "$tvenv/bin/python" -m pip install --quiet --upgrade pip
-            "$tvenv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-            "$tvenv/bin/python" -m pip install --quiet -e ".[cpu,torch,test]"
-            touch "$tstamp"
-          fi
+          side_venv "$tvenv" 3.11 pyproject.toml torch==2.14.1 torchvision==0.29.1 -e ".[cpu,torch,test]"
           DEDUP_TEST_MILVUS=lite DEDUP_TEST_TORCH=1 "$tvenv/bin/python" -m pytest tests/test_torch.py "$@" ;;
         node)
           command -v npm >/dev/null || { echo "error: the node pass needs Node.js 18+ and npm" >&2; exit 1; }
