@@ -104,6 +104,11 @@ class Ticket:
     submitted: asyncio.Event  # set once this item is (or, failing, once the previous one is)
 
 
+def _close_when_loaded(load: asyncio.Future) -> None:
+    if not load.cancelled() and load.exception() is None:
+        load.result().close()
+
+
 class DedupEngine:
     """The front half of a check (validate, decode, embed) over an IndexBackend that searches
     and writes: a LocalIndex in this process, or a RemoteIndex (another process is the writer)."""
@@ -130,8 +135,12 @@ class DedupEngine:
             model_load = loop.run_in_executor(loader, embedder_factory, self.spec)
             try:
                 self.index = await index_factory()
-            finally:
-                self.embedder = await model_load
+            except BaseException:
+                # The start fails now, not after the model has loaded (a Triton embedder may
+                # wait minutes for its model): the embedder is closed whenever it is done.
+                model_load.add_done_callback(_close_when_loaded)
+                raise
+            self.embedder = await model_load
         finally:
             loader.shutdown(wait=False)
         batch_size, batch_delay_s = s.batching(self.embedder.on_gpu)

@@ -222,19 +222,24 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     elif startup.done():
         log.error("startup failed: %s", startup.exception())
         await server.stop(0)
+        for w in writers:  # the index opened (and its writer served) before the model failed
+            await w.stop(0)
+        await engine.stop()
+        tracing.shutdown()
         raise SystemExit(f"startup failed: {startup.exception()}")
 
     log.info("shutting down: draining for up to %.0f s", settings.grace_period_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_period_s)
+    # A start still under way ends here, before the writers are stopped: none starts after.
+    startup.cancel()
+    await asyncio.gather(startup, return_exceptions=True)
     # Other replicas' fronts keep their Commit streams open (they never end on their own):
     # answer what is queued, then close.
     if writers and isinstance(engine.index, LocalIndex):
         await engine.index.drained(settings.grace_period_s)
     for w in writers:
         await w.stop(0.5)
-    startup.cancel()
-    await asyncio.gather(startup, return_exceptions=True)
     await engine.stop()
     tracing.shutdown()
     log.info("stopped")
