@@ -96,14 +96,22 @@ def test_the_request_id_comes_back_and_is_in_every_log_line_of_the_rpc(observed)
     srv, _, _ = observed
     with channel_for(srv.target) as channel:
         stub = pb_grpc.DedupServiceStub(channel)
+        # Unary calls: in the trailers (headers sent early would stop a client's retries).
         _, call = stub.GetInfo.with_call(pb.GetInfoRequest(), metadata=(("x-request-id", "req-obs-1"),), timeout=30)
-        assert dict(call.initial_metadata())["x-request-id"] == "req-obs-1"
+        assert dict(call.trailing_metadata())["x-request-id"] == "req-obs-1"
+        assert "x-request-id" not in dict(call.initial_metadata())
         _, call = stub.GetInfo.with_call(pb.GetInfoRequest(), timeout=30)
-        minted = dict(call.initial_metadata())["x-request-id"]
+        minted = dict(call.trailing_metadata())["x-request-id"]
         assert len(minted) == 32 and minted != "req-obs-1"
         with pytest.raises(grpc.RpcError) as err:
             stub.CheckDuplicate(pb.CheckDuplicateRequest(image=b""), metadata=(("x-request-id", "req-obs-2"),), timeout=30)
-        assert dict(err.value.initial_metadata())["x-request-id"] == "req-obs-2"
+        trailers = dict(err.value.trailing_metadata())
+        assert trailers["x-request-id"] == "req-obs-2" and "grpc-status-details-bin" in trailers  # the details stay
+        assert "x-request-id" not in dict(err.value.initial_metadata())
+        # A stream: at its start, in the headers.
+        stream = stub.BulkCheck(iter([pb.BulkCheckRequest(image_id="s", image=encode(rgb("chelsea")))]), metadata=(("x-request-id", "req-obs-3"),), timeout=60)
+        assert dict(stream.initial_metadata())["x-request-id"] == "req-obs-3"
+        assert [r.WhichOneof("outcome") for r in stream] == ["result"]
 
     def lines():
         out = []

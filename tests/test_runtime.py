@@ -31,8 +31,6 @@ def test_the_all_core_session_and_the_worker_sessions_give_the_same_embeddings()
     assert float(alone[0] @ alone[1]) < 0.5
 
 
-@pytest.mark.single_process  # reads one process's metrics, threads or children
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc (Linux)")
 def test_the_io_bound_run_gives_the_same_embeddings():
     # The GPU path runs through onnxruntime's I/O binding; it works on the CPU provider too,
     # which is how it is shown here to give what the plain run gives.
@@ -61,6 +59,8 @@ def test_gpu_provider_options_and_batch_defaults(tmp_path):
     assert Settings(max_batch_size=16, max_queue_delay_ms=0).batching(on_gpu=True) == (16, 0.0)
 
 
+@pytest.mark.single_process  # reads one process's metrics, threads or children
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc (Linux)")
 def test_server_threads_carry_their_stage_names_into_the_os(server, stub):
     check(stub, encode(rgb("rocket")))  # every stage has run once
     pid = server.proc.pid

@@ -32,7 +32,6 @@ import torch
 sys.path.insert(0, str(ROOT / "model"))
 import export_sscd_float  # noqa: E402
 import export_torchvision_resnet50 as tv_export  # noqa: E402
-from _onnx_export import wrapped  # noqa: E402
 
 
 def images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -61,11 +60,19 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(["embedding"], {"image": x})[0]
 
 
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 def reference(net, x: np.ndarray, *, size: int, dim: int) -> np.ndarray:
-    """The fp32 network behind the same uint8 wrapper, in PyTorch."""
-    module = wrapped(copy.deepcopy(net), "ref", size=size, dim=dim, l2_normalized=False, fp16=False)
+    """The fp32 network on inputs prepared by hand, without the wrapper the export and the
+    embedder share (so a wrong layout, channel order or normalisation there would show):
+    uint8 NHWC RGB -> float NCHW in [0, 1] -> ImageNet mean/std -> the network -> L2."""
+    pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+    pixels = (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.inference_mode():
-        return module(torch.from_numpy(x)).numpy()
+        out = copy.deepcopy(net).eval()(pixels).flatten(1)
+    assert out.shape[1] == dim
+    return torch.nn.functional.normalize(out, dim=1).numpy()
 
 
 @pytest.fixture(scope="module")

@@ -151,14 +151,21 @@ class DedupClient {
    */
   async *bulkCheck(requests, { deadlineMs } = {}) {
     const call = this.stub.BulkCheck(this._metadata(), { deadline: new Date(Date.now() + (deadlineMs || this.streamDeadlineMs)) });
-    const failed = new Promise((_, reject) => call.on('error', (err) => reject(DedupError.fromServiceError(err))));
-    failed.catch(() => {}); // observed below
+    let ended = false;
+    let writeError;
+    const closed = new Promise((resolve) => call.once('close', resolve));
     const writing = (async () => {
       for await (const r of requests) {
-        if (!call.write(r)) await new Promise((resolve) => call.once('drain', resolve));
+        if (ended) return;
+        // Backpressure: wait for 'drain', or for the call to end (then stop writing).
+        if (!call.write(r)) await Promise.race([new Promise((resolve) => call.once('drain', resolve)), closed]);
       }
-      call.end();
-    })();
+      if (!ended) call.end();
+    })().catch((err) => {
+      // The caller's requests failed (a file that could not be read...): end the stream.
+      writeError = err;
+      call.cancel();
+    });
     try {
       for await (const response of call) {
         if (response.outcome === 'error') response.error = decodeStatus(response.error);
@@ -166,10 +173,13 @@ class DedupClient {
       }
       await writing;
     } catch (err) {
-      throw err instanceof DedupError ? err : err.code !== undefined ? DedupError.fromServiceError(err) : err;
+      if (writeError) throw writeError;
+      throw err.code !== undefined ? DedupError.fromServiceError(err) : err;
     } finally {
+      ended = true;
       call.cancel();
     }
+    if (writeError) throw writeError;
   }
 
   /** One page of clusters (AIP-158): { clusters, next_page_token, total_size }. */

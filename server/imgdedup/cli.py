@@ -122,6 +122,7 @@ def _sentence(exc: grpc.RpcError, server: str) -> str:
 
 def _serve(args: argparse.Namespace, settings_flags) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from imgdedup.config import Settings
     from imgdedup.transport.server import serve
@@ -132,8 +133,8 @@ def _serve(args: argparse.Namespace, settings_flags) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, SettingsError) as exc:  # ValueError: a TOML syntax error too
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
         return 2
     from imgdedup.logs import configure
 
@@ -262,6 +263,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from imgdedup.report import build_report, clusters_from_server
 
+    if args.page_size < 1:
+        print("error: --page-size must be at least 1", file=sys.stderr)
+        return 2
     if args.images is not None and not args.images.is_dir():
         print(f"error: --images {args.images} is not a folder", file=sys.stderr)
         return 2

@@ -56,6 +56,20 @@ test('BulkCheck answers every item in order; a bad item gets its own error and t
   assert.equal(got[4].result.matches[0].image_id, 'chelsea');
 });
 
+test('BulkCheck: a failure in the caller\'s requests ends the stream with that error, not a hang', async () => {
+  async function* requests() {
+    yield { image_id: 'b-ok', image: images.astronaut };
+    throw new Error('could not read the next file');
+  }
+  const got = [];
+  await assert.rejects(async () => {
+    for await (const r of client.bulkCheck(requests(), { deadlineMs: 60000 })) got.push(r);
+  }, /could not read the next file/);
+  assert.ok(got.length <= 1);
+  const info = await client.getInfo(); // the client still works
+  assert.equal(info.model_name, 'sscd_disc_mixup');
+});
+
 test('ListClusters pages through every cluster (AIP-158)', async () => {
   await client.checkDuplicate({ image_id: 'rocket', image: images.rocket, add_to_index: true });
   await client.checkDuplicate({ image_id: 'rocket-flip', image: images['rocket-flip'], add_to_index: true });

@@ -148,12 +148,16 @@ class LocalIndex:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._read_pool, self.store.ping)
-            if time.monotonic() >= self._next_count:  # the stored-images gauge, now and then
-                self._next_count = time.monotonic() + 15.0
-                metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images))
-            return True
         except StorageError as exc:
             log.error("Milvus is not answering (%s); reconnecting", exc)
+        else:
+            if time.monotonic() >= self._next_count:  # the stored-images gauge, now and then
+                self._next_count = time.monotonic() + 15.0
+                try:
+                    metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images))
+                except StorageError as exc:  # a slow count says nothing of health
+                    log.warning("counting stored images failed: %s", exc)
+            return True
         try:
             await loop.run_in_executor(self._write_pool, self.store.reconnect)
             log.warning("reconnected to Milvus at %s", self.store.uri)

@@ -57,7 +57,9 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     return status_pb2.Status(code=code, message=str(exc), details=packed)
 
 
-async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException, metadata: tuple = ()) -> None:
+    """End the call with `exc` as its status (and details); `metadata` joins the trailers."""
     from grpc_status import rpc_status
 
-    await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+    status = rpc_status.to_status(to_status(exc))
+    await context.abort(status.code, status.details, tuple(status.trailing_metadata) + tuple(metadata))

@@ -75,7 +75,11 @@ async def follow_health(problem, targets: list[tuple[object, tuple[str, ...]]], 
     serving, down = True, ""
     while True:
         await asyncio.sleep(interval_s)
-        what = await problem()
+        try:
+            what = await problem()
+        except Exception as exc:  # noqa: BLE001 - a check that breaks is a problem, not the end of checking
+            log.exception("health check failed")
+            what = f"the health check ({type(exc).__name__})"
         if (what is None) != serving:
             serving = what is None
             status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

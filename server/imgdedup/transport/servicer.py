@@ -35,21 +35,23 @@ def _observe(method: str, started: float, code: int) -> None:
     log.debug("%s %s in %.1f ms", method, name, elapsed * 1000)
 
 
-async def _request_id(context) -> None:
-    """The RPC's request id (the caller's x-request-id, or a new one): in every log line of
-    this RPC, and sent back in the response's initial metadata."""
+def _request_id(context) -> tuple[tuple[str, str]]:
+    """The RPC's request id (the caller's x-request-id, or a new one), set for every log line of
+    this RPC; returned as the metadata that carries it back."""
     rid = logs.request_id(context.invocation_metadata())
     logs.REQUEST_ID.set(rid)
-    await context.send_initial_metadata(((logs.REQUEST_ID_KEY, rid),))
+    return ((logs.REQUEST_ID_KEY, rid),)
 
 
 def _unary(method):
-    """Turn data-plane errors into gRPC statuses with details; count and time every call."""
+    """Turn data-plane errors into gRPC statuses with details; count and time every call. The
+    request id goes back in the trailing metadata: headers sent early would commit the call, and
+    a client could no longer retry an UNAVAILABLE answer (gRFC A6)."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
         started = time.perf_counter()
-        await _request_id(context)
+        rid = _request_id(context)
         try:
             response = await method(self, request, context)
         except asyncio.CancelledError:
@@ -58,8 +60,9 @@ def _unary(method):
         except Exception as exc:
             status = to_status(exc)
             _observe(method.__name__, started, status.code)
-            await abort(context, exc)
+            await abort(context, exc, rid)
         _observe(method.__name__, started, 0)
+        context.set_trailing_metadata(rid)
         return response
 
     return wrapper
@@ -118,7 +121,8 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         bulk_max_in_flight at a time; responses go out in request order as they complete.
 
         The stream has one priority, its first request's (default low; see StreamOrder)."""
-        await _request_id(context)
+        # A stream's request id comes back at its start (its headers), for the whole stream.
+        await context.send_initial_metadata(_request_id(context))
         metrics.BULK_STREAMS.inc()
         try:
             async for response in self._bulk(request_iterator):
