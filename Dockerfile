@@ -23,9 +23,6 @@ COPY model/specs ./model/specs
 FROM build-env AS build-cpu
 RUN python3 -m venv /opt/dedup && /opt/dedup/bin/pip install ".[cpu,otel]"
 
-FROM build-env AS build-gpu
-RUN python3 -m venv /opt/dedup && /opt/dedup/bin/pip install ".[gpu,otel]"
-
 # -- runtime: Python, the venv, a non-root user, nothing to build with ------------------------
 FROM ${BASE} AS runtime
 # libgomp1: onnxruntime's OpenMP; nothing else is needed by OpenCV headless.
@@ -46,12 +43,19 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["sh", "-c", "dedup health --server 127.0.0.1:50051 --timeout 3 $DEDUP_HEALTHCHECK_ARGS"]
 CMD ["dedup", "serve", "--host", "0.0.0.0", "--port", "50051", "--data-dir", "/data"]
 
+FROM runtime AS cpu
+COPY --from=build-cpu /opt/dedup /opt/dedup
+USER 10001
+
+# -- GPU (after cpu: a builder without BuildKit builds every stage before its target) ----------
+FROM build-env AS build-gpu
+RUN python3 -m venv /opt/dedup && /opt/dedup/bin/pip install ".[gpu,otel]"
+
 FROM runtime AS gpu
 COPY --from=build-gpu /opt/dedup /opt/dedup
 # For the NVIDIA container toolkit: the driver's compute libraries are mounted in.
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001
 
-FROM runtime AS cpu
-COPY --from=build-cpu /opt/dedup /opt/dedup
-USER 10001
+# The default target (plain `docker build .`): the CPU image.
+FROM cpu

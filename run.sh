@@ -3,8 +3,9 @@
 #   ./run.sh serve [dedup serve flags...]   install (once) and start the server (Milvus Lite, default model)
 #   ./run.sh test  [pytest args...]         install (once) with test extras and run the test suite,
 #                                           on Milvus Lite, on a real Milvus server, with --workers 2,
-#                                           the Node.js client's tests with buf lint/breaking, and
-#                                           PyTorch's tests (Python 3.11, the torch on this disk)
+#                                           the Node.js client's tests with buf lint/breaking,
+#                                           PyTorch's tests (Python 3.11, the torch on this disk), and
+#                                           the container image built and run (a dockerd of its own)
 # Python 3.12 is required (the default model's package needs it); the torch test pass uses 3.11. Found as $PYTHON, python3.12
 # on PATH, or a pyenv 3.12. DEDUP_EXTRA=gpu installs onnxruntime-gpu instead of onnxruntime.
 set -euo pipefail
@@ -97,7 +98,9 @@ case "$mode" in
     # .venv-torch: Python 3.11 with torch 2.14.1 and torchvision 0.29.1, which pip takes from this
     # machine's disk (a CUDA build, run on the CPU: ~5.5 GB, ~1.5 min to install; for Python 3.12
     # pip would download one); the default model (3.12 only) is not used there.
-    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers node torch}}
+    # A sixth, container: builds the CPU image with a Docker engine of its own (Debian's docker.io,
+    # a base image made with mmdebstrap: no registry) and runs it (tests/test_container.py).
+    passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers node torch container}}
     for pass in $passes; do
       echo "== tests: $pass ==" >&2
       case $pass in
@@ -112,7 +115,16 @@ case "$mode" in
           command -v npm >/dev/null || { echo "error: the node pass needs Node.js 18+ and npm" >&2; exit 1; }
           py="$(cd "$venv" && pwd)/bin/python"
           (cd clients/node && npm ci --silent --no-audit --no-fund && DEDUP_PYTHON="$py" npm test --silent) ;;
-        *) echo "unknown test pass: $pass (lite, server, workers, torch, node)" >&2; exit 2 ;;
+        container)
+          if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then
+            echo "installing docker.io and mmdebstrap (Debian packages) for the container pass" >&2
+            sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+            export DEBIAN_FRONTEND=noninteractive
+            $sudo apt-get install -y -q --no-install-recommends docker.io mmdebstrap iptables >/dev/null 2>&1 \
+              || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends docker.io mmdebstrap iptables >/dev/null; }
+          fi
+          DEDUP_TEST_MILVUS=lite DEDUP_TEST_CONTAINER=1 "$venv/bin/python" -m pytest tests/test_container.py "$@" ;;
+        *) echo "unknown test pass: $pass (lite, server, workers, node, torch, container)" >&2; exit 2 ;;
       esac
     done
     ;;

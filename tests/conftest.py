@@ -37,6 +37,10 @@ WORKERS = int(os.environ.get("DEDUP_TEST_WORKERS", "1"))
 # DEDUP_TEST_TORCH=1: the torch pass (.venv-torch, run.sh), which runs test_torch.py; the other
 # passes' venv has no torch, so they do not collect it.
 collect_ignore = [] if os.environ.get("DEDUP_TEST_TORCH") else ["test_torch.py"]
+# DEDUP_TEST_CONTAINER=1: the container pass (run.sh), which builds and runs the image with a
+# Docker engine of its own; only that pass collects test_container.py.
+if not os.environ.get("DEDUP_TEST_CONTAINER"):
+    collect_ignore.append("test_container.py")
 
 
 def pytest_configure(config):

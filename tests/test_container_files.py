@@ -34,3 +34,13 @@ def test_the_build_context_holds_what_the_dockerfile_copies():
     for src in sources:
         assert (ROOT / src).exists(), src
         assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), f"{src} is excluded by .dockerignore"
+
+
+def test_every_package_of_the_server_is_in_the_distribution():
+    # An editable install finds any folder; a built wheel (the container image) only what
+    # pyproject.toml lists: a package missing there breaks only installed servers.
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT / "server").parts) for p in (ROOT / "server" / "imgdedup").rglob("__init__.py")}
+    assert found - listed == set(), sorted(found - listed)
