@@ -116,12 +116,12 @@ case "$mode" in
           py="$(cd "$venv" && pwd)/bin/python"
           (cd clients/node && npm ci --silent --no-audit --no-fund && DEDUP_PYTHON="$py" npm test --silent) ;;
         container)
-          if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then
-            echo "installing docker.io and mmdebstrap (Debian packages) for the container pass" >&2
+          if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then
+            echo "installing docker.io, docker-compose and mmdebstrap (Debian packages) for the container pass" >&2
             sudo=$([ "$(id -u)" = 0 ] || echo sudo)
             export DEBIAN_FRONTEND=noninteractive
-            $sudo apt-get install -y -q --no-install-recommends docker.io mmdebstrap iptables >/dev/null 2>&1 \
-              || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends docker.io mmdebstrap iptables >/dev/null; }
+            $sudo apt-get install -y -q --no-install-recommends docker.io docker-compose mmdebstrap iptables >/dev/null 2>&1 \
+              || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends docker.io docker-compose mmdebstrap iptables >/dev/null; }
           fi
           DEDUP_TEST_MILVUS=lite DEDUP_TEST_CONTAINER=1 "$venv/bin/python" -m pytest tests/test_container.py "$@" ;;
         *) echo "unknown test pass: $pass (lite, server, workers, node, torch, container)" >&2; exit 2 ;;

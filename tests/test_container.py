@@ -13,6 +13,7 @@ the server in the container listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -156,3 +157,20 @@ def test_the_image_serves_keeps_its_data_across_a_restart_and_stops_cleanly(engi
     assert served.stdout.strip() == "SERVING"
     engine.docker("rm", "-f", "dedup-test")
     engine.docker("volume", "rm", "dedup-test-data")
+
+
+def test_the_compose_file_is_valid_and_publishes_on_loopback_only():
+    # Debian's docker-compose (1.29, the Compose Specification) validates without a daemon;
+    # official images cannot be pulled here, so the file is checked, not started.
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is missing (./run.sh test's container pass installs it)"
+    path = ROOT / "compose.yaml"
+    done = subprocess.run([compose, "-f", str(path), "--profile", "triton", "config"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    services = subprocess.run([compose, "-f", str(path), "--profile", "triton", "config", "--services"], capture_output=True, text=True, timeout=60).stdout.split()
+    assert set(services) == {"etcd", "minio", "milvus", "dedup", "triton"}
+    text = done.stdout  # the file as Compose resolved it (YAML)
+    assert "DEDUP_MILVUS_URI: http://milvus:19530" in text
+    # Every published port, in Compose's resolved short form HOST_IP:HOST:CONTAINER/tcp, on loopback.
+    ports = re.findall(r"^\s*- (\S+:\d+:\d+/\w+)$", text, re.M)
+    assert ports == ["127.0.0.1:50051:50051/tcp", "127.0.0.1:9100:9100/tcp"], text
