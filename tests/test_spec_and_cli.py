@@ -126,6 +126,7 @@ def test_every_setting_is_a_serve_flag_and_bad_ones_read_as_sentences(tmp_path):
 
     help_text = _dedup("serve", "--help").stdout
     for name, field in Settings.model_fields.items():
+        assert field.description, f"{name} has no description (its flag's help)"
         flag = "--" + name.replace("_", "-")
         assert flag in help_text or (field.annotation is bool and f"--no-{name.replace('_', '-')}" in help_text), flag
     assert "examples:" in help_text and "exit codes" in _dedup("--help").stdout
