@@ -112,11 +112,11 @@ def _sentence(exc: grpc.RpcError, server: str) -> str:
     """An RPC failure as a sentence that says what to do."""
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach the server at {server} ({details}). Is it running, and does it need --tls-ca?"
+        return f"cannot reach the server at {server} (UNAVAILABLE: {details}). Is it running, and does it need --tls-ca?"
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return f"the server refused the call: {details}. Pass a bearer token with --token or DEDUP_TOKEN."
+        return f"the server refused the call (UNAUTHENTICATED: {details}). Pass a bearer token with --token or DEDUP_TOKEN."
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"the server at {server} did not answer in time ({details})."
+        return f"the server at {server} did not answer in time (DEADLINE_EXCEEDED: {details})."
     return f"the server answered {code.name}: {details}"
 
 
