@@ -45,6 +45,15 @@ side_venv() {
   touch "$stamp"
 }
 
+# apt_install PACKAGE...: Debian packages a test pass needs (apt-get update only if the lists
+# are missing or stale, as on a fresh machine); returns non-zero when they could not be installed.
+apt_install() {
+  local sudo; sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  local get="$sudo env DEBIAN_FRONTEND=noninteractive apt-get"
+  $get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { $get update -q >/dev/null && $get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
 mode=${1:-}
 [ -n "$mode" ] && shift || true
 extra=${DEDUP_EXTRA:-cpu}
@@ -76,11 +85,7 @@ case "$mode" in
     # Debian's chromium: tests/test_report.py renders the HTML report in it (headless).
     if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
       echo "installing chromium (Debian package) for the report test" >&2
-      sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-      export DEBIAN_FRONTEND=noninteractive
-      $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
-        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
-        || echo "warning: could not install chromium: the report rendering test will fail" >&2
+      apt_install chromium || echo "warning: could not install chromium: the report rendering test will fail" >&2
     fi
     # Seldon MLServer, the Triton-protocol (KServe v2) server the Triton embedder's tests use,
     # pins protobuf < 7, which the server's generated code cannot run on: a venv of its own.
@@ -118,10 +123,7 @@ case "$mode" in
         container)
           if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then
             echo "installing docker.io, docker-compose and mmdebstrap (Debian packages) for the container pass" >&2
-            sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-            export DEBIAN_FRONTEND=noninteractive
-            $sudo apt-get install -y -q --no-install-recommends docker.io docker-compose mmdebstrap iptables >/dev/null 2>&1 \
-              || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends docker.io docker-compose mmdebstrap iptables >/dev/null; }
+            apt_install docker.io docker-compose mmdebstrap iptables
           fi
           DEDUP_TEST_MILVUS=lite DEDUP_TEST_CONTAINER=1 "$venv/bin/python" -m pytest tests/test_container.py "$@" ;;
         *) echo "unknown test pass: $pass (lite, server, workers, node, torch, container)" >&2; exit 2 ;;

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from _server import _processes, machine, server  # noqa: E402
+from _server import cpu_of_tree, machine, server  # noqa: E402
 from pipeline import copies  # noqa: E402
 from throughput import DEFAULT_IMAGES, load_images, pct  # noqa: E402
 
@@ -42,16 +42,8 @@ TARGET_SHARE = 0.70
 
 
 def cpu_s(pid: int | None) -> float:
-    """CPU seconds of `pid` and every process below it."""
-    if pid is None:
-        return 0.0
-    procs = _processes()
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += procs.get(p, (0, 0.0))[1]
-        todo += [c for c, (parent, _) in procs.items() if parent == p]
-    return total
+    """CPU seconds of `pid` and every process below it (0 without one)."""
+    return cpu_of_tree(pid) if pid is not None else 0.0
 
 
 def run_path(extra: tuple[str, ...], images: list[bytes], queries: list[bytes], model_pid: int | None) -> dict:

@@ -144,6 +144,15 @@ class ServerProcess:
         return stop_process(self.proc, sig, timeout) if self.proc else None
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server the test then starts on it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def channel_for(target: str) -> grpc.Channel:
     return grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 256 * 1024 * 1024)])
 

@@ -16,14 +16,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, encode, rgb, wait_until
+from conftest import ROOT, encode, free_port, rgb, wait_until
 from imgdedup.client import DedupClient
 
 IMAGE = "imgdedup:test"
@@ -115,12 +114,6 @@ def engine(tmp_path_factory):
         assert _iptables() == before, "the host's iptables changed"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _health(engine: Engine) -> str:
     return engine.docker("inspect", "-f", "{{.State.Health.Status}}", "dedup-test", check=False).stdout.strip()
 
@@ -128,7 +121,7 @@ def _health(engine: Engine) -> str:
 def test_the_image_serves_keeps_its_data_across_a_restart_and_stops_cleanly(engine):
     config = engine.docker("image", "inspect", "-f", "{{.Config.User}} {{json .Config.Healthcheck.Test}} {{json .Config.Volumes}}", IMAGE).stdout
     assert config.startswith("10001 ") and "dedup health" in config and '"/data"' in config  # non-root, health via gRPC, a volume
-    port = _free_port()
+    port = free_port()
     engine.docker("volume", "create", "dedup-test-data")
     engine.docker(
         "run", "-d", "--name", "dedup-test", "--network", "host", "-v", "dedup-test-data:/data",

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 
 import grpc
 import pytest
 
-from conftest import ServerProcess, channel_for, check, encode, rgb
+from conftest import ServerProcess, channel_for, check, encode, free_port, rgb
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -30,7 +23,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 @pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_metrics_count_requests_batches_and_writes(tmp_path):
-    port = _free_port()
+    port = free_port()
     srv = ServerProcess(tmp_path, "--metrics-port", str(port)).start()
     try:
         with channel_for(srv.target) as channel:

@@ -6,7 +6,6 @@ server returns in x-request-id; per-stage histograms and gauges in /metrics."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -16,7 +15,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from conftest import WORKERS, ServerProcess, channel_for, encode, rgb, wait_until
+from conftest import ServerProcess, WORKERS, channel_for, encode, free_port, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
@@ -55,16 +54,10 @@ def receiver():
     server.stop(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory, receiver):
     rec, endpoint = receiver
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {"DEDUP_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200", "DEDUP_LOG_FORMAT": "json", "DEDUP_LOG_LEVEL": "DEBUG", "DEDUP_METRICS_PORT": str(metrics_port)}
     srv = ServerProcess(tmp_path_factory.mktemp("observed"), env=env).start()
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import threading
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import ServerProcess, channel_for, check, encode, rgb, wait_until
+from conftest import ServerProcess, channel_for, check, encode, free_port, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from test_reliability import _assert_consistent, _stream_requests
@@ -27,12 +26,6 @@ from test_reliability import _assert_consistent, _stream_requests
 pytestmark = pytest.mark.single_process
 
 PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "camera", "retina", "immunohistochemistry", "hubble_deep_field")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _copy(name: str, scale: float, quality: int) -> bytes:
@@ -55,7 +48,7 @@ class Pair:
 
     def __init__(self, tmp_path, writer_port: int | None = None, env: dict | None = None):
         self.tmp_path = tmp_path
-        self.writer_port = writer_port or _free_port()
+        self.writer_port = writer_port or free_port()
         self.env = env or {}
         self.a = self.start_a()
         self.b = ServerProcess(tmp_path / "b", "--writer", f"127.0.0.1:{self.writer_port}", env=self.env).start()

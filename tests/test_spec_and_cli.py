@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import encode, rgb
+from conftest import encode, free_port, rgb
 from imgdedup.runtime import builtin_spec_names, load_spec
 from imgdedup.runtime.base import to_model_input
 
@@ -114,9 +113,7 @@ def test_cli_output_into_a_closed_pipe_and_errors_as_sentences(server):
     finally:
         os.close(write)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    closed = f"127.0.0.1:{free_port()}"
     out = _dedup("info", "--server", closed, timeout=120)
     assert out.returncode == 1 and out.stderr.startswith(f"error: cannot reach the server at {closed}") and "Traceback" not in out.stderr, out.stderr
 

@@ -14,6 +14,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from imgdedup.core.images import sniff_format
+
 THUMB = 200  # longest side of a thumbnail, px
 SHEET_COLUMNS = 4
 
@@ -56,22 +58,6 @@ def clusters_from_server(client, *, min_size: int = 2, page_size: int = 200) -> 
     ]
 
 
-def _decode(data: bytes) -> np.ndarray | None:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return img
-
-
-def _format(data: bytes) -> str:
-    for magic, name in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP")):
-        if data.startswith(magic):
-            return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    return "?"
-
-
 def _inside(root: Path, image_id: str) -> Path | None:
     """root/image_id, unless the id leads out of root (an id is the server's, not a path we trust)."""
     base = root.resolve()
@@ -108,8 +94,8 @@ def _describe(members: Iterable[Member], images: Path | None, out: Path) -> dict
         img = None
         if candidate is not None and candidate.is_file():
             data = candidate.read_bytes()
-            m.path, m.bytes, m.format = candidate, len(data), _format(data)
-            img = _decode(data)
+            m.path, m.bytes, m.format = candidate, len(data), sniff_format(data) or "?"
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if img is not None:
                 m.height, m.width = img.shape[:2]
         thumb = _thumbnail(img) if img is not None else _placeholder(m.image_id)

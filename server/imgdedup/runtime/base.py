@@ -71,6 +71,17 @@ def to_model_input(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def as_embeddings(out, n: int, spec: ModelSpec, *, who: str = "model", normalized: bool | None = None) -> np.ndarray:
+    """A runtime's raw output as the (n, dim) float32 rows, L2-normalised, that the server stores.
+    `normalized`: whether the output already is (default: as the spec says). InferenceError
+    when the output's width is not the spec's dimension."""
+    out = np.asarray(out, dtype=np.float32).reshape(n, -1)
+    if out.shape[1] != spec.output.dim:
+        raise InferenceError(f"{who} returned dim {out.shape[1]}, spec says {spec.output.dim}")
+    already = spec.output.l2_normalized if normalized is None else normalized
+    return out if already else l2_normalize(out)
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgdedup.runtime.base import l2_normalize, to_model_input
+from imgdedup.runtime.base import as_embeddings, to_model_input
 from imgdedup.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,7 @@ class OnnxEmbedder:
                 self._solo_lock.release()
             else:
                 self._free.put((rank, session))
-        out = np.asarray(out, dtype=np.float32).reshape(len(images), -1)
-        if out.shape[1] != self.spec.output.dim:
-            raise ValueError(f"model returned dim {out.shape[1]}, spec says {self.spec.output.dim}")
-        return out if self.spec.output.l2_normalized else l2_normalize(out)
+        return as_embeddings(out, len(images), self.spec)
 
 
 def _quantized(path: Path) -> bool:

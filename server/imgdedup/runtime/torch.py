@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgdedup.runtime.base import as_embeddings
 from imgdedup.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,4 @@ class TorchEmbedder:
                     out = self._module(x).cpu()
             else:
                 out = self._module(x)
-        out = out.numpy().astype(np.float32, copy=False)
-        if out.shape[1] != self.spec.output.dim:
-            raise ValueError(f"model returned dim {out.shape[1]}, spec says {self.spec.output.dim}")
-        return out
+        return as_embeddings(out.numpy(), len(images), self.spec, normalized=True)  # the wrapper normalised

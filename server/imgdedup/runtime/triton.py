@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgdedup.runtime.base import InferenceError, l2_normalize, to_model_input
+from imgdedup.runtime.base import InferenceError, as_embeddings, to_model_input
 from imgdedup.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -166,10 +166,7 @@ class TritonEmbedder:
         out = result.as_numpy(self.spec.output.name)
         if out is None:
             raise InferenceError(f"Triton returned no output {self.spec.output.name!r}")
-        out = np.asarray(out, dtype=np.float32).reshape(len(images), -1)
-        if out.shape[1] != self.spec.output.dim:
-            raise InferenceError(f"Triton returned dim {out.shape[1]}, spec says {self.spec.output.dim}")
-        return out if self.spec.output.l2_normalized else l2_normalize(out)
+        return as_embeddings(out, len(images), self.spec, who="Triton")
 
 
 def _as_inference_error(exc, options: TritonOptions) -> InferenceError:
