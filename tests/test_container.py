@@ -6,8 +6,14 @@ No registry is reachable here, so the base image is made from Debian packages wi
 machine's extra CA certificates go into it, so pip inside the build trusts the proxy that re-signs
 HTTPS here. The dockerd is this test's own (data root in a temporary folder, stopped by its PID),
 started with --bridge=none and --iptables=false: it creates no bridge and leaves the host's
-iptables as they were (checked at the end). The build and the container use the host's network;
-the server in the container listens on 127.0.0.1 only.
+iptables as they were (checked at the end). The builds and the first container use the host's
+network; that server listens on 127.0.0.1 only.
+
+compose.local.yaml (the server on a Milvus container built from the PyPI `milvus` package) runs
+with the same engine restarted inside a private network namespace (`unshare -n`, loopback only):
+there Docker makes its bridge, its iptables rules and the containers' networks, so Milvus binds
+every interface of containers that nothing outside reaches, and the host's network is untouched.
+The test's client joins that namespace (nsenter) to call the port Compose published on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -38,21 +44,52 @@ def _iptables() -> str:
 
 
 class Engine:
-    """A dockerd of the test's own."""
+    """A dockerd of the test's own: on the host's network with no bridge and no iptables rules,
+    or (isolated=True) inside a new network namespace of its own, with both."""
 
     def __init__(self, base: Path):
         self.base = base
         self.sock = base / "docker.sock"
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}", "DOCKER_BUILDKIT": "0"}
-        self.log = open(base / "dockerd.log", "w")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "root"), "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
-             "-H", f"unix://{self.sock}", "--bridge=none", "--iptables=false", "--ip6tables=false"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.log = open(base / "dockerd.log", "a")
+        self.isolated = False
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        command = ["dockerd", "--data-root", str(self.base / "root"), "--exec-root", str(self.base / "exec"),
+                   "--pidfile", str(self.base / "dockerd.pid"), "-H", f"unix://{self.sock}"]
+        if self.isolated:  # unshare execs sh, which execs dockerd: the child's PID is dockerd's
+            command = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *command]
+        else:
+            command += ["--bridge=none", "--iptables=false", "--ip6tables=false"]
+        proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         if not wait_until(lambda: self.docker("version", check=False).returncode == 0, timeout=60):
+            self.proc = proc
             self.stop()
-            raise RuntimeError("dockerd did not start: " + (base / "dockerd.log").read_text()[-3000:])
+            raise RuntimeError("dockerd did not start: " + (self.base / "dockerd.log").read_text()[-3000:])
+        return proc
+
+    def restart(self, *, isolated: bool) -> None:
+        """The same images and volumes, served by a dockerd on the host's network or isolated."""
+        self.stop()
+        self.log = open(self.base / "dockerd.log", "a")
+        self.isolated = isolated
+        self.proc = self._start()
+
+    def in_namespace(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a command of this machine inside the isolated engine's network namespace."""
+        assert self.isolated
+        return subprocess.run(["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", *command],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def compose(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+        compose = shutil.which("docker-compose")
+        assert compose, "docker-compose is missing (./run.sh test's container pass installs it)"
+        done = subprocess.run([compose, "-p", "dedupci", "-f", str(ROOT / "compose.local.yaml"), *args],
+                              env={**self.env, **env}, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done
 
     def docker(self, *args: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
         done = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
@@ -103,6 +140,9 @@ def engine(tmp_path_factory):
         yield eng
     finally:
         eng.docker("rm", "-f", "dedup-test", check=False)
+        if eng.isolated:
+            subprocess.run(["docker-compose", "-p", "dedupci", "-f", str(ROOT / "compose.local.yaml"), "down", "-v", "-t", "30"],
+                           env=eng.env, capture_output=True, timeout=300, check=False)
         eng.stop()
         # dockerd leaves mounts under its exec root (the default network namespace): unmount
         # them, deepest first, then remove the folder.
@@ -114,8 +154,8 @@ def engine(tmp_path_factory):
         assert _iptables() == before, "the host's iptables changed"
 
 
-def _health(engine: Engine) -> str:
-    return engine.docker("inspect", "-f", "{{.State.Health.Status}}", "dedup-test", check=False).stdout.strip()
+def _health(engine: Engine, container: str = "dedup-test") -> str:
+    return engine.docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False).stdout.strip()
 
 
 def test_the_image_serves_keeps_its_data_across_a_restart_and_stops_cleanly(engine):
@@ -167,3 +207,69 @@ def test_the_compose_file_is_valid_and_publishes_on_loopback_only():
     # Every published port, in Compose's resolved short form HOST_IP:HOST:CONTAINER/tcp, on loopback.
     ports = re.findall(r"^\s*- (\S+:\d+:\d+/\w+)$", text, re.M)
     assert ports == ["127.0.0.1:50051:50051/tcp", "127.0.0.1:9100:9100/tcp"], text
+
+    local = subprocess.run([compose, "-f", str(ROOT / "compose.local.yaml"), "config"], capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0, local.stderr
+    assert re.findall(r"^\s*- (\S+:\d+:\d+/\w+)$", local.stdout, re.M) == ["127.0.0.1:50051:50051/tcp", "127.0.0.1:9100:9100/tcp"]
+
+
+# Run inside the isolated engine's network namespace by the compose test: stores (or checks)
+# the images named on the command line through the port Compose published, prints the answers.
+_CLIENT = """
+import json, sys
+from imgdedup.client import DedupClient
+store = sys.argv[1] == "store"
+with DedupClient("127.0.0.1:50051") as client:
+    out = {"info": {"backend": client.info().milvus_backend, "indexed": client.info().indexed_images}, "checks": []}
+    for path in sys.argv[2:]:
+        name = path.rsplit("/", 1)[-1].split(".")[0]
+        answer = client.check(open(path, "rb").read(), image_id=name if store else "", add_to_index=store)
+        out["checks"].append({"id": name, "stored": answer.stored, "matches": [m.image_id for m in answer.matches]})
+print(json.dumps(out))
+"""
+
+
+def test_compose_local_serves_through_a_milvus_container(engine, tmp_path):
+    """compose.local.yaml, started end to end: the server finds what it stored in the Milvus
+    container, also after its own container and volume were replaced."""
+    import json
+    import sys
+
+    engine.docker("build", "--network", "host", "-t", "imgdedup-milvus:test", str(ROOT / "deploy" / "milvus"), timeout=900)
+    size = engine.docker("image", "inspect", "-f", "{{.Size}}", "imgdedup-milvus:test").stdout.strip()
+    print(f"\nbuilt imgdedup-milvus:test: {int(size) / 1e6:.0f} MB")
+    images = {"DEDUP_IMAGE": IMAGE, "DEDUP_MILVUS_IMAGE": "imgdedup-milvus:test"}
+    engine.restart(isolated=True)
+    assert engine.in_namespace("ip", "-o", "link").stdout.count("\n") >= 1
+
+    def up() -> None:
+        engine.compose("up", "-d", "--no-build", **images)
+        ok = wait_until(lambda: _health(engine, "dedupci_dedup_1") == "healthy", timeout=240, interval=1)
+        assert ok, engine.compose("logs", "--tail", "40", **images).stdout[-4000:]
+
+    def client(mode: str, *names: str) -> dict:
+        done = engine.in_namespace(sys.executable, "-c", _CLIENT, mode, *(str(tmp_path / n) for n in names))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    (tmp_path / "astronaut.jpg").write_bytes(encode(rgb("astronaut")))
+    (tmp_path / "coffee.jpg").write_bytes(encode(rgb("coffee")))
+    (tmp_path / "astronaut-copy.jpg").write_bytes(encode(rgb("astronaut"), quality=70))
+    up()
+    # compose's own network: the server reached Milvus by its service name
+    assert _health(engine, "dedupci_milvus_1") == "healthy"
+    first = client("store", "astronaut.jpg", "coffee.jpg")
+    assert first["info"] == {"backend": "milvus", "indexed": 0}
+    assert [c["stored"] for c in first["checks"]] == [True, True]
+    assert client("check", "astronaut-copy.jpg")["checks"][0]["matches"][:1] == ["astronaut"]
+
+    # A new server container with a new (empty) /data volume: what it finds is in Milvus.
+    engine.compose("rm", "--stop", "--force", "dedup", **images)
+    engine.docker("volume", "rm", "dedupci_dedup")
+    up()
+    again = client("check", "astronaut-copy.jpg", "coffee.jpg")
+    assert again["info"] == {"backend": "milvus", "indexed": 2}
+    assert [c["matches"][:1] for c in again["checks"]] == [["astronaut"], ["coffee"]]
+
+    engine.compose("down", "-v", "-t", "30", **images)
+    engine.restart(isolated=False)
