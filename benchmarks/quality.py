@@ -393,7 +393,7 @@ def benchmark(args: argparse.Namespace, data: Dataset, order: list[str], address
         "top_k": args.top_k,
         "scored_pairs": len(idx.edges),
         "server_clusters": {
-            **pairwise_scores(server_pred, data.group_of),
+            **pairwise_scores(server_pred, data.group_of, data.ignored_group_of),
             **cluster_shape(server_pred),
             "copy_recall": sum(server_copy.values()) / len(server_copy) if server_copy else None,
             "copies_found": sum(server_copy.values()),

@@ -48,3 +48,31 @@ def test_calibrate_reports_curve_threshold_plot_and_edits(tmp_path):
     assert safe["precision"] >= 0.995 and safe["recall"] == 1.0  # easy edits: every copy found
     best = max(result["rows"], key=lambda r: r["f1"])
     assert best["f1"] == 1.0
+
+
+def test_composite_pairs_with_the_photo_it_was_pasted_on_count_neither_way(tmp_path):
+    # benchmarks/make_hard.py's "other": a photo P pasted onto photo B is in P's group; its pairs
+    # with B's group are left out, but a merge of P's and B's clusters is still false pairs.
+    from imgdedup.evaluation import load_dataset, pairwise_scores
+
+    (tmp_path / "images").mkdir()
+    names = ["p.jpg", "p__copy.jpg", "p__paste.jpg", "b.jpg", "b__copy.jpg"]
+    for n in names:
+        (tmp_path / "images" / n).write_bytes(b"x")
+    (tmp_path / "ground_truth.json").write_text(json.dumps({"p.jpg": ["p__copy.jpg", "p__paste.jpg"], "b.jpg": ["b__copy.jpg"]}))
+    (tmp_path / "edits.json").write_text(json.dumps({
+        "p__copy.jpg": {"original": "p.jpg", "edit": "jpeg"},
+        "p__paste.jpg": {"original": "p.jpg", "edit": "paste", "other": "b.jpg"},
+        "b__copy.jpg": {"original": "b.jpg", "edit": "jpeg"},
+    }))
+    data = load_dataset(tmp_path, None, 0)
+    assert data.ignored_group_of == {"p__paste.jpg": "b.jpg"}
+    # The composite joined B's cluster: its 2 pairs there are ignored; P's pair is found.
+    joined_b = {"p.jpg": "1", "p__copy.jpg": "1", "p__paste.jpg": "2", "b.jpg": "2", "b__copy.jpg": "2"}
+    scores = pairwise_scores(joined_b, data.group_of, data.ignored_group_of)
+    assert (scores["tp_pairs"], scores["predicted_pairs"], scores["true_pairs"]) == (2, 2, 4)
+    assert pairwise_scores(joined_b, data.group_of)["predicted_pairs"] == 4  # without the rule: 2 false pairs
+    # All in one cluster: P-B pairs other than the composite's are false (2 x 2 = 4 of them).
+    merged = dict.fromkeys(names, "1")
+    scores = pairwise_scores(merged, data.group_of, data.ignored_group_of)
+    assert (scores["tp_pairs"], scores["predicted_pairs"]) == (4, 10 - 2)

@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -31,14 +32,19 @@ NEIGHBOURS = 20
 
 def embed_dataset(data: Dataset, model: str, *, max_pixels: int, batch: int = 16) -> tuple[list[str], np.ndarray, list[str]]:
     """(names, L2-normalised embeddings, names that failed to decode)."""
+    return embed_named(data.names, lambda name: (data.folder / "images" / name).read_bytes(), model, max_pixels=max_pixels, batch=batch)
+
+
+def embed_named(names: list[str], read: Callable[[str], bytes], model: str, *, max_pixels: int, batch: int = 16) -> tuple[list[str], np.ndarray, list[str]]:
+    """Embed the encoded images `read(name)` gives, as the server would (its decoding,
+    preprocessing and model): (names kept, L2-normalised embeddings, names that failed)."""
     spec = load_spec(model)
     embedder = create_embedder(spec)
-    names = data.names
     failed: list[str] = []
 
     def prepare(name: str) -> np.ndarray | None:
         try:
-            raw = (data.folder / "images" / name).read_bytes()
+            raw = read(name)
             return preprocess(decode_image(raw, max_pixels=max_pixels, target_size=spec.input_size), spec.input.resize)
         except (ImageError, OSError):
             return None

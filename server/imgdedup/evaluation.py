@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -22,6 +22,9 @@ class Dataset:
     original_of: dict[str, str]  # copy name -> original name
     edit_of: dict[str, str]  # copy name -> edit, from edits.json
     n_groups_total: int
+    # A composite of two photos (edits.json "other": the photo it was pasted on) -> the other
+    # photo's group: pairs of the composite with that group are neither true nor false.
+    ignored_group_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -54,7 +57,10 @@ def load_dataset(folder: Path, limit_groups: int | None, seed: int) -> Dataset:
     if edits_path.is_file():
         edits = json.loads(edits_path.read_text())
         edit_of = {copy: e["edit"] for copy, e in edits.items() if copy in original_of}
-    return Dataset(folder, group_of, original_of, edit_of, len(truth))
+        ignored = {copy: group_of[e["other"]] for copy, e in edits.items() if copy in original_of and e.get("other") in group_of}
+    else:
+        ignored = {}
+    return Dataset(folder, group_of, original_of, edit_of, len(truth), ignored)
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -69,12 +75,16 @@ def prf(tp: int, predicted: int, true: int) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "tp_pairs": tp, "predicted_pairs": predicted, "true_pairs": true}
 
 
-def pairwise_scores(pred: dict[str, str], truth: dict[str, str]) -> dict:
-    """Pairwise P/R/F1 of the partition `pred` against `truth` (both: item -> label)."""
+def pairwise_scores(pred: dict[str, str], truth: dict[str, str], ignored_group_of: dict[str, str] | None = None) -> dict:
+    """Pairwise P/R/F1 of the partition `pred` against `truth` (both: item -> label). Pairs of
+    an item x with the group ignored_group_of[x] count neither way (a composite of two photos
+    with the photo it was pasted on); other pairs across those two groups are still false."""
     cells = Counter((pred[x], truth[x]) for x in truth)
     tp = sum(pairs(n) for n in cells.values())
     predicted = sum(pairs(n) for n in Counter(pred[x] for x in truth).values())
     true = sum(pairs(n) for n in Counter(truth.values()).values())
+    if ignored_group_of:
+        predicted -= sum(cells[(pred[x], g)] for x, g in ignored_group_of.items() if x in pred and g != truth[x])
     return prf(tp, predicted, true)
 
 
