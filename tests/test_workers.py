@@ -102,19 +102,24 @@ def test_a_front_killed_with_9_is_started_again_and_no_acknowledged_image_is_los
     acked: set[str] = set()
     lock = threading.Lock()
     killed = threading.Event()
+    errors: list[str] = []  # what the streams met, for the failure message
 
     def stream(k: int) -> None:
         with _connection(workers.target) as channel:
             try:
                 for r in pb_grpc.DedupServiceStub(channel).BulkCheck(
                         (pb.BulkCheckRequest(image_id=f"k{k}-{r.image_id}", image=r.image, add_to_index=True) for r in _stream_requests(30)), timeout=300):
-                    if r.WhichOneof("outcome") == "result" and r.result.stored:
-                        with lock:
+                    with lock:
+                        if r.WhichOneof("outcome") == "result" and r.result.stored:
                             acked.add(r.image_id)
                             if len(acked) >= 16 and not killed.is_set():
                                 killed.set()
                                 os.kill(fronts[0], signal.SIGKILL)
+                        elif r.WhichOneof("outcome") == "error":
+                            errors.append(f"{r.image_id}: {r.error.code} {r.error.message}")
             except grpc.RpcError as exc:  # the stream whose front died
+                with lock:
+                    errors.append(f"stream {k}: {exc.code().name} {exc.details()}")
                 assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED), exc
 
     threads = [threading.Thread(target=stream, args=(k,)) for k in range(4)]
@@ -122,7 +127,7 @@ def test_a_front_killed_with_9_is_started_again_and_no_acknowledged_image_is_los
         t.start()
     for t in threads:
         t.join(300)
-    assert killed.is_set() and len(acked) >= 16
+    assert killed.is_set() and len(acked) >= 16, (len(acked), errors[:8], "".join(workers.output[-20:]))
     assert wait_until(lambda: len(_fronts(workers.proc.pid)) == 2 and fronts[0] not in _fronts(workers.proc.pid), timeout=120)
     assert any("exited with -9; starting it again" in line for line in workers.output)
     time.sleep(3)  # the new front loads its model; connections meanwhile go to the other
