@@ -30,6 +30,7 @@ with (--seed, the photo's file name, the family). Write OUT outside the reposito
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -76,9 +77,9 @@ def _colour(rng) -> tuple[int, int, int]:
 
 
 def _emoji(img, rng):
-    p = {"emoji": Path(EMOJIS[rng.integers(len(EMOJIS))]).stem, "size": round(float(rng.uniform(0.15, 0.35)), 3),
+    path = EMOJIS[rng.integers(len(EMOJIS))]
+    p = {"emoji": str(Path(path).relative_to(ASSETS / "twemojis")), "size": round(float(rng.uniform(0.15, 0.35)), 3),
          "x": round(float(rng.uniform(0, 0.7)), 3), "y": round(float(rng.uniform(0, 0.7)), 3), "opacity": round(float(rng.uniform(0.7, 1)), 3)}
-    path = next(e for e in EMOJIS if Path(e).stem == p["emoji"])
     return A.overlay_emoji(img, emoji_path=path, emoji_size=p["size"], x_pos=p["x"], y_pos=p["y"], opacity=p["opacity"]), p
 
 
@@ -104,7 +105,7 @@ def _meme(img, rng):
 def _text(img, rng):
     p = {"chars": [int(c) for c in rng.integers(10, 1000, int(rng.integers(4, 12)))], "size": round(float(rng.uniform(0.08, 0.2)), 3),
          "x": round(float(rng.uniform(0, 0.5)), 3), "y": round(float(rng.uniform(0, 0.8)), 3), "colour": _colour(rng)}
-    font = next(f for f in FONTS if "NotoNaskhArabic" in f) if any("NotoNaskhArabic" in f for f in FONTS) else FONTS[0]
+    font = next((f for f in FONTS if "NotoNaskhArabic" in f), FONTS[0])  # AugLy's default: its chars are this font's
     return A.overlay_text(img, text=p["chars"], font_file=font, font_size=p["size"], x_pos=p["x"], y_pos=p["y"], color=p["colour"]), p
 
 
@@ -244,7 +245,7 @@ def build(args) -> dict:
     write_json(os.path.join(args.out, "ground_truth.json"), dict(sorted(gt.items())))
     write_json(os.path.join(args.out, "edits.json"), dict(sorted(edit_log.items())))
     meta = {"mode": "hard", "generator": "benchmarks/make_hard.py", "seed": args.seed, "src": args.src, "sources": sources,
-            "families": FAMILIES, "augly": getattr(augly, "__version__", "1.0.0"), "pillow": PIL.__version__, "numpy": np.__version__,
+            "families": FAMILIES, "augly": importlib.metadata.version("augly"), "pillow": PIL.__version__, "numpy": np.__version__,
             "n_originals": len(originals), "n_distractors": len(distractors), "n_copies": len(edit_log),
             "n_images": len(originals) + len(distractors) + len(edit_log)}
     write_json(os.path.join(args.out, "meta.json"), meta)

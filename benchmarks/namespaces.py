@@ -31,7 +31,6 @@ and started again; a server: release_collection on every collection, then our op
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import tempfile
@@ -199,8 +198,8 @@ def run(kind: str, layout_cls, n: int, args, root: Path) -> dict:
         layout.flush()
         out["insert_s"] = time.perf_counter() - t0
         lat, found, leaks = [], 0, 0
-        queries = [(spaces[rng.integers(n)], None) for _ in range(args.queries)]
-        for q, (ns, _) in enumerate(queries):
+        queries = [spaces[rng.integers(n)] for _ in range(args.queries)]  # each query's namespace
+        for q, ns in enumerate(queries):
             target = int(rng.integers(len(vectors[ns])))
             query = unit(vectors[ns][target] + 0.5 * unit(rng.standard_normal(DIM).astype(np.float32)))
             t0 = time.perf_counter()

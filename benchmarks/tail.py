@@ -24,6 +24,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ NS = [15_000, 1_000_000, 10_000_000]
 THRESHOLDS = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80]
 
 
-def photos(bench: Path) -> dict[str, callable]:
+def photos(bench: Path) -> dict[str, Callable[[], bytes]]:
     readers = {}
     for path in sorted((bench / "dev" / "originals").glob("*/*")):
         if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"):
@@ -121,8 +122,8 @@ def main() -> None:
                    help="embeddings are kept here between runs (outside the project)")
     args = p.parse_args()
     readers = photos(args.bench)
-    if args.cache.is_file() and set(np.load(args.cache)["names"].tolist()) == set(readers):
-        cached = np.load(args.cache)
+    cached = np.load(args.cache) if args.cache.is_file() else None
+    if cached is not None and set(cached["names"].tolist()) == set(readers):
         names, vectors = cached["names"].tolist(), cached["vectors"]
     else:
         names, vectors, failed = embed_named(list(readers), lambda n: readers[n](), args.model, max_pixels=60_000_000)

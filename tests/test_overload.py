@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,7 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from conftest import ServerProcess, channel_for, check, encode, rgb, wait_until
+from conftest import ServerProcess, channel_for, check, encode, free_port, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
@@ -56,9 +55,7 @@ def test_full_queue_sheds_load_with_retry_info(tmp_path):
 
 @pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_work_past_its_deadline_never_reaches_the_model_and_streams_are_capped(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = ServerProcess(tmp_path, "--metrics-port", str(port), env={"DEDUP_MAX_BATCH_SIZE": "1", "DEDUP_BULK_MAX_ITEMS": "3"}).start()
     try:
         with channel_for(srv.target) as channel:

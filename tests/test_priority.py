@@ -7,7 +7,6 @@ second stream's first item was in progress; Prometheus counters), not wall-clock
 from __future__ import annotations
 
 import re
-import socket
 import sys
 import threading
 import urllib.request
@@ -19,7 +18,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
-from conftest import ServerProcess, channel_for, check, encode, rgb, wait_until
+from conftest import ServerProcess, channel_for, check, encode, free_port, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
@@ -31,9 +30,7 @@ WINDOW = 96  # bulk_max_in_flight: a stream's backlog, which a FIFO server makes
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = ServerProcess(tmp_path_factory.mktemp("dedup-priority"), "--metrics-port", str(port), env={"DEDUP_BULK_MAX_IN_FLIGHT": str(WINDOW)}).start()
     try:
         with channel_for(srv.target) as channel:
