@@ -68,7 +68,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from _server import machine, peak_rss_mib  # noqa: E402
 from search import DIM, unit  # noqa: E402
 
-from imgdedup.storage.milvus import ImageRow, MilvusStore, StorageError  # noqa: E402
+from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ImageRow, MilvusStore, StorageError  # noqa: E402
 
 K = 10
 BATCH = 2000
@@ -257,7 +257,7 @@ class Backend:
     def close(self, store: MilvusStore | None) -> None:
         try:
             if store is not None and store._client is not None:
-                for name in (store.images, store.views, store.clusters):
+                for name in store.collections:
                     try:
                         store._client.drop_collection(name, timeout=120)
                     except Exception as exc:  # report, then go on cleaning up
@@ -323,7 +323,7 @@ def wait_ready(store: MilvusStore, data: Data) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"index not built after {READY_TIMEOUT_S:.0f} s: {info}")
             time.sleep(0.5)
-    store.search(data.queries[:1], K)
+    store.search(DEFAULT_NAMESPACE, data.queries[:1], K)
 
 
 def restart(backend: Backend, store: MilvusStore, spec: IndexSpec, prefix: str, data: Data) -> tuple[MilvusStore, float]:
@@ -348,18 +348,18 @@ def restart(backend: Backend, store: MilvusStore, spec: IndexSpec, prefix: str, 
 
 def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     queries = data.queries
-    store.search(queries[: min(16, len(queries))], K)  # warm
+    store.search(DEFAULT_NAMESPACE, queries[: min(16, len(queries))], K)  # warm
     lat, recall, planted = [], 0, 0
     for i, q in enumerate(queries):
         t = time.perf_counter()
-        hits = store.search(q[None], K)[0]
+        hits = store.search(DEFAULT_NAMESPACE, q[None], K)[0]
         lat.append((time.perf_counter() - t) * 1000)
         got = {int(h.image_id[1:]) for h in hits}
         recall += len(got & set(data.top_ids[i].tolist()))
         planted += sum(1 for h in hits if int(h.image_id[1:]) in data.planted_of[i] and h.similarity >= PLANTED_MIN_SIM)
     t = time.perf_counter()
     for i in range(0, len(queries), 16):
-        store.search(queries[i: i + 16], K)
+        store.search(DEFAULT_NAMESPACE, queries[i: i + 16], K)
     row.batch_ms = (time.perf_counter() - t) * 1000 / len(queries)
     row.p50, row.p95, row.p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
     # The same searches with consistency Session: what a server's reads use (MilvusStore); on
@@ -394,7 +394,7 @@ def run_combination(result: Result, number: int, args: argparse.Namespace, root:
             return
         data = Data(args.seed, args.queries, args.copies, args.sizes[0])
         for q in data.queries[:16]:  # the baseline as every size is measured: after searches
-            store.search(q[None], K)
+            store.search(DEFAULT_NAMESPACE, q[None], K)
         result.rss_empty = rss_mib(backend.pid)
         for size in args.sizes:
             row = Row(size)

@@ -47,7 +47,7 @@ from _server import machine  # noqa: E402
 from capacity import Backend, rss_mib  # noqa: E402
 from search import DIM  # noqa: E402
 
-from imgdedup.storage.milvus import ImageRow, MilvusStore, image_key  # noqa: E402
+from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ImageRow, MilvusStore, image_key  # noqa: E402
 
 BATCH = 2000
 PARTITIONS = 16
@@ -99,7 +99,7 @@ class Collections:
             store._client.flush(store.images, timeout=600)
 
     def search(self, ns: str, query: np.ndarray) -> list[tuple[str, str]]:
-        hits = self.stores[ns].search(query[None, :], limit=10)[0]
+        hits = self.stores[ns].search(DEFAULT_NAMESPACE, query[None, :], limit=10)[0]
         return [(h.image_id, ns) for h in hits]
 
     def release(self) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import machine  # noqa: E402
 
-from imgdedup.storage.milvus import ImageRow, MilvusStore  # noqa: E402
+from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ImageRow, MilvusStore  # noqa: E402
 
 DIM = 512
 
@@ -65,16 +65,16 @@ def main() -> None:
             idx = rng.choice(len(all_vecs), args.queries, replace=False)
             queries = all_vecs[idx] + 0.02 * unit(rng, args.queries)
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-            store.search(queries[:5], 5)  # warm
+            store.search(DEFAULT_NAMESPACE, queries[:5], 5)  # warm
             lat, hits = [], 0
             for q, want in zip(queries, idx):
                 t = time.perf_counter()
-                res = store.search(q[None], 5)
+                res = store.search(DEFAULT_NAMESPACE, q[None], 5)
                 lat.append((time.perf_counter() - t) * 1000)
                 hits += bool(res[0]) and res[0][0].image_id == f"v{want}"
             t = time.perf_counter()
             for i in range(0, args.queries, 16):
-                store.search(queries[i: i + 16], 5)
+                store.search(DEFAULT_NAMESPACE, queries[i: i + 16], 5)
             batch_ms = (time.perf_counter() - t) * 1000 / args.queries
             p = np.percentile(lat, [50, 95, 99])
             print(f"{size:>9} {insert_rate:>9.0f} "

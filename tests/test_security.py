@@ -124,9 +124,9 @@ def _rpc_error(call) -> grpc.RpcError:
 def test_tokens_from_file_and_env(tmp_path):
     f = tmp_path / "tokens"
     f.write_text("# service tokens\n\n  alpha-1  \n# revoked: old-token\nbeta_2\n")
-    assert load_tokens(Settings(auth_tokens_file=f)) == ["alpha-1", "beta_2"]
-    assert load_tokens(Settings(auth_tokens=" one, two ,,")) == ["one", "two"]
-    assert load_tokens(Settings(auth_tokens_file=f, auth_tokens="three")) == ["alpha-1", "beta_2", "three"]
+    assert [t for t, _ in load_tokens(Settings(auth_tokens_file=f))] == ["alpha-1", "beta_2"]
+    assert [t for t, _ in load_tokens(Settings(auth_tokens=" one, two ,,"))] == ["one", "two"]
+    assert load_tokens(Settings(auth_tokens_file=f, auth_tokens="three")) == [("alpha-1", None), ("beta_2", None), ("three", None)]
     assert load_tokens(Settings()) == []
 
 
@@ -319,6 +319,8 @@ def test_env_tokens_guard_every_dedup_method(env_channel, env_tokens):
         "GetCluster": lambda md: stub.GetCluster(pb.GetClusterRequest(cluster_id="nope"), metadata=md, timeout=FAST),
         "DeleteImages": lambda md: stub.DeleteImages(pb.DeleteImagesRequest(image_ids=["nope"]), metadata=md, timeout=FAST),
         "GetInfo": lambda md: stub.GetInfo(pb.GetInfoRequest(), metadata=md, timeout=FAST),
+        "ListNamespaces": lambda md: stub.ListNamespaces(pb.ListNamespacesRequest(), metadata=md, timeout=FAST),
+        "DeleteNamespace": lambda md: stub.DeleteNamespace(pb.DeleteNamespaceRequest(namespace="nope", confirm="no"), metadata=md, timeout=FAST),
     }
     assert set(calls) == set(pb.DESCRIPTOR.services_by_name["DedupService"].methods_by_name)
     wrong = "wrong-" + secrets.token_urlsafe(12)
@@ -340,6 +342,8 @@ def test_env_tokens_guard_every_dedup_method(env_channel, env_tokens):
         assert not calls["BulkCheck"](md)[0].HasField("error")
         assert calls["GetInfo"](md).embedding_dim > 0
         assert _code(lambda: calls["GetCluster"](md)) == grpc.StatusCode.NOT_FOUND  # past the guard
+        assert _code(lambda: calls["DeleteNamespace"](md)) == grpc.StatusCode.FAILED_PRECONDITION  # past it too
+        assert calls["ListNamespaces"](md) is not None
         # The scheme is case-insensitive (RFC 6750 uses "Bearer"; some clients send "bearer").
         assert calls["ListClusters"]((("authorization", f"bearer {token}"),)).total_size >= 0
 

@@ -35,6 +35,8 @@ flags win over the environment, which wins over the file.""",
     "check": "example:\n  dedup check new.jpg other.png --json             # is each a copy of a stored image?",
     "clusters": "example:\n  dedup clusters --min-size 3 | head -40",
     "info": "example:\n  dedup info --server dedup.internal:50051 --tls-ca ca.pem",
+    "namespaces": "example:\n  dedup namespaces --token \"$OPS_TOKEN\"",
+    "delete-namespace": "example:\n  dedup delete-namespace listings-staging --confirm listings-staging",
     "health": "example (a container HEALTHCHECK):\n  dedup health --timeout 2 || exit 1",
     "report": "example:\n  dedup index ./photos && dedup report --images ./photos --out ./report && xdg-open report/index.html",
 }
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # --x / --no-x, lists comma-separated, tables as JSON); help from its descriptions.
     settings_flags = CliSettingsSource(Settings, root_parser=p, cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True, cli_shortcuts=SHORTCUTS, cli_prog_name="dedup serve")
 
-    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("health", "exit 0 when the server is SERVING (for container health checks)"), ("report", "write an HTML gallery of the clusters and a contact sheet per cluster")):
+    for name, help_ in (("index", "add every image under DIR through BulkCheck"), ("check", "check images without storing them"), ("clusters", "list clusters of duplicates"), ("info", "describe the server"), ("namespaces", "list the namespaces with their counts"), ("delete-namespace", "delete every image and cluster of one namespace"), ("health", "exit 0 when the server is SERVING (for container health checks)"), ("report", "write an HTML gallery of the clusters and a contact sheet per cluster")):
         c = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".", epilog=EXAMPLES[name], formatter_class=formatter)
         c.add_argument("--server", default="127.0.0.1:50051", help="server address (default 127.0.0.1:50051)")
         c.add_argument("--tls-ca", type=Path, help="CA (PEM) of the server's certificate; turns TLS on")
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--tls-key", type=Path, help="client private key (PEM)")
         c.add_argument("--tls-server-name", help="name to verify in the server's certificate")
         c.add_argument("--token", default=os.environ.get("DEDUP_TOKEN"), help="bearer token (default: env DEDUP_TOKEN, which keeps it out of ps)")
+        if name not in ("health", "namespaces", "delete-namespace"):
+            c.add_argument("--namespace", default=os.environ.get("DEDUP_NAMESPACE", ""), help="the namespace (tenant) to work in (default: env DEDUP_NAMESPACE, else the server's 'default')")
+        if name == "delete-namespace":
+            c.add_argument("name", help="the namespace to delete")
+            c.add_argument("--confirm", required=True, help="the namespace's name again")
         if name == "index":
             c.add_argument("dir", type=Path)
             c.add_argument("--threshold", type=float)
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings_flags)
-        code = {"index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health, "report": _report}[args.command](args)
+        commands = {"index": _index, "check": _check, "clusters": _clusters, "info": _info, "health": _health, "report": _report, "namespaces": _namespaces, "delete-namespace": _delete_namespace}
+        code = commands[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except grpc.RpcError as exc:
@@ -159,6 +167,7 @@ def _client(args: argparse.Namespace):
             tls_key_file=args.tls_key,
             tls_server_name=args.tls_server_name,
             token=args.token,
+            namespace=getattr(args, "namespace", ""),
         )
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -255,6 +264,22 @@ def _info(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
+    return 0
+
+
+def _namespaces(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        found = client.namespaces()
+    print(f"{'namespace':<40} {'images':>10} {'clusters':>9}")
+    for n in found:
+        print(f"{n.name:<40} {n.indexed_images:>10} {n.clusters:>9}")
+    return 0
+
+
+def _delete_namespace(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        deleted = client.delete_namespace(args.name, confirm=args.confirm)
+    print(f"deleted namespace {args.name}: {deleted} images")
     return 0
 
 

@@ -51,7 +51,8 @@ class DedupClient:
     sign the server's certificate; default: the system roots), `tls_cert_file` + `tls_key_file`
     (this client's certificate for mutual TLS), `tls_server_name` (the name to verify in the
     server's certificate, when it differs from the target's host). `token`: sent as
-    `authorization: Bearer <token>` on every DedupService call."""
+    `authorization: Bearer <token>` on every DedupService call. `namespace`: the namespace every
+    call works in ("" = the server's default), unless a request names its own."""
 
     def __init__(
         self,
@@ -63,7 +64,9 @@ class DedupClient:
         tls_key_file: str | Path | None = None,
         tls_server_name: str | None = None,
         token: str | None = None,
+        namespace: str = "",
     ):
+        self.namespace = namespace
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -119,23 +122,41 @@ class DedupClient:
             time.sleep(0.1)
 
     def check(self, image: bytes, *, image_id: str = "", add_to_index: bool = False, threshold: float | None = None, top_k: int | None = None) -> pb.CheckDuplicateResponse:
-        req = pb.CheckDuplicateRequest(image_id=image_id, image=image, add_to_index=add_to_index, threshold=threshold, top_k=top_k)
+        req = pb.CheckDuplicateRequest(image_id=image_id, image=image, add_to_index=add_to_index, threshold=threshold, top_k=top_k, namespace=self.namespace)
         return self.stub.CheckDuplicate(req, timeout=self.timeout)
 
     def bulk_check(self, requests: Iterable[pb.BulkCheckRequest], *, timeout: float | None = None) -> Iterator[pb.BulkCheckResponse]:
-        return self.stub.BulkCheck(iter(requests), timeout=timeout)
+        def named(items: Iterable[pb.BulkCheckRequest]) -> Iterator[pb.BulkCheckRequest]:
+            for r in items:
+                if self.namespace and not r.namespace:
+                    r.namespace = self.namespace
+                yield r
+
+        return self.stub.BulkCheck(named(requests), timeout=timeout)
 
     def list_clusters(self, *, min_size: int = 2, page_size: int = 100) -> Iterator[pb.Cluster]:
         token = ""
         while True:
-            resp = self.stub.ListClusters(pb.ListClustersRequest(page_size=page_size, page_token=token, min_size=min_size), timeout=self.timeout)
+            req = pb.ListClustersRequest(page_size=page_size, page_token=token, min_size=min_size, namespace=self.namespace)
+            resp = self.stub.ListClusters(req, timeout=self.timeout)
             yield from resp.clusters
             token = resp.next_page_token
             if not token:
                 return
 
     def delete(self, image_ids: list[str]) -> pb.DeleteImagesResponse:
-        return self.stub.DeleteImages(pb.DeleteImagesRequest(image_ids=image_ids), timeout=self.timeout)
+        return self.stub.DeleteImages(pb.DeleteImagesRequest(image_ids=image_ids, namespace=self.namespace), timeout=self.timeout)
+
+    def get_cluster(self, cluster_id: str) -> pb.Cluster:
+        return self.stub.GetCluster(pb.GetClusterRequest(cluster_id=cluster_id, namespace=self.namespace), timeout=self.timeout)
 
     def info(self) -> pb.GetInfoResponse:
-        return self.stub.GetInfo(pb.GetInfoRequest(), timeout=self.timeout)
+        return self.stub.GetInfo(pb.GetInfoRequest(namespace=self.namespace), timeout=self.timeout)
+
+    def namespaces(self) -> list[pb.Namespace]:
+        return list(self.stub.ListNamespaces(pb.ListNamespacesRequest(), timeout=self.timeout).namespaces)
+
+    def delete_namespace(self, namespace: str, *, confirm: str) -> int:
+        """Delete a whole namespace; `confirm` must repeat its name. Returns the images deleted."""
+        answer = self.stub.DeleteNamespace(pb.DeleteNamespaceRequest(namespace=namespace, confirm=confirm), timeout=self.timeout)
+        return answer.deleted_images

@@ -31,25 +31,32 @@ class ClusterView:
 class IndexBackend(Protocol):
     backend: str  # what stores the vectors, for GetInfo ("milvus-lite", "milvus-server", ...)
 
-    def might_hold(self, sha256: str) -> bool | None:
-        """Could an image with exactly these bytes be stored? False: certainly not; True: quite
-        likely (skip decoding until find_exact says no); None: cannot tell cheaply."""
+    def might_hold(self, namespace: str, sha256: str) -> bool | None:
+        """Could an image with exactly these bytes be stored in the namespace? False: certainly
+        not; True: quite likely (skip decoding until find_exact says no); None: cannot tell
+        cheaply."""
 
-    async def find_exact(self, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        """The embedding and extra views of a stored image with exactly these bytes, if any."""
+    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """The embedding and extra views of an image of the namespace with exactly these bytes."""
 
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
-        """Queue a check (and store); returns at once. The items of one flow are written in the
-        order they were enqueued. Raises Overloaded when the queue is full."""
+        """Queue a check (and store) in item.namespace; returns at once. The items of one flow
+        are written in the order they were enqueued. Raises Overloaded when the queue is full."""
 
-    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]: ...
+    async def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]: ...
 
-    async def list_clusters(self, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]: ...
+    async def list_clusters(self, namespace: str, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]: ...
 
-    async def get_cluster(self, cluster_id: str) -> ClusterView: ...
+    async def get_cluster(self, namespace: str, cluster_id: str) -> ClusterView: ...
 
-    async def counts(self) -> tuple[int, int]:
-        """(stored images, clusters of two or more)."""
+    async def counts(self, namespace: str) -> tuple[int, int]:
+        """(stored images, clusters of two or more) of a namespace."""
+
+    async def namespaces(self) -> list[tuple[str, int, int]]:
+        """(name, stored images, clusters of two or more) of every namespace that may hold images."""
+
+    async def delete_namespace(self, namespace: str) -> int:
+        """Delete every image and cluster of a namespace; returns how many images it held."""
 
     async def healthy(self) -> bool:
         """Whether writes can go through now (tries to recover when not)."""

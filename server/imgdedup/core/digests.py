@@ -14,6 +14,10 @@ not flagged exact_duplicate); see the `digest_cache` setting.
 
 The id set works alike on image keys (a hash of the id, storage/milvus.py: image_key): a new id
 skips the query that looks for an earlier image with the same id; a "maybe" makes that query.
+
+Both sets hold every namespace's images, each under a key of its namespace (image_key, and
+storage/milvus.py: digest_key for the bytes), so a "maybe" in one namespace says nothing of
+another's images and the confirming query looks in the caller's namespace only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import threading
 from collections.abc import Iterable
 
 import numpy as np
+
+from imgdedup.storage.milvus import digest_key
 
 # Additions are kept in a small set and merged into the sorted array now and then.
 _MERGE_AT = 4096
@@ -83,11 +89,13 @@ class StoredImages:
         self.digests = DigestSet()
         self.keys = DigestSet()
 
-    def load(self, keys_and_digests: Iterable[tuple[str, str]]) -> None:
-        rows = list(keys_and_digests)
-        self.digests.load(digest for _, digest in rows)
-        self.keys.load(key for key, _ in rows)
+    def load(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """rows: (namespace, image_key, sha256) of every stored image."""
+        rows = list(rows)
+        self.digests.load(digest_key(digest, ns) for ns, _, digest in rows if digest)
+        self.keys.load(key for _, key, _ in rows)
 
     def add(self, key: str, digest: str) -> None:
+        """key: the image_key; digest: the digest_key of its bytes."""
         self.keys.add(key)
         self.digests.add(digest)

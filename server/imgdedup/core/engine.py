@@ -24,7 +24,8 @@ from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.backends import ClusterView, IndexBackend
 from imgdedup.core.batcher import EmbedBatcher
-from imgdedup.core.errors import InvalidArgument, NotReady
+from imgdedup.core import namespaces
+from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
@@ -49,6 +50,8 @@ class CheckRequest:
     top_k: int | None = None
     # Interactive (the unary default) goes ahead of bulk (the stream default) at every queue.
     priority: Priority = Priority.HIGH
+    # As the request names it ("" for default); checked by validate (core/namespaces.py).
+    namespace: str = ""
 
 
 @dataclass(slots=True)
@@ -184,6 +187,7 @@ class DedupEngine:
     # -- check -----------------------------------------------------------------------------
     def validate(self, req: CheckRequest) -> CheckRequest:
         s = self.settings
+        req.namespace = namespaces.resolve(req.namespace)
         if req.image_id:
             raw = req.image_id.encode("utf-8", "surrogatepass")
             if len(raw) > MAX_ID_BYTES:
@@ -221,10 +225,10 @@ class DedupEngine:
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
             with self._batcher.announce(priority), tracer.start_as_current_span("decode"):  # another image of this level is on its way
-                facts, digest, maybe_stored, tensors = await self._decoding(priority, flow, self._prepare, req.image)
+                facts, digest, maybe_stored, tensors = await self._decoding(priority, flow, self._prepare, req.namespace, req.image)
                 # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only
                 # bytes the digest set cannot rule out are looked up (see core/digests.py).
-                same = await self.index.find_exact(digest) if maybe_stored else None
+                same = await self.index.find_exact(req.namespace, digest) if maybe_stored else None
                 if same is None and tensors is None:
                     tensors = await self._decoding(priority, flow, self._decode, req.image, facts)
         except ImageError as exc:
@@ -253,6 +257,7 @@ class DedupEngine:
             pixels=facts.pixels,
             sha256=digest,
             views=views,
+            namespace=req.namespace,
         )
         with tracer.start_as_current_span("index") as span:
             if ticket is not None and ticket.previous is not None:
@@ -283,14 +288,14 @@ class DedupEngine:
         """Run fn(*args) on the decode pool, in its turn."""
         return asyncio.wrap_future(self._decode_pool.submit(fn, *args, priority=priority, flow=flow))
 
-    def _prepare(self, data: bytes) -> tuple[ImageFacts, str, bool, list[np.ndarray] | None]:
+    def _prepare(self, namespace: str, data: bytes) -> tuple[ImageFacts, str, bool, list[np.ndarray] | None]:
         """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
 
         Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
         assert self.index is not None
         facts = probe_image(data, max_pixels=self.settings.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
-        hint = self.index.might_hold(digest)
+        hint = self.index.might_hold(namespace, digest)
         if hint is True:
             return facts, digest, True, None  # probably an exact duplicate: decode only if it is not
         return facts, digest, hint is None, self._decode(data, facts)
@@ -314,8 +319,9 @@ class DedupEngine:
         return await future
 
     # -- delete ----------------------------------------------------------------------------
-    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
+    async def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]:
         self._require_ready()
+        namespace = namespaces.resolve(namespace)
         if not image_ids:
             raise InvalidArgument("image_ids", "give at least one image id")
         if len(image_ids) > 1000:
@@ -324,31 +330,53 @@ class DedupEngine:
             if not i or len(i.encode()) > MAX_ID_BYTES:
                 raise InvalidArgument("image_ids", f"invalid image id {i[:40]!r}")
         assert self.index is not None
-        return await self.index.delete(image_ids)
+        return await self.index.delete(namespace, image_ids)
 
     # -- clusters --------------------------------------------------------------------------
-    async def list_clusters(self, *, page_size: int, page_token: str, min_size: int | None) -> tuple[list[ClusterView], str, int]:
+    async def list_clusters(self, *, namespace: str = "", page_size: int, page_token: str, min_size: int | None) -> tuple[list[ClusterView], str, int]:
         self._require_ready()
+        namespace = namespaces.resolve(namespace)
         min_size = 2 if min_size is None else min_size
         if min_size < 1:
             raise InvalidArgument("min_size", "min_size must be at least 1")
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"page_size must be in 0..{MAX_PAGE_SIZE}")
         assert self.index is not None
-        return await self.index.list_clusters(page_size or DEFAULT_PAGE_SIZE, page_token, min_size)
+        return await self.index.list_clusters(namespace, page_size or DEFAULT_PAGE_SIZE, page_token, min_size)
 
-    async def get_cluster(self, cluster_id: str) -> ClusterView:
+    async def get_cluster(self, cluster_id: str, namespace: str = "") -> ClusterView:
         self._require_ready()
+        namespace = namespaces.resolve(namespace)
         if not cluster_id:
             raise InvalidArgument("cluster_id", "cluster_id is required")
         assert self.index is not None
-        return await self.index.get_cluster(cluster_id)
+        return await self.index.get_cluster(namespace, cluster_id)
+
+    # -- namespaces ------------------------------------------------------------------------
+    async def list_namespaces(self) -> list[tuple[str, int, int]]:
+        """(name, images, clusters of two or more) of the namespaces the caller may open."""
+        self._require_ready()
+        assert self.index is not None
+        found = await self.index.namespaces()
+        open_ = set(namespaces.visible([n for n, _, _ in found]))
+        return [row for row in found if row[0] in open_]
+
+    async def delete_namespace(self, namespace: str, confirm: str) -> int:
+        self._require_ready()
+        namespace = namespaces.resolve(namespace)
+        if confirm != namespace:
+            raise FailedPrecondition(f"to delete namespace {namespace!r} and all its images, repeat its name in `confirm`", reason="CONFIRMATION_MISMATCH")
+        assert self.index is not None
+        deleted = await self.index.delete_namespace(namespace)
+        log.warning("namespace %r deleted: %d images", namespace, deleted)
+        return deleted
 
     # -- info ------------------------------------------------------------------------------
-    async def info(self) -> dict:
+    async def info(self, namespace: str = "") -> dict:
         self._require_ready()
+        namespace = namespaces.resolve(namespace)
         assert self.index is not None and self.embedder is not None
-        images, clusters = await self.index.counts()
+        images, clusters = await self.index.counts(namespace)
         return {
             "model_name": self.spec.name,
             "input_size": self.spec.input_size,
@@ -358,4 +386,5 @@ class DedupEngine:
             "milvus_backend": self.index.backend,
             "indexed_images": images,
             "clusters": clusters,
+            "namespace": namespace,
         }

@@ -33,6 +33,19 @@ class NotFound(DedupError):
         self.name = name
 
 
+class PermissionDenied(DedupError):
+    """The caller is authenticated but may not do this (e.g. its token opens other namespaces)."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(DedupError):
+    """The request is well formed but the system is not in the state it needs (e.g. a delete's
+    confirmation does not match)."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class Overloaded(DedupError):
     """Queues are full: the caller should retry after `retry_after_s`."""
 

@@ -2,7 +2,9 @@
 
 Every write goes through one IndexWriter on one thread, so a check sees every image stored
 before it: images of the same batch are compared with each other in numpy, in arrival order,
-as well as with Milvus. Clusters are the connected groups of the duplicate relation at the
+as well as with Milvus. A batch may mix namespaces: each namespace's items are checked and
+written on their own (in their order), against their own namespace only, so no match and no
+cluster spans two namespaces. Clusters are the connected groups of the duplicate relation at the
 server's cluster threshold: a new image joins its matches' cluster, an image matching two
 clusters merges them, and deleting an image re-splits its cluster if it was the only link.
 """
@@ -19,7 +21,7 @@ from imgdedup import metrics
 
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.threads import thread_pool
-from imgdedup.storage.milvus import ClusterRow, Hit, ImageRow, MilvusStore, image_key
+from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
 
 # Extra neighbours fetched beyond top_k, so that joining clusters sees enough of them and a
 # re-sent image's own row does not crowd out a real match.
@@ -27,7 +29,8 @@ SEARCH_SLACK = 8
 
 
 def new_cluster_id() -> str:
-    """'c' + 12 hex digits of milliseconds + 8 random hex: sortable by creation, hex-splittable."""
+    """'c' + 12 hex digits of milliseconds + 8 random hex: sortable by creation, hex-splittable,
+    and unique across namespaces (cluster rows are deleted by id alone)."""
     return f"c{int(time.time() * 1000):012x}{os.urandom(4).hex()}"
 
 
@@ -41,6 +44,7 @@ class PendingImage:
     pixels: int
     sha256: str
     views: list[np.ndarray] = field(default_factory=list)  # extra views (core/views.py)
+    namespace: str = DEFAULT_NAMESPACE
 
     @property
     def all_vectors(self) -> list[np.ndarray]:
@@ -59,6 +63,7 @@ class _ClusterBook:
     """Cluster rows touched by one write batch, flushed to Milvus at its end."""
 
     store: MilvusStore
+    namespace: str
     rows: dict[str, ClusterRow] = field(default_factory=dict)
     merged_into: dict[str, str] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
@@ -70,7 +75,7 @@ class _ClusterBook:
 
     def load(self, cluster_ids: set[str]) -> None:
         missing = {c for c in cluster_ids if c not in self.rows and c not in self.merged_into}
-        self.rows.update(self.store.get_clusters(missing))
+        self.rows.update(self.store.get_clusters(self.namespace, missing))
 
     def add_image(self, image: ImageRow, linked: set[str]) -> str:
         """Put a new image into a cluster: its own, the one it matches, or a merge of several."""
@@ -79,7 +84,7 @@ class _ClusterBook:
         linked = {c for c in linked if c in self.rows}
         if not linked:
             cid = new_cluster_id()
-            self.rows[cid] = ClusterRow(cid, 0, image.image_id, image.pixels, image.inserted_at_ms)
+            self.rows[cid] = ClusterRow(cid, 0, image.image_id, image.pixels, image.inserted_at_ms, self.namespace)
         else:
             # The largest cluster survives, so the fewest member rows are rewritten.
             cid = max(linked, key=lambda c: (self.rows[c].size, c))
@@ -110,12 +115,12 @@ class _ClusterBook:
         IndexWriter.rebuild_clusters cannot put right."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
-        self.store.insert_views(new_views)
+        self.store.insert_views(self.namespace, new_views)
         self.store.insert_images(new_images)
         _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
         if merged:
-            moved = self.store.images_in_clusters(merged, with_vectors=True)
+            moved = self.store.images_in_clusters(self.namespace, merged, with_vectors=True)
             for img in moved:
                 img.cluster_id = self.resolve(img.cluster_id)
             self.store.rewrite_images(moved)
@@ -162,17 +167,18 @@ class IndexWriter:
     def close(self) -> None:
         self._view_search.shutdown(wait=True)
 
-    def _search(self, items: list[PendingImage], limit: int) -> list[list[Hit]]:
-        """Nearest stored images of each item by image_similarity, most similar first."""
+    def _search(self, namespace: str, items: list[PendingImage], limit: int) -> list[list[Hit]]:
+        """Nearest stored images of each item (all of `namespace`) by image_similarity, most
+        similar first."""
         queries, owners = [], []
         for n, item in enumerate(items):
             for v in item.all_vectors:
                 queries.append(v)
                 owners.append(n)
         stacked = np.stack(queries)
-        in_views = self._view_search.submit(self.store.search_views, stacked, limit)
+        in_views = self._view_search.submit(self.store.search_views, namespace, stacked, limit)
         try:
-            in_images = self.store.search(stacked, limit)
+            in_images = self.store.search(namespace, stacked, limit)
         finally:
             view_hits = in_views.result()
         found: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair seen
@@ -189,9 +195,9 @@ class IndexWriter:
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
-        their_views = self.store.views_of(rescore) if rescore else {}
+        their_views = self.store.views_of(namespace, rescore) if rescore else {}
         if their_views:
-            rows = self.store.get_images(their_views, with_vectors=True)
+            rows = self.store.get_images(namespace, their_views, with_vectors=True)
             cluster_of.update({i: r.cluster_id for i, r in rows.items()})
             for item, f in zip(items, found):
                 for image_id in f.keys() & rows.keys() if item.views else ():
@@ -200,7 +206,7 @@ class IndexWriter:
         # view whose image row is missing: left by a crash, it is ignored).
         missing = {image_id for f in found for image_id, sim in f.items() if sim >= floor and image_id not in cluster_of}
         if missing:
-            cluster_of.update({i: r.cluster_id for i, r in self.store.get_images(missing).items()})
+            cluster_of.update({i: r.cluster_id for i, r in self.store.get_images(namespace, missing).items()})
         return [
             sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if i in cluster_of), key=lambda h: -h.similarity)
             for f in found
@@ -208,25 +214,37 @@ class IndexWriter:
 
     # -- check (and store) -------------------------------------------------------------------
     def commit(self, items: list[PendingImage]) -> list[CheckResult]:
+        """Check (and store) a batch; results in the items' order. Each namespace's items are
+        committed on their own, in their order."""
+        positions: dict[str, list[int]] = {}
+        for n, item in enumerate(items):
+            positions.setdefault(item.namespace, []).append(n)
+        results: list[CheckResult | None] = [None] * len(items)
+        for namespace, where in positions.items():
+            for n, result in zip(where, self._commit(namespace, [items[n] for n in where])):
+                results[n] = result
+        return results  # type: ignore[return-value]
+
+    def _commit(self, namespace: str, items: list[PendingImage]) -> list[CheckResult]:
         now_ms = int(time.time() * 1000)
         to_store = [i.image_id for i in items if i.add_to_index]
         if self.stored is not None:
-            to_store = [i for i in to_store if self.stored.keys.might_contain(image_key(i))]
-        existing = self.store.get_images(to_store)
+            to_store = [i for i in to_store if self.stored.keys.might_contain(image_key(i, namespace))]
+        existing = self.store.get_images(namespace, to_store)
         # A re-sent id with different content replaces the old image: remove it first, so the
         # search below never sees the stale row and its cluster is repaired.
         replaced = [i.image_id for i in items if i.add_to_index and i.image_id in existing and existing[i.image_id].sha256 != i.sha256]
         if replaced:
-            self.delete(replaced)
+            self.delete(namespace, replaced)
             for image_id in replaced:
                 existing.pop(image_id)
 
         limit = max(i.top_k for i in items) + SEARCH_SLACK
         t0 = time.perf_counter()
-        all_hits = self._search(items, limit)
+        all_hits = self._search(namespace, items, limit)
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
-        book = _ClusterBook(self.store)
+        book = _ClusterBook(self.store, namespace)
         batch_rows: list[ImageRow] = []  # stored earlier in this batch, in order
         batch_views: list[list[np.ndarray]] = []  # their views (whole image first)
         new_views: dict[str, list[np.ndarray]] = {}
@@ -250,7 +268,7 @@ class IndexWriter:
                 results.append(CheckResult(matches, stored=True, cluster_id=book.resolve(previous.cluster_id)))
                 continue
             linked = {h.cluster_id for h in candidates if h.similarity >= self.cluster_threshold}
-            row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector)
+            row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
             row.cluster_id = book.add_image(row, linked)
             batch_rows.append(row)
             batch_views.append(item.all_vectors)
@@ -261,7 +279,7 @@ class IndexWriter:
             # Recorded before the write: if it fails part-way, rows may exist that the sets
             # must not rule out (an extra entry only costs a query; a missing one a wrong answer).
             for row in batch_rows:
-                self.stored.add(image_key(row.image_id), row.sha256)
+                self.stored.add(image_key(row.image_id, namespace), digest_key(row.sha256, namespace))
         t2 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("cluster").observe(t2 - t1)
         if batch_rows or book.dirty:
@@ -284,25 +302,26 @@ class IndexWriter:
         rows = []
         for cid, members in groups.items():
             rep = max(members, key=lambda m: (m.pixels, -m.inserted_at_ms))
-            rows.append(ClusterRow(cid, len(members), rep.image_id, rep.pixels, rep.inserted_at_ms))
-        stale = [cid for cid, _ in self.store.cluster_sizes(1) if cid not in groups]
+            rows.append(ClusterRow(cid, len(members), rep.image_id, rep.pixels, rep.inserted_at_ms, rep.namespace))
+        stale = [cid for cid, _ in self.store.cluster_sizes(None, 1) if cid not in groups]
         self.store.upsert_clusters(rows)
         self.store.delete_clusters(stale)
         return len(rows), len(stale)
 
     # -- delete ------------------------------------------------------------------------------
-    def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
-        """Delete images; recompute the clusters they were in. Returns (deleted, not_found)."""
-        found = self.store.get_images(image_ids)
+    def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Delete images of a namespace; recompute the clusters they were in. Returns
+        (deleted, not_found)."""
+        found = self.store.get_images(namespace, image_ids)
         deleted = [i for i in dict.fromkeys(image_ids) if i in found]
         not_found = [i for i in dict.fromkeys(image_ids) if i not in found]
         if not deleted:
             return deleted, not_found
-        self.store.delete_images(deleted)
-        self.store.delete_views(deleted)
+        self.store.delete_images(namespace, deleted)
+        self.store.delete_views(namespace, deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
-        members = self.store.images_in_clusters(affected, with_vectors=True)
-        extra = self.store.views_of([m.image_id for m in members]) if members else {}
+        members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
+        extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -322,7 +341,7 @@ class IndexWriter:
                         m.cluster_id = new_cid
                         rewrite.append(m)
                 rep = max(component, key=lambda m: (m.pixels, -m.inserted_at_ms))
-                cluster_rows.append(ClusterRow(new_cid, len(component), rep.image_id, rep.pixels, rep.inserted_at_ms))
+                cluster_rows.append(ClusterRow(new_cid, len(component), rep.image_id, rep.pixels, rep.inserted_at_ms, namespace))
         self.store.rewrite_images(rewrite)
         self.store.delete_clusters(emptied)  # before the upsert, as in _ClusterBook.flush
         self.store.upsert_clusters(cluster_rows)

@@ -30,7 +30,7 @@ from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_si
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
-from imgdedup.storage.milvus import MilvusStore, StorageError
+from imgdedup.storage.milvus import MilvusStore, StorageError, digest_key
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class LocalIndex:
             if time.monotonic() >= self._next_count:  # the stored-images gauge, now and then
                 self._next_count = time.monotonic() + 15.0
                 try:
-                    metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images))
+                    metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images, None))
                 except StorageError as exc:  # a slow count says nothing of health
                     log.warning("counting stored images failed: %s", exc)
             return True
@@ -181,22 +181,22 @@ class LocalIndex:
         log.warning("clusters rebuilt after a failed write: %d written, %d stale removed", written, stale)
 
     # -- exact duplicates ------------------------------------------------------------------
-    def might_hold(self, sha256: str) -> bool | None:
+    def might_hold(self, namespace: str, sha256: str) -> bool | None:
         digests = self._stored.digests if self._stored is not None else None
         if digests is None or not digests.loaded:
             return None
-        return digests.might_contain(sha256)
+        return digests.might_contain(digest_key(sha256, namespace))
 
-    async def find_exact(self, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        if self.might_hold(sha256) is False:
+    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        if self.might_hold(namespace, sha256) is False:
             return None
-        return await self._run(self._read_pool, self._find_exact, sha256)
+        return await self._run(self._read_pool, self._find_exact, namespace, sha256)
 
-    def _find_exact(self, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        row = self.store.find_by_sha256(sha256)
+    def _find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        row = self.store.find_by_sha256(namespace, sha256)
         if row is None or row.vector is None:
             return None
-        return row.vector, self.store.views_of([row.image_id]).get(row.image_id, [])
+        return row.vector, self.store.views_of(namespace, [row.image_id]).get(row.image_id, [])
 
     # -- writes ----------------------------------------------------------------------------
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
@@ -257,8 +257,19 @@ class LocalIndex:
             for c in batch:
                 yield [c]
 
-    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
-        return await self._run(self._write_pool, self._guarded, self._writer.delete, image_ids)
+    async def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        return await self._run(self._write_pool, self._guarded, self._writer.delete, namespace, image_ids)
+
+    async def delete_namespace(self, namespace: str) -> int:
+        """Every image and cluster of a namespace, on the writer thread (between writes)."""
+        return await self._run(self._write_pool, self._guarded, self.store.drop_namespace, namespace)
+
+    async def namespaces(self) -> list[tuple[str, int, int]]:
+        """(name, stored images, clusters of two or more) of every registered namespace."""
+        def read() -> list[tuple[str, int, int]]:
+            return [(n, self.store.count_images(n), self.store.count_clusters(n, 2)) for n in self.store.namespace_names()]
+
+        return await self._run(self._read_pool, read)
 
     def _guarded(self, write, *args):
         """Run a write with the in-progress marker on disk (no fsync: it guards against process
@@ -274,28 +285,28 @@ class LocalIndex:
         return result
 
     # -- reads -----------------------------------------------------------------------------
-    async def list_clusters(self, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
-        cursor = _decode_token(page_token, min_size) if page_token else None
-        sizes = await self._run(self._read_pool, self.store.cluster_sizes, min_size)
+    async def list_clusters(self, namespace: str, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
+        cursor = _decode_token(page_token, namespace, min_size) if page_token else None
+        sizes = await self._run(self._read_pool, self.store.cluster_sizes, namespace, min_size)
         ordered = sorted(sizes, key=lambda cs: (-cs[1], cs[0]))
         if cursor is not None:
             last_size, last_id = cursor
             ordered = [cs for cs in ordered if (-cs[1], cs[0]) > (-last_size, last_id)]
         page = ordered[:page_size]
-        views = await self._run(self._read_pool, self._cluster_views, [c for c, _ in page])
-        next_token = _encode_token(page[-1][1], page[-1][0], min_size) if len(ordered) > page_size else ""
+        views = await self._run(self._read_pool, self._cluster_views, namespace, [c for c, _ in page])
+        next_token = _encode_token(page[-1][1], page[-1][0], namespace, min_size) if len(ordered) > page_size else ""
         return views, next_token, len(sizes)
 
-    async def get_cluster(self, cluster_id: str) -> ClusterView:
-        views = await self._run(self._read_pool, self._cluster_views, [cluster_id])
+    async def get_cluster(self, namespace: str, cluster_id: str) -> ClusterView:
+        views = await self._run(self._read_pool, self._cluster_views, namespace, [cluster_id])
         if not views:
             raise NotFound("cluster", cluster_id)
         return views[0]
 
-    def _cluster_views(self, cluster_ids: list[str]) -> list[ClusterView]:
-        rows = self.store.get_clusters(cluster_ids)
-        members = self.store.images_in_clusters([c for c in cluster_ids if c in rows], with_vectors=True)
-        extra = self.store.views_of([m.image_id for m in members]) if members else {}
+    def _cluster_views(self, namespace: str, cluster_ids: list[str]) -> list[ClusterView]:
+        rows = self.store.get_clusters(namespace, cluster_ids)
+        members = self.store.images_in_clusters(namespace, [c for c in cluster_ids if c in rows], with_vectors=True)
+        extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list] = {}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -311,9 +322,9 @@ class LocalIndex:
             views.append(ClusterView(cid, row.size, row.representative_id, scored))
         return views
 
-    async def counts(self) -> tuple[int, int]:
-        images = await self._run(self._read_pool, self.store.count_images)
-        clusters = await self._run(self._read_pool, self.store.count_clusters, 2)
+    async def counts(self, namespace: str) -> tuple[int, int]:
+        images = await self._run(self._read_pool, self.store.count_images, namespace)
+        clusters = await self._run(self._read_pool, self.store.count_clusters, namespace, 2)
         return images, clusters
 
     async def _run(self, pool, fn, *args):
@@ -323,19 +334,21 @@ class LocalIndex:
             raise StorageUnavailable(f"vector database unavailable: {exc}") from None
 
 
-# AIP-158 page tokens: opaque to clients, tied to the query that made them.
-def _encode_token(last_size: int, last_id: str, min_size: int) -> str:
-    raw = json.dumps({"v": 1, "s": last_size, "c": last_id, "m": min_size}, separators=(",", ":")).encode()
+# AIP-158 page tokens: opaque to clients, tied to the query that made them (its namespace too).
+def _encode_token(last_size: int, last_id: str, namespace: str, min_size: int) -> str:
+    raw = json.dumps({"v": 2, "s": last_size, "c": last_id, "n": namespace, "m": min_size}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str, min_size: int) -> tuple[int, str]:
+def _decode_token(token: str, namespace: str, min_size: int) -> tuple[int, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        size, cid, m = int(data["s"]), str(data["c"]), int(data["m"])
-        assert data.get("v") == 1
+        size, cid, ns, m = int(data["s"]), str(data["c"]), str(data["n"]), int(data["m"])
+        assert data.get("v") == 2
     except Exception:
         raise InvalidArgument("page_token", "page_token is not valid: pass next_page_token from a previous response unchanged", reason="INVALID_PAGE_TOKEN") from None
+    if ns != namespace:
+        raise InvalidArgument("page_token", "page_token was made for another namespace; page within the namespace that gave it", reason="INVALID_PAGE_TOKEN")
     if m != min_size:
         raise InvalidArgument("page_token", "page_token was made for another min_size; keep the other fields unchanged while paging", reason="INVALID_PAGE_TOKEN")
     return size, cid

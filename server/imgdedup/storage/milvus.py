@@ -1,16 +1,27 @@
 """Images and clusters in Milvus: Milvus Lite in a local file by default, any server by URI.
 
-Two collections:
-- `<prefix>_images`: one row per stored image: its embedding (COSINE), the caller's image_id,
+Four collections, shared by every namespace (tenant); each row carries its `namespace`, a
+partition key on a Milvus server and a plain field with an INVERTED index on Milvus Lite (which
+refuses filters on a partition key). Every read names its namespace: the methods below take it,
+and filter on it. Why one set rather than a set per namespace: docs/namespaces.md.
+- `<prefix>_v2_images`: one row per stored image: its embedding (COSINE), the caller's image_id,
   cluster id, pixel count, insertion time and content hash. The primary key is a hash of the
-  image_id (`image_key`), never the caller's string itself: Milvus Lite 2.5.1 builds SQL from
-  primary keys without escaping, so a delete or upsert of an id with a quote in it fails.
-- `<prefix>_views`: extra embeddings of some stored images (e.g. the photo inside a screenshot,
-  see core/views.py), keyed by a hash of (image_id, view number), pointing at their image by
-  image_key/image_id. Derived data: written before the image row, deleted after it, and a view
-  whose image row is missing is ignored, so a crash in between leaves nothing visible.
-- `<prefix>_clusters`: one row per cluster (singletons included): size and representative.
+  namespace and image_id (`image_key`), never the caller's string itself: Milvus Lite 2.5.1
+  builds SQL from primary keys without escaping, so a delete or upsert of an id with a quote in
+  it fails.
+- `<prefix>_v2_views`: extra embeddings of some stored images (e.g. the photo inside a
+  screenshot, see core/views.py), keyed by a hash of (namespace, image_id, view number),
+  pointing at their image by image_key/image_id. Derived data: written before the image row,
+  deleted after it, and a view whose image row is missing is ignored, so a crash in between
+  leaves nothing visible.
+- `<prefix>_v2_clusters`: one row per cluster (singletons included): size and representative.
   Milvus requires a vector field in every collection, so it carries a 2-d placeholder.
+- `<prefix>_v2_namespaces`: one row per namespace that may hold rows, written before its first
+  image (so the set is never smaller than the namespaces holding rows): ListNamespaces, and a
+  search in the only namespace there is needs no filter (a filter costs Milvus Lite ~2x).
+
+Collections of the first layout (`<prefix>_images`, `_views`, `_clusters`, without namespaces)
+are copied into these as the `default` namespace at start, then dropped (migrate_v1).
 
 Every call passes `timeout`: pymilvus otherwise retries some failures 75 times (minutes).
 """
@@ -30,6 +41,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_ID_BYTES = 256
+DEFAULT_NAMESPACE = "default"
+MAX_NAMESPACE_CHARS = 64
+# Partitions of the namespace partition key on a Milvus server.
+NAMESPACE_PARTITIONS = 16
+# Rows per insert when copying the first layout's collections.
+MIGRATE_CHUNK = 1000
 # Milvus answers at most this many rows per query (offset + limit).
 QUERY_WINDOW = 16384
 # Milvus Lite slows down steeply with long `in [...]` lists (fetching 4,000 vectors by key took
@@ -82,6 +99,7 @@ class ImageRow:
     inserted_at_ms: int
     sha256: str
     vector: np.ndarray | None = None
+    namespace: str = DEFAULT_NAMESPACE
 
 
 @dataclass(slots=True)
@@ -91,6 +109,7 @@ class ClusterRow:
     representative_id: str
     rep_pixels: int
     rep_inserted_at_ms: int
+    namespace: str = DEFAULT_NAMESPACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +119,28 @@ class Hit:
     cluster_id: str
 
 
-def image_key(image_id: str) -> str:
-    """The primary key for an image id: 32 hex digits, safe in any filter or statement."""
-    return hashlib.blake2b(image_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def _ns_key(namespace: str) -> bytes:
+    """The BLAKE2b key of a namespace's hashes: none for `default` (so its keys are the first
+    layout's, and migrate_v1 copies rows unchanged), the name for the others (at most 64 bytes,
+    BLAKE2b's limit). A keyed hash cannot collide with another namespace's by any choice of id."""
+    return b"" if namespace == DEFAULT_NAMESPACE else namespace.encode()
 
 
-def view_key(image_id: str, view: int) -> str:
+def image_key(image_id: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The primary key of an image id in a namespace: 32 hex digits, safe in any filter."""
+    return hashlib.blake2b(image_id.encode("utf-8", "surrogatepass"), digest_size=16, key=_ns_key(namespace)).hexdigest()
+
+
+def view_key(image_id: str, view: int, namespace: str = DEFAULT_NAMESPACE) -> str:
     """The primary key of an image's extra view number `view` (1, 2, ...)."""
-    return hashlib.blake2b(f"{view}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view").hexdigest()
+    return hashlib.blake2b(f"{view}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view", key=_ns_key(namespace)).hexdigest()
+
+
+def digest_key(sha256: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """What the in-memory digest set keeps for bytes stored in a namespace (core/digests.py)."""
+    if namespace == DEFAULT_NAMESPACE:
+        return sha256
+    return hashlib.blake2b(sha256.encode(), digest_size=32, key=_ns_key(namespace), person=b"imgdedup-sha").hexdigest()
 
 
 def quote(value: str) -> str:
@@ -117,6 +150,12 @@ def quote(value: str) -> str:
 
 def _in_list(field: str, values: Iterable[str]) -> str:
     return f"{field} in [{', '.join(quote(v) for v in values)}]"
+
+
+def _in_ns(namespace: str, expr: str = "") -> str:
+    """expr, within one namespace."""
+    scope = f"namespace == {quote(namespace)}"
+    return f"{scope} and ({expr})" if expr else scope
 
 
 def _chunks(values: list[str], size: int = IN_CHUNK) -> Iterable[list[str]]:
@@ -141,9 +180,11 @@ class MilvusStore:
         self.uri = uri
         self.dim = dim
         self.model_name = model_name
-        self.images = f"{prefix}_images"
-        self.clusters = f"{prefix}_clusters"
-        self.views = f"{prefix}_views"
+        self.images = f"{prefix}_v2_images"
+        self.clusters = f"{prefix}_v2_clusters"
+        self.views = f"{prefix}_v2_views"
+        self.namespaces = f"{prefix}_v2_namespaces"
+        self.v1 = (f"{prefix}_images", f"{prefix}_views", f"{prefix}_clusters")  # the first layout
         self.timeout = timeout_s
         self.setup_timeout = max(timeout_s, SETUP_TIMEOUT_S)  # creating and loading collections
         self.index_type = index_type
@@ -159,6 +200,13 @@ class MilvusStore:
         self.consistency = "Strong" if self.is_lite else "Session"
         self._strong_until: dict[str, float] = {}  # collection -> until when reads ask for Strong
         self.server_version: tuple[int, ...] = ()  # of a Milvus server (empty for Milvus Lite)
+        # Namespaces that may hold rows (a superset: registered before their first row). Only
+        # this process writes (the single writer), so it stays true once loaded at connect.
+        self._holding: set[str] = set()
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        return (self.images, self.views, self.clusters, self.namespaces)
 
     @property
     def backend(self) -> str:
@@ -186,11 +234,13 @@ class MilvusStore:
                     f"this server needs {'.'.join(map(str, MIN_SERVER_VERSION))} or later"
                 )
         self._ensure_collections()
+        self.migrate_v1()
+        self._holding = set(self.namespace_names())
 
     def close(self) -> None:
         if self._client is not None:
             try:
-                for name in (self.images, self.views, self.clusters):
+                for name in self.collections:
                     self._client.flush(name, timeout=self.timeout)
             except Exception:  # closing must not raise
                 log.exception("flush on close failed")
@@ -198,9 +248,9 @@ class MilvusStore:
             self._client = None
 
     def ping(self) -> None:
-        """Raise StorageError unless Milvus answers with all three collections loaded (a Milvus
+        """Raise StorageError unless Milvus answers with all its collections loaded (a Milvus
         server that restarted answers before it has loaded them again)."""
-        for name in (self.images, self.views, self.clusters):
+        for name in self.collections:
             state = self._call("get_load_state", name)["state"]
             if getattr(state, "name", str(state)) != "Loaded":
                 raise StorageError(f"collection {name!r} is not loaded ({getattr(state, 'name', state)})")
@@ -224,17 +274,11 @@ class MilvusStore:
         from pymilvus import DataType, MilvusClient
 
         description = f"imgdedup images; model={self.model_name}; dim={self.dim}"
-        if self._call("has_collection", self.images):
-            info = self._call("describe_collection", self.images)
-            stored = info.get("description", "")
-            if stored != description:
-                raise StorageError(
-                    f"collection {self.images!r} was made for another model ({stored!r}); "
-                    f"this server runs {description!r}. Use another collection prefix or data dir."
-                )
-        else:
-            schema = MilvusClient.create_schema(auto_id=False, description=description)
+        self._check_model(self.images, description)
+        if not self._call("has_collection", self.images):
+            schema = self._schema(description)
             schema.add_field("image_key", DataType.VARCHAR, is_primary=True, max_length=32)
+            self._add_namespace(schema)
             schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
             schema.add_field("cluster_id", DataType.VARCHAR, max_length=64)
@@ -244,34 +288,108 @@ class MilvusStore:
             index = self._embedding_index("cluster_id", "sha256")
             self._create(self.images, schema, index)
         if not self._call("has_collection", self.views):
-            schema = MilvusClient.create_schema(auto_id=False, description=f"imgdedup views; model={self.model_name}; dim={self.dim}")
+            schema = self._schema(f"imgdedup views; model={self.model_name}; dim={self.dim}")
             schema.add_field("view_key", DataType.VARCHAR, is_primary=True, max_length=32)
+            self._add_namespace(schema)
             schema.add_field("image_key", DataType.VARCHAR, max_length=32)
             schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
             index = self._embedding_index("image_key")
             self._create(self.views, schema, index)
         if not self._call("has_collection", self.clusters):
-            schema = MilvusClient.create_schema(auto_id=False, description="imgdedup clusters")
+            schema = self._schema("imgdedup clusters")
             schema.add_field("cluster_id", DataType.VARCHAR, is_primary=True, max_length=64)
+            self._add_namespace(schema)
             schema.add_field("size", DataType.INT64)
             schema.add_field("representative_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
             schema.add_field("rep_pixels", DataType.INT64)
             schema.add_field("rep_inserted_at_ms", DataType.INT64)
             schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
-            index = MilvusClient.prepare_index_params()
-            index.add_index("placeholder", index_type="FLAT", metric_type="L2")
-            self._create(self.clusters, schema, index)
-        for name in (self.images, self.views, self.clusters):
+            self._create(self.clusters, schema, self._placeholder_index())
+        if not self._call("has_collection", self.namespaces):
+            schema = self._schema("imgdedup namespaces")
+            schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=MAX_NAMESPACE_CHARS)
+            schema.add_field("created_at_ms", DataType.INT64)
+            schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
+            self._create(self.namespaces, schema, self._placeholder_index(), partitioned=False)
+        for name in self.collections:
             # Loading takes seconds on a server (longer right after it restarted).
             self._call("load_collection", name, timeout=self.setup_timeout)
 
-    def _create(self, name: str, schema: Any, index: Any) -> None:
+    def _check_model(self, collection: str, description: str) -> None:
+        if self._call("has_collection", collection):
+            stored = self._call("describe_collection", collection).get("description", "")
+            if stored != description:
+                raise StorageError(
+                    f"collection {collection!r} was made for another model ({stored!r}); "
+                    f"this server runs {description!r}. Use another collection prefix or data dir."
+                )
+
+    @staticmethod
+    def _schema(description: str) -> Any:
+        from pymilvus import MilvusClient
+
+        return MilvusClient.create_schema(auto_id=False, description=description)
+
+    def _add_namespace(self, schema: Any) -> None:
+        from pymilvus import DataType
+
+        # A partition key on a server; Milvus Lite 2.5.1 refuses filters on one ("Invalid expr").
+        schema.add_field("namespace", DataType.VARCHAR, max_length=MAX_NAMESPACE_CHARS, is_partition_key=not self.is_lite)
+
+    @staticmethod
+    def _placeholder_index() -> Any:
+        from pymilvus import MilvusClient
+
+        index = MilvusClient.prepare_index_params()
+        index.add_index("placeholder", index_type="FLAT", metric_type="L2")
+        return index
+
+    # -- the first layout --------------------------------------------------------------------
+    def migrate_v1(self) -> int:
+        """Copy collections of the first layout (no namespaces) into this one as the `default`
+        namespace, check the counts, then drop them. Rows keep their keys (image_key of the
+        default namespace is the first layout's), so the copy is an upsert: a start interrupted
+        in the middle copies again. Returns the images copied (0 when there was nothing)."""
+        old_images, old_views, old_clusters = self.v1
+        if not self._call("has_collection", old_images):
+            return 0
+        self._check_model(old_images, f"imgdedup images; model={self.model_name}; dim={self.dim}")
+        log.warning("found collections of the first layout (%s); copying them into %s as namespace %r", ", ".join(self.v1), self.images, DEFAULT_NAMESPACE)
+        started = time.perf_counter()
+        copies = [
+            (old_images, self.images, "image_key", ""),
+            (old_views, self.views, "view_key", ""),
+            (old_clusters, self.clusters, "cluster_id", "c"),
+        ]
+        self.register_namespace(DEFAULT_NAMESPACE)
+        copied: dict[str, int] = {}
+        for old, new, key, root in copies:
+            if not self._call("has_collection", old):
+                continue
+            self._call("load_collection", old, timeout=self.setup_timeout)
+            total = int(self._call("query", old, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+            rows = self._query_all(old, f"{key} != \"\"", ["*"], key=key, root=root, consistency="Strong") if total else []
+            for start in range(0, len(rows), MIGRATE_CHUNK):
+                chunk = [{**r, "namespace": DEFAULT_NAMESPACE} for r in rows[start: start + MIGRATE_CHUNK]]
+                self._call("upsert", new, chunk, timeout=self.setup_timeout)
+            now = int(self._call("query", new, filter=_in_ns(DEFAULT_NAMESPACE), output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+            if len(rows) != total or now < total:
+                raise StorageError(f"copying {old!r} into {new!r} is incomplete ({len(rows)} rows read, {total} there, {now} in the copy); the old collection is kept")
+            copied[old] = total
+        for old, *_ in copies:
+            if self._call("has_collection", old):
+                self._call("drop_collection", old, timeout=self.setup_timeout)
+        log.warning("copied the first layout in %.1f s (%s) and dropped it", time.perf_counter() - started, ", ".join(f"{k}: {v}" for k, v in copied.items()))
+        return copied.get(old_images, 0)
+
+    def _create(self, name: str, schema: Any, index: Any, *, partitioned: bool = True) -> None:
         """Create a collection with its indexes. Milvus creates the collection before its
         indexes: if an index is refused, the bare collection is dropped again, so that the
         next start does not find a collection it cannot load."""
         try:
-            self._call("create_collection", name, schema=schema, index_params=index, consistency_level="Strong", timeout=self.setup_timeout)
+            extra = {"num_partitions": NAMESPACE_PARTITIONS} if partitioned and not self.is_lite else {}
+            self._call("create_collection", name, schema=schema, index_params=index, consistency_level="Strong", timeout=self.setup_timeout, **extra)
         except StorageError:
             try:
                 if self._client.has_collection(name, timeout=self.timeout):
@@ -288,7 +406,10 @@ class MilvusStore:
         index = MilvusClient.prepare_index_params()
         params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
         index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
-        if not self.is_lite:
+        if self.is_lite:
+            # Every read filters on the namespace (measured: docs/namespaces.md).
+            index.add_index("namespace", index_type="INVERTED")
+        else:
             # INVERTED came with Milvus 2.4; 2.3 indexes VARCHAR fields only with a Trie.
             kind = "INVERTED" if self.server_version >= (2, 4) else "Trie"
             for name in filtered_fields:
@@ -323,47 +444,87 @@ class MilvusStore:
             self._strong_until.pop(collection, None)  # a later write's timestamp covers the delete
         return result
 
+    # -- namespaces ----------------------------------------------------------------------------
+    def register_namespace(self, namespace: str) -> None:
+        """Record that a namespace may hold rows: before its first row is written."""
+        if namespace in self._holding:
+            return
+        self._call("upsert", self.namespaces, [{"name": namespace, "created_at_ms": int(time.time() * 1000), "placeholder": [0.0, 0.0]}])
+        self._holding.add(namespace)
+
+    def namespace_names(self) -> list[str]:
+        """Every registered namespace, by name (Strong: read at start, as all_keys_and_digests)."""
+        rows = self._query(self.namespaces, 'name != ""', ["name"], consistency="Strong")
+        return sorted(str(r["name"]) for r in rows)
+
+    def drop_namespace(self, namespace: str) -> int:
+        """Delete every row of a namespace (its registration last). Returns its image count."""
+        images = self.count_images(namespace)
+        for collection in (self.images, self.views, self.clusters):
+            self._call("delete", collection, filter=_in_ns(namespace))
+        self._call("delete", self.namespaces, filter=_in_list("name", [namespace]))
+        self._holding.discard(namespace)
+        return images
+
+    def _scope(self, namespace: str) -> str | None:
+        """The filter a vector search in `namespace` needs: none while it is the only one that
+        holds rows; None when it holds none (nothing to search)."""
+        if namespace not in self._holding:
+            return None
+        return "" if len(self._holding) == 1 else _in_ns(namespace)
+
     # -- images ------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
-        results = self._search(self.images, vectors, limit, ["image_id", "cluster_id"])
+    def search(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
+        results = self._search(self.images, namespace, vectors, limit, ["image_id", "cluster_id"])
         return [
             [Hit(str(h["entity"]["image_id"]), float(h["distance"]), str(h["entity"]["cluster_id"])) for h in hits]
             for hits in results
         ]
 
-    def search_views(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
+    def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """(image_id, similarity) of the nearest extra views, per query vector."""
-        results = self._search(self.views, vectors, limit, ["image_id"])
+        results = self._search(self.views, namespace, vectors, limit, ["image_id"])
         return [[(str(h["entity"]["image_id"]), float(h["distance"])) for h in hits] for hits in results]
 
-    def _search(self, collection: str, vectors: np.ndarray, limit: int, fields: list[str]) -> Any:
+    def _search(self, collection: str, namespace: str, vectors: np.ndarray, limit: int, fields: list[str]) -> Any:
+        scope = self._scope(namespace)
+        if scope is None:
+            return [[] for _ in vectors]
         return self._call(
             "search",
             collection,
             data=[np.asarray(v, dtype=np.float32) for v in vectors],
             limit=limit,
+            filter=scope,
             output_fields=fields,
             search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
         )
 
-    def insert_views(self, views: dict[str, list[np.ndarray]]) -> None:
+    def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
         """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""
         rows = [
-            {"view_key": view_key(image_id, n), "image_key": image_key(image_id), "image_id": image_id, "embedding": np.asarray(v, dtype=np.float32)}
+            {
+                "view_key": view_key(image_id, n, namespace),
+                "namespace": namespace,
+                "image_key": image_key(image_id, namespace),
+                "image_id": image_id,
+                "embedding": np.asarray(v, dtype=np.float32),
+            }
             for image_id, vectors in views.items()
             for n, v in enumerate(vectors, 1)
         ]
         if rows:
+            self.register_namespace(namespace)
             self._call("upsert", self.views, rows)
 
-    def views_of(self, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
+    def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
         """The stored extra views of these images (images without any are left out)."""
-        keys = [image_key(i) for i in dict.fromkeys(image_ids)]
+        keys = [image_key(i, namespace) for i in dict.fromkeys(image_ids)]
         found: list[dict[str, Any]] = []
         for chunk in _chunks(keys):
             # Keys first: Milvus Lite 2.5.1 fails to return vectors from a collection that never
             # held a row, so vectors are fetched only for rows known to exist.
-            rows = self._call("query", self.views, filter=_in_list("image_key", chunk), output_fields=["view_key"], limit=QUERY_WINDOW)
+            rows = self._call("query", self.views, filter=_in_ns(namespace, _in_list("image_key", chunk)), output_fields=["view_key"], limit=QUERY_WINDOW)
             if rows:
                 found += self._call(
                     "query", self.views, filter=_in_list("view_key", [r["view_key"] for r in rows]),
@@ -374,38 +535,40 @@ class MilvusStore:
             out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
         return out
 
-    def delete_views(self, image_ids: list[str]) -> None:
-        for chunk in _chunks([image_key(i) for i in image_ids]):
-            self._call("delete", self.views, filter=_in_list("image_key", chunk))
+    def delete_views(self, namespace: str, image_ids: list[str]) -> None:
+        for chunk in _chunks([image_key(i, namespace) for i in image_ids]):
+            self._call("delete", self.views, filter=_in_ns(namespace, _in_list("image_key", chunk)))
 
-    def get_images(self, image_ids: Iterable[str], *, with_vectors: bool = False) -> dict[str, ImageRow]:
+    def get_images(self, namespace: str, image_ids: Iterable[str], *, with_vectors: bool = False) -> dict[str, ImageRow]:
         ids = list(dict.fromkeys(image_ids))
         if not ids:
             return {}
-        keys = [image_key(i) for i in ids]
-        return {r.image_id: r for chunk in _chunks(keys) for r in self._query_images(_in_list("image_key", chunk), with_vectors=with_vectors)}
+        keys = [image_key(i, namespace) for i in ids]
+        return {r.image_id: r for chunk in _chunks(keys) for r in self._query_images(_in_ns(namespace, _in_list("image_key", chunk)), with_vectors=with_vectors)}
 
-    def find_by_sha256(self, digest: str) -> ImageRow | None:
-        """A stored image with exactly these bytes (with its embedding), if any."""
-        rows = self._query_images(f"sha256 == {quote(digest)}", with_vectors=True, limit=1)
+    def find_by_sha256(self, namespace: str, digest: str) -> ImageRow | None:
+        """A stored image of this namespace with exactly these bytes (with its embedding), if any."""
+        rows = self._query_images(_in_ns(namespace, f"sha256 == {quote(digest)}"), with_vectors=True, limit=1)
         return rows[0] if rows else None
 
-    def all_keys_and_digests(self) -> list[tuple[str, str]]:
-        """(image_key, sha256) of every stored image (for the in-memory hash sets)."""
+    def all_keys_and_digests(self) -> list[tuple[str, str, str]]:
+        """(namespace, image_key, sha256) of every stored image (for the in-memory hash sets)."""
         # Strong: read at start, it must see what the process before this one wrote (Session
         # consistency covers only this process's own writes).
-        rows = self._query_all(self.images, "image_key != \"\"", ["image_key", "sha256"], key="image_key", root="", consistency="Strong")
-        return [(r["image_key"], r["sha256"]) for r in rows]
+        rows = self._query_all(self.images, "image_key != \"\"", ["namespace", "image_key", "sha256"], key="image_key", root="", consistency="Strong")
+        return [(r["namespace"], r["image_key"], r["sha256"]) for r in rows]
 
-    def images_in_clusters(self, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
+    def images_in_clusters(self, namespace: str, cluster_ids: Iterable[str], *, with_vectors: bool = False) -> list[ImageRow]:
         ids = list(dict.fromkeys(cluster_ids))
         if not ids:
             return []
-        return [r for chunk in _chunks(ids) for r in self._query_images(_in_list("cluster_id", chunk), with_vectors=with_vectors)]
+        return [r for chunk in _chunks(ids) for r in self._query_images(_in_ns(namespace, _in_list("cluster_id", chunk)), with_vectors=with_vectors)]
 
     def insert_images(self, rows: list[ImageRow]) -> None:
-        """Add images whose ids are not stored yet."""
+        """Add images whose ids are not stored yet (their namespace registered first)."""
         if rows:
+            for namespace in {r.namespace for r in rows}:
+                self.register_namespace(namespace)
             self._call("insert", self.images, [self._image_dict(r) for r in rows])
 
     def rewrite_images(self, rows: list[ImageRow]) -> None:
@@ -414,17 +577,18 @@ class MilvusStore:
             self._call("upsert", self.images, [self._image_dict(r) for r in rows])
 
     def all_images(self) -> list[ImageRow]:
-        """Every stored image, without embeddings (for rebuilding the clusters)."""
+        """Every stored image of every namespace, without embeddings (for rebuilding clusters)."""
         rows = self._query_all(self.images, "image_key != \"\"", self._image_fields(False), key="image_key", root="", consistency="Strong")
         return [self._image_row(r) for r in rows]
 
-    def delete_images(self, image_ids: list[str]) -> None:
+    def delete_images(self, namespace: str, image_ids: list[str]) -> None:
         if image_ids:
-            for chunk in _chunks([image_key(i) for i in image_ids]):
-                self._call("delete", self.images, filter=_in_list("image_key", chunk))
+            for chunk in _chunks([image_key(i, namespace) for i in image_ids]):
+                self._call("delete", self.images, filter=_in_ns(namespace, _in_list("image_key", chunk)))
 
-    def count_images(self) -> int:
-        rows = self._call("query", self.images, filter="", output_fields=["count(*)"])
+    def count_images(self, namespace: str | None) -> int:
+        """Images stored in a namespace (None: in all of them)."""
+        rows = self._call("query", self.images, filter="" if namespace is None else _in_ns(namespace), output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def _query_images(self, expr: str, *, with_vectors: bool, limit: int = QUERY_WINDOW) -> list[ImageRow]:
@@ -447,7 +611,7 @@ class MilvusStore:
 
     @staticmethod
     def _image_fields(with_vectors: bool) -> list[str]:
-        fields = ["image_key", "image_id", "cluster_id", "pixels", "inserted_at_ms", "sha256"]
+        fields = ["image_key", "namespace", "image_id", "cluster_id", "pixels", "inserted_at_ms", "sha256"]
         return [*fields, "embedding"] if with_vectors else fields
 
     @staticmethod
@@ -460,13 +624,15 @@ class MilvusStore:
             inserted_at_ms=int(r["inserted_at_ms"]),
             sha256=r["sha256"],
             vector=None if vec is None else np.asarray(vec, dtype=np.float32),
+            namespace=r["namespace"],
         )
 
     @staticmethod
     def _image_dict(r: ImageRow) -> dict[str, Any]:
         assert r.vector is not None, "an image row is written with its embedding"
         return {
-            "image_key": image_key(r.image_id),
+            "image_key": image_key(r.image_id, r.namespace),
+            "namespace": r.namespace,
             "image_id": r.image_id,
             "embedding": np.asarray(r.vector, dtype=np.float32),
             "cluster_id": r.cluster_id,
@@ -476,14 +642,14 @@ class MilvusStore:
         }
 
     # -- clusters ----------------------------------------------------------------------------
-    def get_clusters(self, cluster_ids: Iterable[str]) -> dict[str, ClusterRow]:
+    def get_clusters(self, namespace: str, cluster_ids: Iterable[str]) -> dict[str, ClusterRow]:
         ids = list(dict.fromkeys(cluster_ids))
         if not ids:
             return {}
         return {
             r["cluster_id"]: self._cluster_row(r)
             for chunk in _chunks(ids)
-            for r in self._query(self.clusters, _in_list("cluster_id", chunk), self._cluster_fields())
+            for r in self._query(self.clusters, _in_ns(namespace, _in_list("cluster_id", chunk)), self._cluster_fields())
         }
 
     def upsert_clusters(self, rows: list[ClusterRow]) -> None:
@@ -491,6 +657,7 @@ class MilvusStore:
             self._call("upsert", self.clusters, [
                 {
                     "cluster_id": r.cluster_id,
+                    "namespace": r.namespace,
                     "size": r.size,
                     "representative_id": r.representative_id,
                     "rep_pixels": r.rep_pixels,
@@ -501,27 +668,30 @@ class MilvusStore:
             ])
 
     def delete_clusters(self, cluster_ids: list[str]) -> None:
+        """Delete cluster rows by id (ids are unique across namespaces: core/index.py)."""
         for chunk in _chunks(cluster_ids):
             self._call("delete", self.clusters, filter=_in_list("cluster_id", chunk))
 
-    def cluster_sizes(self, min_size: int) -> list[tuple[str, int]]:
-        """(cluster_id, size) of every cluster with at least min_size members."""
-        rows = self._query_all(self.clusters, f"size >= {int(min_size)}", ["cluster_id", "size"], key="cluster_id")
+    def cluster_sizes(self, namespace: str | None, min_size: int) -> list[tuple[str, int]]:
+        """(cluster_id, size) of every cluster of a namespace (None: of all) with at least
+        min_size members."""
+        expr = f"size >= {int(min_size)}"
+        rows = self._query_all(self.clusters, expr if namespace is None else _in_ns(namespace, expr), ["cluster_id", "size"], key="cluster_id")
         return [(r["cluster_id"], int(r["size"])) for r in rows]
 
-    def count_clusters(self, min_size: int = 1) -> int:
+    def count_clusters(self, namespace: str, min_size: int = 1) -> int:
         rows = self._call(
-            "query", self.clusters, filter=f"size >= {int(min_size)}", output_fields=["count(*)"]
+            "query", self.clusters, filter=_in_ns(namespace, f"size >= {int(min_size)}"), output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"])
 
     @staticmethod
     def _cluster_fields() -> list[str]:
-        return ["cluster_id", "size", "representative_id", "rep_pixels", "rep_inserted_at_ms"]
+        return ["cluster_id", "namespace", "size", "representative_id", "rep_pixels", "rep_inserted_at_ms"]
 
     @staticmethod
     def _cluster_row(r: dict[str, Any]) -> ClusterRow:
-        return ClusterRow(r["cluster_id"], int(r["size"]), r["representative_id"], int(r["rep_pixels"]), int(r["rep_inserted_at_ms"]))
+        return ClusterRow(r["cluster_id"], int(r["size"]), r["representative_id"], int(r["rep_pixels"]), int(r["rep_inserted_at_ms"]), r["namespace"])
 
     # -- queries -----------------------------------------------------------------------------
     def _query(self, collection: str, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:

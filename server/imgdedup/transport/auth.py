@@ -1,9 +1,18 @@
 """Bearer-token authentication: a server interceptor that guards DedupService.
 
 Clients send the metadata `authorization: Bearer <token>`. Tokens come from `auth_tokens_file`
-(one per line; blank lines and lines starting with '#' are ignored) and/or `auth_tokens`
-(comma-separated, DEDUP_AUTH_TOKENS). Health checking and server reflection stay open; every
-other method needs a valid token when tokens are configured.
+and/or `auth_tokens` (comma-separated, DEDUP_AUTH_TOKENS). Health checking and server reflection
+stay open; every other method needs a valid token when tokens are configured.
+
+The tokens file holds one token per line; blank lines and lines starting with '#' are ignored.
+A line may limit its token to some namespaces (core/namespaces.py):
+
+    marketplace-7f3a9c  namespaces=listings,listings-staging
+    ops-2b81d0
+
+The first token opens only those two namespaces: a call that names another one gets
+PERMISSION_DENIED, and ListNamespaces shows it only those. A line without `namespaces=` (every
+line of a file written before namespaces existed) and every token of `auth_tokens` opens all.
 
 Only SHA-256 digests of the tokens are kept; a presented token is hashed and compared with
 hmac.compare_digest against every configured digest, without stopping at the first match, so the
@@ -16,12 +25,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import functools
 from pathlib import Path
 from typing import Iterable
 
 import grpc
 
 from imgdedup.config import Settings
+from imgdedup.core.namespaces import SCOPE, valid_name
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +57,28 @@ def _valid_token(token: str) -> bool:
     return bool(token) and all(0x21 <= ord(ch) <= 0x7E for ch in token)
 
 
-def load_tokens(settings: Settings) -> list[str]:
-    """The configured tokens; [] when authentication is off. Fails closed: a configured source
-    that holds no token, or an unreadable file, is an error rather than an open server."""
-    tokens: list[str] = []
+# A token and the namespaces it opens (None: all of them).
+Token = tuple[str, frozenset[str] | None]
+
+
+def _scope_of(fields: list[str], where: str) -> frozenset[str] | None:
+    """The namespaces a tokens-file line names after its token (None: no list, all)."""
+    if not fields:
+        return None
+    if len(fields) > 1 or not fields[0].startswith("namespaces="):
+        raise TokenConfigError(f"{where}: after the token, only 'namespaces=NAME[,NAME...]' may follow")
+    names = [n.strip() for n in fields[0].removeprefix("namespaces=").split(",") if n.strip()]
+    bad = [n for n in names if not valid_name(n)]
+    if not names or bad:
+        raise TokenConfigError(f"{where}: namespaces= needs names of 1-64 characters of a-z, 0-9, '_' and '-'")
+    return frozenset(names)
+
+
+def load_tokens(settings: Settings) -> list[Token]:
+    """The configured tokens with their scopes; [] when authentication is off. Fails closed: a
+    configured source that holds no token, or an unreadable file, is an error rather than an
+    open server."""
+    tokens: list[Token] = []
     if settings.auth_tokens_file is not None:
         path = Path(settings.auth_tokens_file)
         try:
@@ -61,9 +90,10 @@ def load_tokens(settings: Settings) -> list[str]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            if not _valid_token(line):
+            token, *rest = line.split()
+            if not _valid_token(token):
                 raise TokenConfigError(f"{path}, line {lineno}: a token must be printable ASCII without spaces")
-            tokens.append(line)
+            tokens.append((token, _scope_of(rest, f"{path}, line {lineno}")))
             found += 1
         if not found:
             raise TokenConfigError(f"auth_tokens_file {path} holds no token")
@@ -75,7 +105,7 @@ def load_tokens(settings: Settings) -> list[str]:
                 continue
             if not _valid_token(part):
                 raise TokenConfigError(f"auth_tokens, item {i}: a token must be printable ASCII without spaces")
-            tokens.append(part)
+            tokens.append((part, None))
             found += 1
         if not found:
             raise TokenConfigError("auth_tokens is set but holds no token")
@@ -102,46 +132,79 @@ def _rejecting_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.Rpc
     return grpc.unary_unary_rpc_method_handler(reject, **kw)
 
 
+def _scoped_handler(handler: grpc.RpcMethodHandler, scope: frozenset[str]) -> grpc.RpcMethodHandler:
+    """`handler` with the token's scope set (core/namespaces.py: SCOPE) while it runs."""
+    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.response_streaming:
+        inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
+
+        @functools.wraps(inner)
+        async def streaming(request_or_iterator, context):
+            SCOPE.set(scope)  # in this call's own task (and the tasks it starts)
+            async for response in inner(request_or_iterator, context):
+                yield response
+
+        make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+        return make(streaming, **kw)
+    inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
+
+    @functools.wraps(inner)
+    async def unary(request_or_iterator, context):
+        SCOPE.set(scope)
+        return await inner(request_or_iterator, context)
+
+    make = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+    return make(unary, **kw)
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: Iterable[str]):
-        self._digests = tuple(_digest(t) for t in tokens)
+    def __init__(self, tokens: Iterable[Token | str]):
+        pairs = [(t, None) if isinstance(t, str) else t for t in tokens]
+        self._digests = tuple((_digest(t), scope) for t, scope in pairs)
         if not self._digests:
             raise TokenConfigError("no tokens given")
 
     def __repr__(self) -> str:
         return f"BearerTokenInterceptor(<{len(self._digests)} tokens>)"
 
-    def _matches(self, presented: str) -> bool:
+    def _matches(self, presented: str) -> tuple[bool, frozenset[str] | None]:
+        """Whether the token is valid, and the namespaces it opens (None: all)."""
         digest = _digest(presented)
-        ok = False
-        for expected in self._digests:  # no early exit
-            ok |= hmac.compare_digest(digest, expected)
-        return ok
+        ok, scope = False, None
+        for expected, its_scope in self._digests:  # no early exit
+            hit = hmac.compare_digest(digest, expected)
+            if hit and not ok:
+                ok, scope = True, its_scope
+        return ok, scope
 
-    def _check(self, metadata) -> str | None:
-        """None when the call carries a valid token, else the reason (never the token)."""
+    def _check(self, metadata) -> tuple[str | None, frozenset[str] | None]:
+        """(None, scope) when the call carries a valid token, else (the reason, never the
+        token; None)."""
         values = [v for k, v in (metadata or ()) if k == "authorization"]
         if not values:
-            return MISSING
+            return MISSING, None
         if len(values) > 1:
-            return MALFORMED
+            return MALFORMED, None
         value = values[0]
         if isinstance(value, bytes):
-            return MALFORMED
+            return MALFORMED, None
         scheme, _, token = value.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return MALFORMED
-        return None if self._matches(token) else INVALID
+            return MALFORMED, None
+        ok, scope = self._matches(token)
+        return (None, scope) if ok else (INVALID, None)
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method or ""
         service = method.lstrip("/").partition("/")[0]
         if service in OPEN_SERVICES:
             return await continuation(handler_call_details)
-        reason = self._check(handler_call_details.invocation_metadata)
+        reason, scope = self._check(handler_call_details.invocation_metadata)
         handler = await continuation(handler_call_details)
-        if reason is None or handler is None:
+        if handler is None:
             return handler
+        if reason is None:
+            return handler if scope is None else _scoped_handler(handler, scope)
         log.info("rejected %s: %s", method, reason)
         return _rejecting_handler(handler, reason)

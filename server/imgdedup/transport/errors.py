@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from imgdedup.core.errors import DedupError, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, StorageUnavailable
+from imgdedup.core.errors import DedupError, FailedPrecondition, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, PermissionDenied, StorageUnavailable
 
 log = logging.getLogger(__name__)
 DOMAIN = "imgdedup"
@@ -36,6 +36,13 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     elif isinstance(exc, NotFound):
         code = code_pb2.NOT_FOUND
         details.append(error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.name, description=str(exc)))
+    elif isinstance(exc, PermissionDenied):
+        code = code_pb2.PERMISSION_DENIED
+    elif isinstance(exc, FailedPrecondition):
+        code = code_pb2.FAILED_PRECONDITION
+        details.append(error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(type=exc.reason, subject="confirm", description=str(exc))
+        ]))
     elif isinstance(exc, Overloaded):
         code = code_pb2.RESOURCE_EXHAUSTED
         secs = exc.retry_after_s

@@ -139,7 +139,7 @@ class RemoteIndex:
         self._queued: Counter[Priority] = Counter()
         self._wake = asyncio.Event()
         self._stream: _Stream | None = None
-        self._exact_asks: list[tuple[str, asyncio.Future]] = []
+        self._exact_asks: list[tuple[str, str, asyncio.Future]] = []
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="commit-sender")
 
     @classmethod
@@ -195,16 +195,16 @@ class RemoteIndex:
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
     # -- checks ----------------------------------------------------------------------------
-    def might_hold(self, sha256: str) -> bool | None:
+    def might_hold(self, namespace: str, sha256: str) -> bool | None:
         return None  # the hash sets live in the writer (find_exact asks it)
 
-    async def find_exact(self, sha256: str):
+    async def find_exact(self, namespace: str, sha256: str):
         """Asked for every image (the hash sets live in the writer), so the digests hashed in
         one event-loop turn go in one call: under load one call serves a whole batch."""
         if not self._exact_asks:
             asyncio.get_running_loop().call_soon(self._ask_exact)
         future = asyncio.get_running_loop().create_future()
-        self._exact_asks.append((sha256, future))
+        self._exact_asks.append((namespace, sha256, future))
         image = await future
         if image.HasField("error"):
             raise ForwardedError(image.error)
@@ -214,10 +214,11 @@ class RemoteIndex:
 
     def _ask_exact(self) -> None:
         asks, self._exact_asks = self._exact_asks, []
-        task = asyncio.get_running_loop().create_task(self._unary(self._stub.FindExact, ipb.FindExactRequest(sha256=[d for d, _ in asks])))
+        request = ipb.FindExactRequest(sha256=[d for _, d, _ in asks], namespaces=[n for n, _, _ in asks])
+        task = asyncio.get_running_loop().create_task(self._unary(self._stub.FindExact, request))
 
         def answered(t: asyncio.Task) -> None:
-            for n, (_, future) in enumerate(asks):
+            for n, (_, _, future) in enumerate(asks):
                 if future.done():
                     continue
                 if t.cancelled():
@@ -249,6 +250,7 @@ class RemoteIndex:
             sha256=item.sha256,
             priority=PRIORITY_TO_PB[priority],
             flow=flow_id,
+            namespace=item.namespace,
         )
         future = asyncio.get_running_loop().create_future()
         self._queued[priority] += 1
@@ -297,17 +299,26 @@ class RemoteIndex:
         except grpc.aio.AioRpcError as exc:
             raise _error(exc, self.address) from None
 
-    async def delete(self, image_ids: list[str]) -> tuple[list[str], list[str]]:
-        answer = await self._unary(self._stub.DeleteImages, pb.DeleteImagesRequest(image_ids=image_ids))
+    async def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]:
+        answer = await self._unary(self._stub.DeleteImages, pb.DeleteImagesRequest(namespace=namespace, image_ids=image_ids))
         return list(answer.deleted_ids), list(answer.not_found_ids)
 
-    async def list_clusters(self, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
-        answer = await self._unary(self._stub.ListClusters, pb.ListClustersRequest(page_size=page_size, page_token=page_token, min_size=min_size))
+    async def list_clusters(self, namespace: str, page_size: int, page_token: str, min_size: int) -> tuple[list[ClusterView], str, int]:
+        request = pb.ListClustersRequest(namespace=namespace, page_size=page_size, page_token=page_token, min_size=min_size)
+        answer = await self._unary(self._stub.ListClusters, request)
         return [cluster_view(c) for c in answer.clusters], answer.next_page_token, answer.total_size
 
-    async def get_cluster(self, cluster_id: str) -> ClusterView:
-        return cluster_view(await self._unary(self._stub.GetCluster, pb.GetClusterRequest(cluster_id=cluster_id)))
+    async def get_cluster(self, namespace: str, cluster_id: str) -> ClusterView:
+        return cluster_view(await self._unary(self._stub.GetCluster, pb.GetClusterRequest(namespace=namespace, cluster_id=cluster_id)))
 
-    async def counts(self) -> tuple[int, int]:
-        answer = await self._unary(self._stub.GetIndexInfo, ipb.GetIndexInfoRequest())
+    async def counts(self, namespace: str) -> tuple[int, int]:
+        answer = await self._unary(self._stub.GetIndexInfo, ipb.GetIndexInfoRequest(namespace=namespace))
         return answer.indexed_images, answer.clusters
+
+    async def namespaces(self) -> list[tuple[str, int, int]]:
+        answer = await self._unary(self._stub.ListNamespaces, pb.ListNamespacesRequest())
+        return [(n.name, n.indexed_images, n.clusters) for n in answer.namespaces]
+
+    async def delete_namespace(self, namespace: str) -> int:
+        answer = await self._unary(self._stub.DeleteNamespace, pb.DeleteNamespaceRequest(namespace=namespace, confirm=namespace))
+        return answer.deleted_images

@@ -89,6 +89,7 @@ def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest, priority
         threshold=msg.threshold if msg.HasField("threshold") else None,
         top_k=msg.top_k if msg.HasField("top_k") else None,
         priority=priority,
+        namespace=msg.namespace,
     )
 
 
@@ -210,6 +211,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
     @_unary
     async def ListClusters(self, request, context):
         views, token, total = await self.engine.list_clusters(
+            namespace=request.namespace,
             page_size=request.page_size,
             page_token=request.page_token,
             min_size=request.min_size if request.HasField("min_size") else None,
@@ -218,15 +220,24 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
 
     @_unary
     async def GetCluster(self, request, context):
-        return cluster_pb(await self.engine.get_cluster(request.cluster_id))
+        return cluster_pb(await self.engine.get_cluster(request.cluster_id, request.namespace))
 
     @_unary
     async def DeleteImages(self, request, context):
-        deleted, not_found = await self.engine.delete(list(request.image_ids))
+        deleted, not_found = await self.engine.delete(request.namespace, list(request.image_ids))
         return pb.DeleteImagesResponse(deleted_ids=deleted, not_found_ids=not_found)
 
     @_unary
     async def GetInfo(self, request, context):
-        info = await self.engine.info()
+        info = await self.engine.info(request.namespace)
         return pb.GetInfoResponse(version=__version__, **info)
+
+    @_unary
+    async def ListNamespaces(self, request, context):
+        found = await self.engine.list_namespaces()
+        return pb.ListNamespacesResponse(namespaces=[pb.Namespace(name=n, indexed_images=i, clusters=c) for n, i, c in found])
+
+    @_unary
+    async def DeleteNamespace(self, request, context):
+        return pb.DeleteNamespaceResponse(deleted_images=await self.engine.delete_namespace(request.namespace, request.confirm))
 

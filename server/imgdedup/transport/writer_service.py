@@ -19,6 +19,7 @@ from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.local_index import LocalIndex
 from imgdedup.core.priority import Priority
+from imgdedup.storage.milvus import DEFAULT_NAMESPACE
 from imgdedup.transport.errors import abort, to_status
 from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, vector_bytes, vector_of
 
@@ -45,6 +46,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         pixels=it.pixels,
         sha256=it.sha256,
         views=[vector_of(v) for v in it.views],
+        namespace=it.namespace or DEFAULT_NAMESPACE,
     )
 
 
@@ -142,24 +144,34 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
 
     @_internal
     async def FindExact(self, request, context):
-        found = await asyncio.gather(*(self.index.find_exact(d) for d in request.sha256), return_exceptions=True)
+        spaces = list(request.namespaces) or [DEFAULT_NAMESPACE] * len(request.sha256)
+        found = await asyncio.gather(*(self.index.find_exact(n or DEFAULT_NAMESPACE, d) for n, d in zip(spaces, request.sha256)), return_exceptions=True)
         return ipb.FindExactResponse(images=[_exact(f) for f in found])
 
     @_internal
     async def DeleteImages(self, request, context):
-        deleted, not_found = await self.index.delete(list(request.image_ids))
+        deleted, not_found = await self.index.delete(request.namespace or DEFAULT_NAMESPACE, list(request.image_ids))
         return pb.DeleteImagesResponse(deleted_ids=deleted, not_found_ids=not_found)
 
     @_internal
     async def ListClusters(self, request, context):
-        views, token, total = await self.index.list_clusters(request.page_size, request.page_token, request.min_size)
+        views, token, total = await self.index.list_clusters(request.namespace or DEFAULT_NAMESPACE, request.page_size, request.page_token, request.min_size)
         return pb.ListClustersResponse(clusters=[cluster_pb(v) for v in views], next_page_token=token, total_size=total)
 
     @_internal
     async def GetCluster(self, request, context):
-        return cluster_pb(await self.index.get_cluster(request.cluster_id))
+        return cluster_pb(await self.index.get_cluster(request.namespace or DEFAULT_NAMESPACE, request.cluster_id))
 
     @_internal
     async def GetIndexInfo(self, request, context):
-        images, clusters = await self.index.counts()
+        images, clusters = await self.index.counts(request.namespace or DEFAULT_NAMESPACE)
         return ipb.GetIndexInfoResponse(milvus_backend=self.index.backend, indexed_images=images, clusters=clusters)
+
+    @_internal
+    async def ListNamespaces(self, request, context):
+        found = await self.index.namespaces()
+        return pb.ListNamespacesResponse(namespaces=[pb.Namespace(name=n, indexed_images=i, clusters=c) for n, i, c in found])
+
+    @_internal
+    async def DeleteNamespace(self, request, context):
+        return pb.DeleteNamespaceResponse(deleted_images=await self.index.delete_namespace(request.namespace or DEFAULT_NAMESPACE))

@@ -18,20 +18,22 @@ PRIORITY_HIGH: Priority
 PRIORITY_LOW: Priority
 
 class CheckDuplicateRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
     threshold: float
     top_k: int
     priority: Priority
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("image_id", "similarity", "cluster_id")
@@ -82,20 +84,22 @@ class CheckDuplicateResponse(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., threshold: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., exact_duplicate: _Optional[bool] = ...) -> None: ...
 
 class BulkCheckRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
     threshold: float
     top_k: int
     priority: Priority
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class BulkCheckResponse(_message.Message):
     __slots__ = ("image_id", "index", "result", "error")
@@ -130,14 +134,16 @@ class Cluster(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., size: _Optional[int] = ..., representative_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "min_size")
+    __slots__ = ("page_size", "page_token", "min_size", "namespace")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     min_size: int
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_size: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_size: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
     __slots__ = ("clusters", "next_page_token", "total_size")
@@ -150,16 +156,20 @@ class ListClustersResponse(_message.Message):
     def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class GetClusterRequest(_message.Message):
-    __slots__ = ("cluster_id",)
+    __slots__ = ("cluster_id", "namespace")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
-    def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, cluster_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class DeleteImagesRequest(_message.Message):
-    __slots__ = ("image_ids",)
+    __slots__ = ("image_ids", "namespace")
     IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     image_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, image_ids: _Optional[_Iterable[str]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class DeleteImagesResponse(_message.Message):
     __slots__ = ("deleted_ids", "not_found_ids")
@@ -170,11 +180,13 @@ class DeleteImagesResponse(_message.Message):
     def __init__(self, deleted_ids: _Optional[_Iterable[str]] = ..., not_found_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters")
+    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters", "namespace")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +196,7 @@ class GetInfoResponse(_message.Message):
     INDEXED_IMAGES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     input_size: int
     embedding_dim: int
@@ -193,4 +206,39 @@ class GetInfoResponse(_message.Message):
     indexed_images: int
     version: str
     clusters: int
-    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class Namespace(_message.Message):
+    __slots__ = ("name", "indexed_images", "clusters")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    indexed_images: int
+    clusters: int
+    def __init__(self, name: _Optional[str] = ..., indexed_images: _Optional[int] = ..., clusters: _Optional[int] = ...) -> None: ...
+
+class ListNamespacesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNamespacesResponse(_message.Message):
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[Namespace]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ...) -> None: ...
+
+class DeleteNamespaceRequest(_message.Message):
+    __slots__ = ("namespace", "confirm")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    confirm: str
+    def __init__(self, namespace: _Optional[str] = ..., confirm: _Optional[str] = ...) -> None: ...
+
+class DeleteNamespaceResponse(_message.Message):
+    __slots__ = ("deleted_images",)
+    DELETED_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    deleted_images: int
+    def __init__(self, deleted_images: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,16 @@ class DedupServiceStub:
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=dedup_dot_v1_dot_dedup__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.ListNamespaces = channel.unary_unary(
+                '/dedup.v1.DedupService/ListNamespaces',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.FromString,
+                _registered_method=True)
+        self.DeleteNamespace = channel.unary_unary(
+                '/dedup.v1.DedupService/DeleteNamespace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.FromString,
+                _registered_method=True)
 
 
 class DedupServiceServicer:
@@ -120,6 +130,20 @@ class DedupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNamespaces(self, request, context):
+        """Lists the namespaces that hold images, with their counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNamespace(self, request, context):
+        """Deletes every image and cluster of one namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DedupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +176,16 @@ def add_DedupServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=dedup_dot_v1_dot_dedup__pb2.GetInfoRequest.FromString,
                     response_serializer=dedup_dot_v1_dot_dedup__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'ListNamespaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamespaces,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.SerializeToString,
+            ),
+            'DeleteNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNamespace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +350,60 @@ class DedupService:
             '/dedup.v1.DedupService/GetInfo',
             dedup_dot_v1_dot_dedup__pb2.GetInfoRequest.SerializeToString,
             dedup_dot_v1_dot_dedup__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamespaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.DedupService/ListNamespaces',
+            dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.DedupService/DeleteNamespace',
+            dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

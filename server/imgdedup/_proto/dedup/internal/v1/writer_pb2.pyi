@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitItem(_message.Message):
-    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow")
+    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class CommitItem(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FLOW_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     image_id: str
     vector: bytes
@@ -32,7 +33,8 @@ class CommitItem(_message.Message):
     sha256: str
     priority: _dedup_pb2.Priority
     flow: int
-    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("items",)
@@ -61,10 +63,12 @@ class CommitResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CommitResult, _Mapping]]] = ...) -> None: ...
 
 class FindExactRequest(_message.Message):
-    __slots__ = ("sha256",)
+    __slots__ = ("sha256", "namespaces")
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     sha256: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sha256: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExactImage(_message.Message):
     __slots__ = ("found", "vector", "views", "error")
@@ -85,8 +89,10 @@ class FindExactResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ExactImage, _Mapping]]] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetIndexInfoResponse(_message.Message):
     __slots__ = ("milvus_backend", "indexed_images", "clusters")

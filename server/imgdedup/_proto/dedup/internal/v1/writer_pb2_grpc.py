@@ -65,6 +65,16 @@ class IndexWriterServiceStub:
                 request_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoRequest.SerializeToString,
                 response_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoResponse.FromString,
                 _registered_method=True)
+        self.ListNamespaces = channel.unary_unary(
+                '/dedup.internal.v1.IndexWriterService/ListNamespaces',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.FromString,
+                _registered_method=True)
+        self.DeleteNamespace = channel.unary_unary(
+                '/dedup.internal.v1.IndexWriterService/DeleteNamespace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.FromString,
+                _registered_method=True)
 
 
 class IndexWriterServiceServicer:
@@ -124,6 +134,24 @@ class IndexWriterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNamespaces(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNamespace(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexWriterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +184,16 @@ def add_IndexWriterServiceServicer_to_server(servicer, server):
                     servicer.GetIndexInfo,
                     request_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoRequest.FromString,
                     response_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoResponse.SerializeToString,
+            ),
+            'ListNamespaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamespaces,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.SerializeToString,
+            ),
+            'DeleteNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNamespace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +358,60 @@ class IndexWriterService:
             '/dedup.internal.v1.IndexWriterService/GetIndexInfo',
             dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoRequest.SerializeToString,
             dedup_dot_internal_dot_v1_dot_writer__pb2.GetIndexInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamespaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.internal.v1.IndexWriterService/ListNamespaces',
+            dedup_dot_v1_dot_dedup__pb2.ListNamespacesRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.ListNamespacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.internal.v1.IndexWriterService/DeleteNamespace',
+            dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.DeleteNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
