@@ -1,9 +1,9 @@
 """Images and clusters in Milvus: Milvus Lite in a local file by default, any server by URI.
 
-Four collections, shared by every namespace (tenant); each row carries its `namespace`, a
-partition key on a Milvus server and a plain field with an INVERTED index on Milvus Lite (which
-refuses filters on a partition key). Every read names its namespace: the methods below take it,
-and filter on it. Why one set rather than a set per namespace: docs/namespaces.md.
+Four collections, shared by every namespace (tenant); each row carries its `namespace`, a plain
+field with a scalar index (not a partition key: Milvus Lite refuses filters on one, and the 2.3
+server files upserted rows under the wrong partition). Every read names its namespace: the
+methods below take it, and filter on it. Why one set rather than a set per namespace: docs/namespaces.md.
 - `<prefix>_v2_images`: one row per stored image: its embedding (COSINE), the caller's image_id,
   cluster id, pixel count, insertion time and content hash. The primary key is a hash of the
   namespace and image_id (`image_key`), never the caller's string itself: Milvus Lite 2.5.1
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 MAX_ID_BYTES = 256
 DEFAULT_NAMESPACE = "default"
 MAX_NAMESPACE_CHARS = 64
-# Partitions of the namespace partition key on a Milvus server.
-NAMESPACE_PARTITIONS = 16
 # Rows per insert when copying the first layout's collections.
 MIGRATE_CHUNK = 1000
 # Milvus answers at most this many rows per query (offset + limit).
@@ -311,7 +309,7 @@ class MilvusStore:
             schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=MAX_NAMESPACE_CHARS)
             schema.add_field("created_at_ms", DataType.INT64)
             schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
-            self._create(self.namespaces, schema, self._placeholder_index(), partitioned=False)
+            self._create(self.namespaces, schema, self._placeholder_index())
         for name in self.collections:
             # Loading takes seconds on a server (longer right after it restarted).
             self._call("load_collection", name, timeout=self.setup_timeout)
@@ -334,8 +332,10 @@ class MilvusStore:
     def _add_namespace(self, schema: Any) -> None:
         from pymilvus import DataType
 
-        # A partition key on a server; Milvus Lite 2.5.1 refuses filters on one ("Invalid expr").
-        schema.add_field("namespace", DataType.VARCHAR, max_length=MAX_NAMESPACE_CHARS, is_partition_key=not self.is_lite)
+        # A plain field, not a partition key: Milvus Lite 2.5.1 refuses filters on a partition key
+        # ("Invalid expr"), and the 2.3.5 server files an upserted row under another partition
+        # than its key's, so a filter on the key misses it (docs/namespaces.md).
+        schema.add_field("namespace", DataType.VARCHAR, max_length=MAX_NAMESPACE_CHARS)
 
     @staticmethod
     def _placeholder_index() -> Any:
@@ -383,13 +383,12 @@ class MilvusStore:
         log.warning("copied the first layout in %.1f s (%s) and dropped it", time.perf_counter() - started, ", ".join(f"{k}: {v}" for k, v in copied.items()))
         return copied.get(old_images, 0)
 
-    def _create(self, name: str, schema: Any, index: Any, *, partitioned: bool = True) -> None:
+    def _create(self, name: str, schema: Any, index: Any) -> None:
         """Create a collection with its indexes. Milvus creates the collection before its
         indexes: if an index is refused, the bare collection is dropped again, so that the
         next start does not find a collection it cannot load."""
         try:
-            extra = {"num_partitions": NAMESPACE_PARTITIONS} if partitioned and not self.is_lite else {}
-            self._call("create_collection", name, schema=schema, index_params=index, consistency_level="Strong", timeout=self.setup_timeout, **extra)
+            self._call("create_collection", name, schema=schema, index_params=index, consistency_level="Strong", timeout=self.setup_timeout)
         except StorageError:
             try:
                 if self._client.has_collection(name, timeout=self.timeout):
@@ -400,18 +399,17 @@ class MilvusStore:
 
     def _embedding_index(self, *filtered_fields: str) -> Any:
         """Index parameters of a collection with an `embedding` field (the configured vector
-        index) and VARCHAR fields that filters look up (Milvus Lite has no scalar indexes)."""
+        index), a scalar index on the namespace that every read filters on (measured:
+        docs/namespaces.md) and, on a server, on the VARCHAR fields that filters look up."""
         from pymilvus import MilvusClient
 
         index = MilvusClient.prepare_index_params()
         params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
         index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
-        if self.is_lite:
-            # Every read filters on the namespace (measured: docs/namespaces.md).
-            index.add_index("namespace", index_type="INVERTED")
-        else:
-            # INVERTED came with Milvus 2.4; 2.3 indexes VARCHAR fields only with a Trie.
-            kind = "INVERTED" if self.server_version >= (2, 4) else "Trie"
+        # INVERTED came with Milvus 2.4 (Lite has it); 2.3 indexes VARCHAR fields only with a Trie.
+        kind = "INVERTED" if self.is_lite or self.server_version >= (2, 4) else "Trie"
+        index.add_index("namespace", index_type=kind)
+        if not self.is_lite:
             for name in filtered_fields:
                 index.add_index(name, index_type=kind)
         return index
