@@ -6,8 +6,18 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class NamespaceQuota(BaseModel):
+    """The limits of one namespace (core/quotas.py); a limit left out is no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_images: int | None = Field(None, ge=0, description="images the namespace may store; a check that would store one more gets RESOURCE_EXHAUSTED")
+    images_per_second: float | None = Field(None, gt=0, description="checks (BulkCheck: items) per second, a token bucket in each server process (with workers N, each front gets 1/N)")
+    burst: float | None = Field(None, ge=1, description="checks that may come at once after a quiet spell (the bucket's size); default: one second's worth, at least 1")
 
 
 class Settings(BaseSettings):
@@ -85,6 +95,9 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, description="matches per answer when the request says none")
     max_top_k: int = Field(100, ge=1, description="most matches a request may ask for")
 
+    # Tenants (docs/namespaces.md)
+    quotas: dict[str, NamespaceQuota] = Field(default_factory=dict, description="limits per namespace, by name, '*' for every namespace not named (TOML: [quotas.NAME] tables; env and flag: JSON)")
+
     # Security
     tls_cert_file: Path | None = Field(None, description="server certificate chain (PEM); with tls_key_file turns TLS on")
     tls_key_file: Path | None = Field(None, description="private key (PEM) of tls_cert_file")
@@ -102,6 +115,16 @@ class Settings(BaseSettings):
     grace_period_s: float = Field(10.0, ge=0, description="on SIGTERM, how long running calls may take to finish")
     storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")
     max_concurrent_streams: int = Field(100, ge=1, description="concurrent RPCs per client connection (HTTP/2)")
+
+    @field_validator("quotas")
+    @classmethod
+    def _quota_names(cls, quotas: dict[str, NamespaceQuota]) -> dict[str, NamespaceQuota]:
+        from imgdedup.core.namespaces import valid_name  # (core imports this module)
+
+        bad = [name for name in quotas if name != "*" and not valid_name(name)]
+        if bad:
+            raise ValueError(f"quotas for invalid namespace names: {bad} (1-64 characters of a-z, 0-9, '_', '-'; or '*')")
+        return quotas
 
     def default_threshold(self, spec: Any) -> float:
         """The duplicate (and cluster) threshold: `threshold`, else the model spec's."""

@@ -29,6 +29,9 @@ STAGE_SECONDS = Histogram("dedup_stage_seconds", "time of one stage of a check (
 MODEL_INFO = Gauge("dedup_model_info", "the model served: always 1, its labels say which and where", ["model", "embedder", "providers"])
 QUEUE_DEPTH = Gauge("dedup_queue_depth", "images waiting: for the model (embed_high, embed_low) or for the index writer (index)", ["queue"])
 BULK_STREAMS = Gauge("dedup_bulk_streams", "BulkCheck streams open now")
+# Per namespace (tenant): a label value per namespace that callers use.
+NAMESPACE_CHECKS = Counter("dedup_namespace_checks_total", "checks (BulkCheck: items) by namespace, refused ones included", ["namespace"])
+QUOTA_REFUSED = Counter("dedup_quota_refused_total", "checks refused by a namespace's quota (images_per_second, stored_images)", ["namespace", "quota"])
 STORED_IMAGES = Gauge("dedup_stored_images", "images stored in the index (as the index writer counts them)")
 
 

@@ -29,6 +29,7 @@ from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
+from imgdedup.core.quotas import RateLimits
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
 from imgdedup.core.views import content_view
 from imgdedup.runtime import Embedder, ModelSpec
@@ -125,6 +126,8 @@ class DedupEngine:
         self._batcher: EmbedBatcher | None = None
         # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool).
         self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
+        # Namespaces' images-per-second quotas (core/quotas.py), taken before any work.
+        self._rates = RateLimits(settings.quotas)
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -220,6 +223,7 @@ class DedupEngine:
         self.validate(req)
         if ticket is not None and req.priority != ticket.stream.priority:
             raise InvalidArgument("priority", f"the items of a stream share one priority: this stream's is {ticket.stream.priority.label}, not {req.priority.label}")
+        self._rates.take(req.namespace)
         image_id = req.image_id or uuid.uuid4().hex
         assert self.index is not None and self._batcher is not None
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)

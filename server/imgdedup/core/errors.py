@@ -56,6 +56,21 @@ class Overloaded(DedupError):
         self.retry_after_s = retry_after_s
 
 
+class QuotaExceeded(DedupError):
+    """A namespace is over one of its quotas (core/quotas.py): `quota` says which
+    ("images_per_second" or "stored_images"), `limit` its value; `retry_after_s` when waiting
+    helps (a rate), None when it does not (stored images: only deletes make room)."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, namespace: str, quota: str, limit: float, retry_after_s: float | None = None):
+        super().__init__(message, reason="RATE_LIMITED" if retry_after_s is not None else "QUOTA_EXCEEDED")
+        self.namespace = namespace
+        self.quota = quota
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class NotReady(DedupError):
     """The server is starting (model or storage not loaded yet) or shutting down."""
 

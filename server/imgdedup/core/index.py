@@ -20,6 +20,8 @@ import numpy as np
 from imgdedup import metrics
 
 from imgdedup.core.digests import StoredImages
+from imgdedup.core.errors import DedupError
+from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
 
@@ -56,6 +58,7 @@ class CheckResult:
     matches: list[Hit]
     stored: bool
     cluster_id: str = ""
+    error: DedupError | None = None  # this item was refused (a namespace's stored-images quota)
 
 
 @dataclass
@@ -155,9 +158,11 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class IndexWriter:
-    def __init__(self, store: MilvusStore, *, cluster_threshold: float, stored: StoredImages | None = None):
+    def __init__(self, store: MilvusStore, *, cluster_threshold: float, stored: StoredImages | None = None, limits: StoredLimits | None = None):
         self.store = store
         self.cluster_threshold = cluster_threshold
+        # Namespaces' stored-images quotas (core/quotas.py), counted here as images are written.
+        self.limits = limits
         # Hashes of the images this server stored (kept up to date here): ids it rules out skip
         # the "already stored?" query (one of the five Milvus calls of a write).
         self.stored = stored
@@ -239,6 +244,7 @@ class IndexWriter:
             for image_id in replaced:
                 existing.pop(image_id)
 
+        room = self.limits.room(namespace) if self.limits is not None else None
         limit = max(i.top_k for i in items) + SEARCH_SLACK
         t0 = time.perf_counter()
         all_hits = self._search(namespace, items, limit)
@@ -267,6 +273,10 @@ class IndexWriter:
             if previous is not None:  # the same id and content again: idempotent, nothing written
                 results.append(CheckResult(matches, stored=True, cluster_id=book.resolve(previous.cluster_id)))
                 continue
+            if room is not None and len(batch_rows) >= room:
+                assert self.limits is not None
+                results.append(CheckResult(matches, stored=False, error=self.limits.refused(namespace)))
+                continue
             linked = {h.cluster_id for h in candidates if h.similarity >= self.cluster_threshold}
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
             row.cluster_id = book.add_image(row, linked)
@@ -283,7 +293,14 @@ class IndexWriter:
         t2 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("cluster").observe(t2 - t1)
         if batch_rows or book.dirty:
-            book.flush(batch_rows, new_views)
+            try:
+                book.flush(batch_rows, new_views)
+            except BaseException:
+                if self.limits is not None:
+                    self.limits.forget(namespace)  # part may be written: count again
+                raise
+            if self.limits is not None:
+                self.limits.changed(namespace, len(batch_rows))
             metrics.STAGE_SECONDS.labels("insert").observe(time.perf_counter() - t2)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
@@ -317,7 +334,14 @@ class IndexWriter:
         not_found = [i for i in dict.fromkeys(image_ids) if i not in found]
         if not deleted:
             return deleted, not_found
-        self.store.delete_images(namespace, deleted)
+        try:
+            self.store.delete_images(namespace, deleted)
+        except BaseException:
+            if self.limits is not None:
+                self.limits.forget(namespace)  # some may be deleted: count again
+            raise
+        if self.limits is not None:
+            self.limits.changed(namespace, -len(deleted))
         self.store.delete_views(namespace, deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
@@ -346,6 +370,15 @@ class IndexWriter:
         self.store.delete_clusters(emptied)  # before the upsert, as in _ClusterBook.flush
         self.store.upsert_clusters(cluster_rows)
         return deleted, not_found
+
+
+    def drop_namespace(self, namespace: str) -> int:
+        """Delete every image and cluster of a namespace; returns the images deleted."""
+        try:
+            return self.store.drop_namespace(namespace)
+        finally:
+            if self.limits is not None:
+                self.limits.forget(namespace)
 
 
 def _components(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], threshold: float) -> list[list[ImageRow]]:

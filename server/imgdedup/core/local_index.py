@@ -27,6 +27,7 @@ from imgdedup.core.backends import ClusterView
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
+from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
@@ -95,7 +96,8 @@ class LocalIndex:
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
-        writer = IndexWriter(store, cluster_threshold=settings.default_threshold(spec), stored=stored)
+        limits = StoredLimits(settings.quotas, store.count_images) if any(q.max_images is not None for q in settings.quotas.values()) else None
+        writer = IndexWriter(store, cluster_threshold=settings.default_threshold(spec), stored=stored, limits=limits)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
@@ -244,7 +246,11 @@ class LocalIndex:
                         commits[0].future.set_exception(err)
                     continue
                 for c, r in zip(commits, results):
-                    if not c.future.done():
+                    if c.future.done():
+                        continue
+                    if r.error is not None:
+                        c.future.set_exception(r.error)
+                    else:
                         c.future.set_result(r)
                 if len(commits) == len(batch):
                     break
@@ -262,7 +268,7 @@ class LocalIndex:
 
     async def delete_namespace(self, namespace: str) -> int:
         """Every image and cluster of a namespace, on the writer thread (between writes)."""
-        return await self._run(self._write_pool, self._guarded, self.store.drop_namespace, namespace)
+        return await self._run(self._write_pool, self._guarded, self._writer.drop_namespace, namespace)
 
     async def namespaces(self) -> list[tuple[str, int, int]]:
         """(name, stored images, clusters of two or more) of every registered namespace."""

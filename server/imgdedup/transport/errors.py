@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from imgdedup.core.errors import DedupError, FailedPrecondition, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, PermissionDenied, StorageUnavailable
+from imgdedup.core.errors import DedupError, FailedPrecondition, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, PermissionDenied, QuotaExceeded, StorageUnavailable
 
 log = logging.getLogger(__name__)
 DOMAIN = "imgdedup"
@@ -43,25 +43,36 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         details.append(error_details_pb2.PreconditionFailure(violations=[
             error_details_pb2.PreconditionFailure.Violation(type=exc.reason, subject="confirm", description=str(exc))
         ]))
+    elif isinstance(exc, QuotaExceeded):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        details.append(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=f"namespace:{exc.namespace}", description=str(exc))
+        ]))
+        if exc.retry_after_s is not None:
+            details.append(_retry_info(exc.retry_after_s))
     elif isinstance(exc, Overloaded):
         code = code_pb2.RESOURCE_EXHAUSTED
-        secs = exc.retry_after_s
-        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9))))
+        details.append(_retry_info(exc.retry_after_s))
     elif isinstance(exc, (NotReady, StorageUnavailable, InferenceUnavailable)):
         code = code_pb2.UNAVAILABLE
-        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
+        details.append(_retry_info(1.0))
     else:
         log.error("internal error", exc_info=exc)
         code = code_pb2.INTERNAL
         exc = DedupError("internal error; see the server log")
     reason = exc.reason if isinstance(exc, DedupError) else "INTERNAL"
-    details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    extra = {"namespace": exc.namespace, "quota": exc.quota, "limit": f"{exc.limit:g}"} if isinstance(exc, QuotaExceeded) else {}
+    details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=extra))
     packed = []
     for d in details:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
     return status_pb2.Status(code=code, message=str(exc), details=packed)
+
+
+def _retry_info(secs: float) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(secs), nanos=int((secs % 1) * 1e9)))
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException, metadata: tuple = ()) -> None:

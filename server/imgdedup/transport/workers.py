@@ -89,7 +89,9 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
     """A front's share of the machine: unless set explicitly, the model's threads are divided
     between the fronts instead of each taking every core (onnxruntime's threads spin). Decode
     threads are not: the kernel spreads connections unevenly, and a busy front should be able
-    to decode on every core while another is idle."""
+    to decode on every core while another is idle. Each front takes 1/count of every
+    namespace's images-per-second quota (and of its burst, at least 1): the kernel spreads
+    connections, not calls, so one busy client may reach one front only (README "Quotas")."""
     cores = os.cpu_count() or 1
     update: dict = {"workers": 1, "writer_address": writer_address, "writer_listen": None, "port": port}
     explicit = settings.model_fields_set
@@ -97,6 +99,14 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
         update["intra_op_threads"] = max(1, cores // (count * settings.inference_workers))
     if settings.metrics_port:
         update["metrics_port"] = settings.metrics_port + 1 + number  # the writer keeps metrics_port
+    if count > 1 and settings.quotas:
+        update["quotas"] = {
+            name: q if q.images_per_second is None else q.model_copy(update={
+                "images_per_second": q.images_per_second / count,
+                "burst": max(1.0, (q.burst or q.images_per_second) / count),
+            })
+            for name, q in settings.quotas.items()
+        }
     if writer_address.startswith("unix:"):
         update["writer_token"] = None
         update["writer_tls_ca_file"] = None

@@ -1,0 +1,104 @@
+"""Per-namespace quotas (the `quotas` setting; docs/namespaces.md).
+
+- **Images per second**: a token bucket per namespace in each process that takes checks (the
+  engine, before any decoding, so a refused check costs almost nothing). With `--workers N` each
+  front gets 1/N of the rate and burst (transport/workers.py); separate replicas each enforce
+  the whole rate. Over it: QuotaExceeded with the time until the next token (RetryInfo).
+- **Stored images**: counted by the index writer, the one process that stores (the count is
+  read from Milvus on first need and kept up to date by the writer's own stores and deletes). A
+  check that would store one more image is refused; checks that store nothing, and re-sent
+  images already stored, are not. Waiting does not help, so no RetryInfo: deletes make room.
+
+A namespace without an entry of its own gets the `*` entry, if there is one (each namespace its
+own bucket and count).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+from imgdedup import metrics
+from imgdedup.config import NamespaceQuota
+from imgdedup.core.errors import QuotaExceeded
+
+ANY = "*"
+
+
+def quota_of(quotas: Mapping[str, NamespaceQuota], namespace: str) -> NamespaceQuota | None:
+    return quotas.get(namespace) or quotas.get(ANY)
+
+
+class _Bucket:
+    __slots__ = ("rate", "size", "tokens", "at")
+
+    def __init__(self, rate: float, size: float, now: float):
+        self.rate, self.size, self.tokens, self.at = rate, size, size, now
+
+
+class RateLimits:
+    """Token buckets, one per namespace with an images_per_second quota. Used from one thread
+    (the event loop)."""
+
+    def __init__(self, quotas: Mapping[str, NamespaceQuota], clock: Callable[[], float] = time.monotonic):
+        self._quotas = quotas
+        self._clock = clock
+        self._buckets: dict[str, _Bucket | None] = {}
+
+    def take(self, namespace: str) -> None:
+        """Take one check's token, or raise QuotaExceeded (with the wait for the next one)."""
+        metrics.NAMESPACE_CHECKS.labels(namespace).inc()
+        if namespace not in self._buckets:
+            q = quota_of(self._quotas, namespace)
+            rate = q.images_per_second if q is not None else None
+            self._buckets[namespace] = _Bucket(rate, max(1.0, q.burst or rate), self._clock()) if rate else None
+        bucket = self._buckets[namespace]
+        if bucket is None:
+            return
+        now = self._clock()
+        bucket.tokens = min(bucket.size, bucket.tokens + (now - bucket.at) * bucket.rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return
+        metrics.QUOTA_REFUSED.labels(namespace, "images_per_second").inc()
+        wait = (1.0 - bucket.tokens) / bucket.rate
+        raise QuotaExceeded(
+            f"namespace {namespace!r} is over its rate quota ({bucket.rate:g} images per second); retry in {wait:.2f} s",
+            namespace=namespace, quota="images_per_second", limit=bucket.rate, retry_after_s=wait,
+        )
+
+
+class StoredLimits:
+    """Stored images per namespace against max_images, on the index writer's thread."""
+
+    def __init__(self, quotas: Mapping[str, NamespaceQuota], count: Callable[[str], int]):
+        self._quotas = quotas
+        self._count = count  # the namespace's stored images, as Milvus has them
+        self._counts: dict[str, int] = {}
+
+    def room(self, namespace: str) -> int | None:
+        """How many more images the namespace may store (None: no limit)."""
+        q = quota_of(self._quotas, namespace)
+        if q is None or q.max_images is None:
+            return None
+        if namespace not in self._counts:
+            self._counts[namespace] = self._count(namespace)
+        return max(0, q.max_images - self._counts[namespace])
+
+    def refused(self, namespace: str) -> QuotaExceeded:
+        q = quota_of(self._quotas, namespace)
+        assert q is not None and q.max_images is not None
+        metrics.QUOTA_REFUSED.labels(namespace, "stored_images").inc()
+        return QuotaExceeded(
+            f"namespace {namespace!r} holds {q.max_images} images, its quota; delete some to store more",
+            namespace=namespace, quota="stored_images", limit=q.max_images,
+        )
+
+    def changed(self, namespace: str, delta: int) -> None:
+        if namespace in self._counts:
+            self._counts[namespace] += delta
+
+    def forget(self, namespace: str) -> None:
+        """Count it again on next need (after a failed write, or the namespace deleted)."""
+        self._counts.pop(namespace, None)
