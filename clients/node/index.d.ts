@@ -9,8 +9,10 @@ import type { ListClustersResponse__Output } from './types/dedup/v1/ListClusters
 import type { Cluster__Output } from './types/dedup/v1/Cluster';
 import type { DeleteImagesResponse__Output } from './types/dedup/v1/DeleteImagesResponse';
 import type { GetInfoResponse__Output } from './types/dedup/v1/GetInfoResponse';
+import type { ListNamespacesResponse__Output } from './types/dedup/v1/ListNamespacesResponse';
+import type { DeleteNamespaceResponse__Output } from './types/dedup/v1/DeleteNamespaceResponse';
 
-export type { CheckDuplicateRequest, CheckDuplicateResponse__Output, BulkCheckRequest, BulkCheckResponse__Output, ListClustersResponse__Output, Cluster__Output, DeleteImagesResponse__Output, GetInfoResponse__Output };
+export type { CheckDuplicateRequest, CheckDuplicateResponse__Output, BulkCheckRequest, BulkCheckResponse__Output, ListClustersResponse__Output, Cluster__Output, DeleteImagesResponse__Output, GetInfoResponse__Output, ListNamespacesResponse__Output, DeleteNamespaceResponse__Output };
 
 /** A google.rpc detail, decoded: its type name and its fields. */
 export interface Detail { type: string; [field: string]: unknown }
@@ -33,6 +35,8 @@ export interface ClientOptions {
   streamDeadlineMs?: number;
   maxAttempts?: number;
   channelOptions?: grpc.ChannelOptions;
+  /** The namespace of every call whose request names none (default: the server's `default`). */
+  namespace?: string;
 }
 
 export interface CallOptions { deadlineMs?: number }
@@ -48,6 +52,8 @@ export declare class DedupClient {
   getCluster(clusterId: string, options?: CallOptions): Promise<Cluster__Output>;
   deleteImages(imageIds: string[], options?: CallOptions): Promise<DeleteImagesResponse__Output>;
   getInfo(options?: CallOptions): Promise<GetInfoResponse__Output>;
+  listNamespaces(options?: CallOptions): Promise<ListNamespacesResponse__Output>;
+  deleteNamespace(namespace: string, confirm: string, options?: CallOptions): Promise<DeleteNamespaceResponse__Output>;
   close(): void;
 }
 

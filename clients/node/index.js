@@ -109,8 +109,11 @@ class DedupClient {
    * @param {string} [options.token] bearer token, sent as `authorization: Bearer ...`
    * @param {number} [options.deadlineMs] per call (default 30000; BulkCheck: per stream, default 1 h)
    * @param {number} [options.maxAttempts] unary tries on UNAVAILABLE (default 5; 1: no retries)
+   * @param {string} [options.namespace] the namespace of every call whose request names none
+   *   (default: '', the server's `default` namespace)
    */
-  constructor(address, { credentials, token, deadlineMs = 30000, streamDeadlineMs = 3600000, maxAttempts = 5, channelOptions = {} } = {}) {
+  constructor(address, { credentials, token, deadlineMs = 30000, streamDeadlineMs = 3600000, maxAttempts = 5, channelOptions = {}, namespace = '' } = {}) {
+    this.namespace = namespace;
     this.deadlineMs = deadlineMs;
     this.streamDeadlineMs = streamDeadlineMs;
     this.token = token;
@@ -141,7 +144,7 @@ class DedupClient {
 
   /** Is `image` (bytes) a duplicate of a stored image? Stores it with add_to_index. */
   checkDuplicate(request, { deadlineMs } = {}) {
-    return this._unary('CheckDuplicate', request, deadlineMs);
+    return this._unary('CheckDuplicate', this._scoped(request), deadlineMs);
   }
 
   /**
@@ -158,7 +161,7 @@ class DedupClient {
       for await (const r of requests) {
         if (ended) return;
         // Backpressure: wait for 'drain', or for the call to end (then stop writing).
-        if (!call.write(r)) await Promise.race([new Promise((resolve) => call.once('drain', resolve)), closed]);
+        if (!call.write(this._scoped(r))) await Promise.race([new Promise((resolve) => call.once('drain', resolve)), closed]);
       }
       if (!ended) call.end();
     })().catch((err) => {
@@ -184,7 +187,7 @@ class DedupClient {
 
   /** One page of clusters (AIP-158): { clusters, next_page_token, total_size }. */
   listClusters({ pageSize = 0, pageToken = '', minSize } = {}, { deadlineMs } = {}) {
-    const request = { page_size: pageSize, page_token: pageToken };
+    const request = this._scoped({ page_size: pageSize, page_token: pageToken });
     if (minSize !== undefined) request.min_size = minSize;
     return this._unary('ListClusters', request, deadlineMs);
   }
@@ -200,15 +203,30 @@ class DedupClient {
   }
 
   getCluster(clusterId, { deadlineMs } = {}) {
-    return this._unary('GetCluster', { cluster_id: clusterId }, deadlineMs);
+    return this._unary('GetCluster', this._scoped({ cluster_id: clusterId }), deadlineMs);
   }
 
   deleteImages(imageIds, { deadlineMs } = {}) {
-    return this._unary('DeleteImages', { image_ids: imageIds }, deadlineMs);
+    return this._unary('DeleteImages', this._scoped({ image_ids: imageIds }), deadlineMs);
   }
 
   getInfo({ deadlineMs } = {}) {
-    return this._unary('GetInfo', {}, deadlineMs);
+    return this._unary('GetInfo', this._scoped({}), deadlineMs);
+  }
+
+  /** Every namespace the token opens, with its counts: { namespaces: [{ name, indexed_images, clusters }] }. */
+  listNamespaces({ deadlineMs } = {}) {
+    return this._unary('ListNamespaces', {}, deadlineMs);
+  }
+
+  /** Delete every image and cluster of `namespace`; `confirm` must repeat its name. */
+  deleteNamespace(namespace, confirm, { deadlineMs } = {}) {
+    return this._unary('DeleteNamespace', { namespace, confirm }, deadlineMs);
+  }
+
+  /** The request with this client's namespace, unless it names one. */
+  _scoped(request) {
+    return request.namespace ? request : { ...request, namespace: this.namespace };
   }
 
   close() {

@@ -86,6 +86,28 @@ test('ListClusters pages through every cluster (AIP-158)', async () => {
   assert.equal(one.members.length, 2);
 });
 
+test('namespaces: a client of one namespace sees only its images; list and delete a namespace', async () => {
+  const market = new DedupClient(server.target, { namespace: 'market' });
+  try {
+    const stored = await market.checkDuplicate({ image_id: 'astronaut', image: images.astronaut, add_to_index: true });
+    assert.equal(stored.stored, true);
+    assert.equal(stored.is_duplicate, false); // the default namespace's astronaut is not in market
+    assert.equal((await market.checkDuplicate({ image: images['astronaut-small'] })).matches[0].image_id, 'astronaut');
+    const items = [];
+    for await (const r of market.bulkCheck([{ image_id: 'coffee', image: images.coffee, add_to_index: true }])) items.push(r);
+    assert.equal(items[0].result.stored, true);
+    assert.equal(Number((await market.getInfo()).indexed_images), 2);
+    assert.equal((await market.getInfo()).namespace, 'market');
+    const names = (await client.listNamespaces()).namespaces.map((n) => n.name);
+    assert.ok(names.includes('market'), names.join());
+    await assert.rejects(market.deleteNamespace('market', 'wrong'), (err) => err.codeName === 'FAILED_PRECONDITION');
+    assert.equal(Number((await market.deleteNamespace('market', 'market')).deleted_images), 2);
+    assert.equal(Number((await market.getInfo()).indexed_images), 0);
+  } finally {
+    market.close();
+  }
+});
+
 test('errors carry their google.rpc details, decoded', async () => {
   await assert.rejects(client.checkDuplicate({ image: Buffer.alloc(0) }), (err) => {
     assert.ok(err instanceof DedupError);

@@ -10,12 +10,17 @@ import type { ClusterMember as _dedup_v1_ClusterMember, ClusterMember__Output as
 import type { DedupServiceClient as _dedup_v1_DedupServiceClient, DedupServiceDefinition as _dedup_v1_DedupServiceDefinition } from './dedup/v1/DedupService';
 import type { DeleteImagesRequest as _dedup_v1_DeleteImagesRequest, DeleteImagesRequest__Output as _dedup_v1_DeleteImagesRequest__Output } from './dedup/v1/DeleteImagesRequest';
 import type { DeleteImagesResponse as _dedup_v1_DeleteImagesResponse, DeleteImagesResponse__Output as _dedup_v1_DeleteImagesResponse__Output } from './dedup/v1/DeleteImagesResponse';
+import type { DeleteNamespaceRequest as _dedup_v1_DeleteNamespaceRequest, DeleteNamespaceRequest__Output as _dedup_v1_DeleteNamespaceRequest__Output } from './dedup/v1/DeleteNamespaceRequest';
+import type { DeleteNamespaceResponse as _dedup_v1_DeleteNamespaceResponse, DeleteNamespaceResponse__Output as _dedup_v1_DeleteNamespaceResponse__Output } from './dedup/v1/DeleteNamespaceResponse';
 import type { GetClusterRequest as _dedup_v1_GetClusterRequest, GetClusterRequest__Output as _dedup_v1_GetClusterRequest__Output } from './dedup/v1/GetClusterRequest';
 import type { GetInfoRequest as _dedup_v1_GetInfoRequest, GetInfoRequest__Output as _dedup_v1_GetInfoRequest__Output } from './dedup/v1/GetInfoRequest';
 import type { GetInfoResponse as _dedup_v1_GetInfoResponse, GetInfoResponse__Output as _dedup_v1_GetInfoResponse__Output } from './dedup/v1/GetInfoResponse';
 import type { ListClustersRequest as _dedup_v1_ListClustersRequest, ListClustersRequest__Output as _dedup_v1_ListClustersRequest__Output } from './dedup/v1/ListClustersRequest';
 import type { ListClustersResponse as _dedup_v1_ListClustersResponse, ListClustersResponse__Output as _dedup_v1_ListClustersResponse__Output } from './dedup/v1/ListClustersResponse';
+import type { ListNamespacesRequest as _dedup_v1_ListNamespacesRequest, ListNamespacesRequest__Output as _dedup_v1_ListNamespacesRequest__Output } from './dedup/v1/ListNamespacesRequest';
+import type { ListNamespacesResponse as _dedup_v1_ListNamespacesResponse, ListNamespacesResponse__Output as _dedup_v1_ListNamespacesResponse__Output } from './dedup/v1/ListNamespacesResponse';
 import type { Match as _dedup_v1_Match, Match__Output as _dedup_v1_Match__Output } from './dedup/v1/Match';
+import type { Namespace as _dedup_v1_Namespace, Namespace__Output as _dedup_v1_Namespace__Output } from './dedup/v1/Namespace';
 import type { Timings as _dedup_v1_Timings, Timings__Output as _dedup_v1_Timings__Output } from './dedup/v1/Timings';
 import type { Any as _google_protobuf_Any, Any__Output as _google_protobuf_Any__Output } from './google/protobuf/Any';
 import type { Status as _google_rpc_Status, Status__Output as _google_rpc_Status__Output } from './google/rpc/Status';
@@ -36,12 +41,17 @@ export interface ProtoGrpcType {
       DedupService: SubtypeConstructor<typeof grpc.Client, _dedup_v1_DedupServiceClient> & { service: _dedup_v1_DedupServiceDefinition }
       DeleteImagesRequest: MessageTypeDefinition<_dedup_v1_DeleteImagesRequest, _dedup_v1_DeleteImagesRequest__Output>
       DeleteImagesResponse: MessageTypeDefinition<_dedup_v1_DeleteImagesResponse, _dedup_v1_DeleteImagesResponse__Output>
+      DeleteNamespaceRequest: MessageTypeDefinition<_dedup_v1_DeleteNamespaceRequest, _dedup_v1_DeleteNamespaceRequest__Output>
+      DeleteNamespaceResponse: MessageTypeDefinition<_dedup_v1_DeleteNamespaceResponse, _dedup_v1_DeleteNamespaceResponse__Output>
       GetClusterRequest: MessageTypeDefinition<_dedup_v1_GetClusterRequest, _dedup_v1_GetClusterRequest__Output>
       GetInfoRequest: MessageTypeDefinition<_dedup_v1_GetInfoRequest, _dedup_v1_GetInfoRequest__Output>
       GetInfoResponse: MessageTypeDefinition<_dedup_v1_GetInfoResponse, _dedup_v1_GetInfoResponse__Output>
       ListClustersRequest: MessageTypeDefinition<_dedup_v1_ListClustersRequest, _dedup_v1_ListClustersRequest__Output>
       ListClustersResponse: MessageTypeDefinition<_dedup_v1_ListClustersResponse, _dedup_v1_ListClustersResponse__Output>
+      ListNamespacesRequest: MessageTypeDefinition<_dedup_v1_ListNamespacesRequest, _dedup_v1_ListNamespacesRequest__Output>
+      ListNamespacesResponse: MessageTypeDefinition<_dedup_v1_ListNamespacesResponse, _dedup_v1_ListNamespacesResponse__Output>
       Match: MessageTypeDefinition<_dedup_v1_Match, _dedup_v1_Match__Output>
+      Namespace: MessageTypeDefinition<_dedup_v1_Namespace, _dedup_v1_Namespace__Output>
       Priority: EnumTypeDefinition
       Timings: MessageTypeDefinition<_dedup_v1_Timings, _dedup_v1_Timings__Output>
     }

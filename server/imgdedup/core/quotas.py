@@ -43,19 +43,19 @@ class RateLimits:
     def __init__(self, quotas: Mapping[str, NamespaceQuota], clock: Callable[[], float] = time.monotonic):
         self._quotas = quotas
         self._clock = clock
-        self._buckets: dict[str, _Bucket | None] = {}
+        self._buckets: dict[str, _Bucket] = {}  # namespaces with a rate quota that called
 
     def take(self, namespace: str) -> None:
         """Take one check's token, or raise QuotaExceeded (with the wait for the next one)."""
         metrics.NAMESPACE_CHECKS.labels(namespace).inc()
-        if namespace not in self._buckets:
-            q = quota_of(self._quotas, namespace)
-            rate = q.images_per_second if q is not None else None
-            self._buckets[namespace] = _Bucket(rate, max(1.0, q.burst or rate), self._clock()) if rate else None
-        bucket = self._buckets[namespace]
-        if bucket is None:
-            return
+        bucket = self._buckets.get(namespace)
         now = self._clock()
+        if bucket is None:
+            q = quota_of(self._quotas, namespace)
+            if q is None or q.images_per_second is None:
+                return
+            rate = q.images_per_second
+            bucket = self._buckets[namespace] = _Bucket(rate, max(1.0, q.burst or rate), now)
         bucket.tokens = min(bucket.size, bucket.tokens + (now - bucket.at) * bucket.rate)
         bucket.at = now
         if bucket.tokens >= 1.0:

@@ -9,6 +9,7 @@ export interface CheckDuplicateRequest {
   'threshold'?: (number | string);
   'top_k'?: (number);
   'priority'?: (_dedup_v1_Priority);
+  'namespace'?: (string);
   '_threshold'?: "threshold";
   '_top_k'?: "top_k";
 }
@@ -20,6 +21,7 @@ export interface CheckDuplicateRequest__Output {
   'threshold'?: (number);
   'top_k'?: (number);
   'priority': (_dedup_v1_Priority__Output);
+  'namespace': (string);
   '_threshold'?: "threshold";
   '_top_k'?: "top_k";
 }

@@ -3,8 +3,10 @@
 
 export interface DeleteImagesRequest {
   'image_ids'?: (string)[];
+  'namespace'?: (string);
 }
 
 export interface DeleteImagesRequest__Output {
   'image_ids': (string)[];
+  'namespace': (string);
 }

@@ -3,8 +3,10 @@
 
 export interface GetClusterRequest {
   'cluster_id'?: (string);
+  'namespace'?: (string);
 }
 
 export interface GetClusterRequest__Output {
   'cluster_id': (string);
+  'namespace': (string);
 }

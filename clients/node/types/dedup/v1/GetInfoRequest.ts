@@ -2,7 +2,9 @@
 
 
 export interface GetInfoRequest {
+  'namespace'?: (string);
 }
 
 export interface GetInfoRequest__Output {
+  'namespace': (string);
 }

@@ -12,6 +12,7 @@ export interface GetInfoResponse {
   'indexed_images'?: (number | string | Long);
   'version'?: (string);
   'clusters'?: (number | string | Long);
+  'namespace'?: (string);
 }
 
 export interface GetInfoResponse__Output {
@@ -24,4 +25,5 @@ export interface GetInfoResponse__Output {
   'indexed_images': (string);
   'version': (string);
   'clusters': (string);
+  'namespace': (string);
 }

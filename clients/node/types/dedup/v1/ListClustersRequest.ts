@@ -5,6 +5,7 @@ export interface ListClustersRequest {
   'page_size'?: (number);
   'page_token'?: (string);
   'min_size'?: (number);
+  'namespace'?: (string);
   '_min_size'?: "min_size";
 }
 
@@ -12,5 +13,6 @@ export interface ListClustersRequest__Output {
   'page_size': (number);
   'page_token': (string);
   'min_size'?: (number);
+  'namespace': (string);
   '_min_size'?: "min_size";
 }
