@@ -132,13 +132,17 @@ class DedupServiceServicer:
 
     def ListNamespaces(self, request, context):
         """Lists the namespaces that hold images, with their counts.
+        (The index writer's internal service takes the same messages.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteNamespace(self, request, context):
-        """Deletes every image and cluster of one namespace.
+        """Deletes every image and cluster of one namespace; `confirm` must repeat its
+        name (else FAILED_PRECONDITION).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
