@@ -153,7 +153,7 @@ def test_a_namespace_over_its_rate_sheds_while_another_goes_on(stub):
     elapsed = time.monotonic() - t0
     assert int(burst) <= passed <= int(burst + elapsed * rate), (passed, elapsed)
     assert refused == 8 - passed and refused >= 1
-    assert all(0 < d <= 1 / rate + 1e-6 for d in delays), delays
+    assert all(0 <= d <= 1 / rate for d in delays), delays  # the wait left after the server held the refusal
     # After the wait RetryInfo named, a call passes.
     time.sleep(delays[-1] + 0.05)
     assert not check(stub, image, namespace="slow").is_duplicate

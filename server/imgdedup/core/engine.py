@@ -24,8 +24,8 @@ from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.backends import ClusterView, IndexBackend
 from imgdedup.core.batcher import EmbedBatcher
-from imgdedup.core import namespaces
-from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady
+from imgdedup.core import namespaces, quotas
+from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
@@ -223,7 +223,11 @@ class DedupEngine:
         self.validate(req)
         if ticket is not None and req.priority != ticket.stream.priority:
             raise InvalidArgument("priority", f"the items of a stream share one priority: this stream's is {ticket.stream.priority.label}, not {req.priority.label}")
-        self._rates.take(req.namespace)
+        try:
+            self._rates.take(req.namespace)
+        except QuotaExceeded as refused:
+            await quotas.hold(refused)  # a client that retries at once comes back less often
+            raise
         image_id = req.image_id or uuid.uuid4().hex
         assert self.index is not None and self._batcher is not None
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)

@@ -3,7 +3,11 @@
 - **Images per second**: a token bucket per namespace in each process that takes checks (the
   engine, before any decoding, so a refused check costs almost nothing). With `--workers N` each
   front gets 1/N of the rate and burst (transport/workers.py); separate replicas each enforce
-  the whole rate. Over it: QuotaExceeded with the time until the next token (RetryInfo).
+  the whole rate. Over it: QuotaExceeded with the time until the next token (RetryInfo). The
+  refusal is held back for up to HOLD_S of that time (RetryInfo then says the rest): a client
+  that retries at once, ignoring RetryInfo, then makes at most 1/HOLD_S calls per second per
+  call in flight instead of a thousand (measured: benchmarks/quotas.py), and a client that
+  honours RetryInfo waits no longer in all.
 - **Stored images**: counted by the index writer, the one process that stores (the count is
   read from Milvus on first need and kept up to date by the writer's own stores and deletes). A
   check that would store one more image is refused; checks that store nothing, and re-sent
@@ -15,6 +19,7 @@ own bucket and count).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, Mapping
 
@@ -23,6 +28,8 @@ from imgdedup.config import NamespaceQuota
 from imgdedup.core.errors import QuotaExceeded
 
 ANY = "*"
+# The longest a refused check is held before its answer (see above).
+HOLD_S = 0.25
 
 
 def quota_of(quotas: Mapping[str, NamespaceQuota], namespace: str) -> NamespaceQuota | None:
@@ -64,9 +71,18 @@ class RateLimits:
         metrics.QUOTA_REFUSED.labels(namespace, "images_per_second").inc()
         wait = (1.0 - bucket.tokens) / bucket.rate
         raise QuotaExceeded(
-            f"namespace {namespace!r} is over its rate quota ({bucket.rate:g} images per second); retry in {wait:.2f} s",
+            f"namespace {namespace!r} is over its rate quota ({bucket.rate:g} images per second); retry after RetryInfo's delay",
             namespace=namespace, quota="images_per_second", limit=bucket.rate, retry_after_s=wait,
         )
+
+
+async def hold(refused: QuotaExceeded) -> None:
+    """Wait up to HOLD_S of a rate refusal's delay before it is answered; its RetryInfo then
+    says what is left of the delay."""
+    assert refused.retry_after_s is not None
+    held = min(refused.retry_after_s, HOLD_S)
+    await asyncio.sleep(held)
+    refused.retry_after_s = max(0.0, refused.retry_after_s - held)
 
 
 class StoredLimits:
