@@ -77,6 +77,30 @@ def test_cli_index_check_and_clusters(server, tmp_path):
     assert info["model_name"] == "sscd_disc_mixup" and int(info["indexed_images"]) >= 3  # int64 is a JSON string (proto3 mapping)
 
 
+def test_cli_namespace_flag_list_and_delete(server, tmp_path):
+    photos = tmp_path / "ns-photos"
+    photos.mkdir()
+    (photos / "rocket.jpg").write_bytes(encode(rgb("rocket")))
+    (photos / "rocket-flip.jpg").write_bytes(encode(np.ascontiguousarray(rgb("rocket")[:, ::-1])))
+    out = _dedup("index", str(photos), "--server", server.target, "--namespace", "cli-ns")
+    assert out.returncode == 0 and "indexed 2 of 2 images: 1 duplicates" in out.stdout, out.stdout + out.stderr
+    query = tmp_path / "rocket-small.jpg"
+    query.write_bytes(encode(rgb("rocket")[::2, ::2].copy()))
+    assert "DUPLICATE of" in _dedup("check", str(query), "--server", server.target, "--namespace", "cli-ns").stdout
+    elsewhere = _dedup("check", str(query), "--server", server.target, "--namespace", "cli-other")
+    assert elsewhere.returncode == 0 and "DUPLICATE of" not in elsewhere.stdout, elsewhere.stdout
+    listed = _dedup("namespaces", "--server", server.target)
+    assert listed.returncode == 0 and any(line.split()[:3] == ["cli-ns", "2", "1"] for line in listed.stdout.splitlines()), listed.stdout
+    unconfirmed = _dedup("delete-namespace", "cli-ns", "--confirm", "cli-nx", "--server", server.target)
+    assert unconfirmed.returncode != 0 and "FAILED_PRECONDITION" in unconfirmed.stderr, unconfirmed.stderr
+    deleted = _dedup("delete-namespace", "cli-ns", "--confirm", "cli-ns", "--server", server.target)
+    assert deleted.returncode == 0 and "deleted namespace cli-ns: 2 images" in deleted.stdout, deleted.stdout + deleted.stderr
+    info = json.loads(_dedup("info", "--server", server.target, "--namespace", "cli-ns").stdout)
+    assert info["namespace"] == "cli-ns" and int(info["indexed_images"]) == 0
+    bad = _dedup("clusters", "--server", server.target, "--namespace", "Bad Name")
+    assert bad.returncode != 0 and "INVALID_ARGUMENT" in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize(
     "source, said",
     [
