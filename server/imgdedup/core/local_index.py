@@ -273,7 +273,7 @@ class LocalIndex:
     async def namespaces(self) -> list[tuple[str, int, int]]:
         """(name, stored images, clusters of two or more) of every registered namespace."""
         def read() -> list[tuple[str, int, int]]:
-            return [(n, self.store.count_images(n), self.store.count_clusters(n, 2)) for n in self.store.namespace_names()]
+            return [(n, *self._counts(n)) for n in self.store.namespace_names()]
 
         return await self._run(self._read_pool, read)
 
@@ -329,9 +329,11 @@ class LocalIndex:
         return views
 
     async def counts(self, namespace: str) -> tuple[int, int]:
-        images = await self._run(self._read_pool, self.store.count_images, namespace)
-        clusters = await self._run(self._read_pool, self.store.count_clusters, namespace, 2)
-        return images, clusters
+        return await self._run(self._read_pool, self._counts, namespace)
+
+    def _counts(self, namespace: str) -> tuple[int, int]:
+        """(stored images, clusters of two or more) of a namespace."""
+        return self.store.count_images(namespace), self.store.count_clusters(namespace, 2)
 
     async def _run(self, pool, fn, *args):
         try:

@@ -271,10 +271,9 @@ class MilvusStore:
     def _ensure_collections(self) -> None:
         from pymilvus import DataType, MilvusClient
 
-        description = f"imgdedup images; model={self.model_name}; dim={self.dim}"
-        self._check_model(self.images, description)
+        self._check_model(self.images)
         if not self._call("has_collection", self.images):
-            schema = self._schema(description)
+            schema = self._schema(self._images_description)
             schema.add_field("image_key", DataType.VARCHAR, is_primary=True, max_length=32)
             self._add_namespace(schema)
             schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
@@ -314,7 +313,14 @@ class MilvusStore:
             # Loading takes seconds on a server (longer right after it restarted).
             self._call("load_collection", name, timeout=self.setup_timeout)
 
-    def _check_model(self, collection: str, description: str) -> None:
+    @property
+    def _images_description(self) -> str:
+        """What an images collection records of the model it was made for."""
+        return f"imgdedup images; model={self.model_name}; dim={self.dim}"
+
+    def _check_model(self, collection: str) -> None:
+        """Refuse an images collection made for another model."""
+        description = self._images_description
         if self._call("has_collection", collection):
             stored = self._call("describe_collection", collection).get("description", "")
             if stored != description:
@@ -354,7 +360,7 @@ class MilvusStore:
         old_images, old_views, old_clusters = self.v1
         if not self._call("has_collection", old_images):
             return 0
-        self._check_model(old_images, f"imgdedup images; model={self.model_name}; dim={self.dim}")
+        self._check_model(old_images)
         log.warning("found collections of the first layout (%s); copying them into %s as namespace %r", ", ".join(self.v1), self.images, DEFAULT_NAMESPACE)
         started = time.perf_counter()
         copies = [
@@ -368,12 +374,12 @@ class MilvusStore:
             if not self._call("has_collection", old):
                 continue
             self._call("load_collection", old, timeout=self.setup_timeout)
-            total = int(self._call("query", old, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+            total = self._count(old, "", consistency="Strong")
             rows = self._query_all(old, f"{key} != \"\"", ["*"], key=key, root=root, consistency="Strong") if total else []
             for start in range(0, len(rows), MIGRATE_CHUNK):
                 chunk = [{**r, "namespace": DEFAULT_NAMESPACE} for r in rows[start: start + MIGRATE_CHUNK]]
                 self._call("upsert", new, chunk, timeout=self.setup_timeout)
-            now = int(self._call("query", new, filter=_in_ns(DEFAULT_NAMESPACE), output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+            now = self._count(new, _in_ns(DEFAULT_NAMESPACE), consistency="Strong")
             if len(rows) != total or now < total:
                 raise StorageError(f"copying {old!r} into {new!r} is incomplete ({len(rows)} rows read, {total} there, {now} in the copy); the old collection is kept")
             copied[old] = total
@@ -586,8 +592,7 @@ class MilvusStore:
 
     def count_images(self, namespace: str | None) -> int:
         """Images stored in a namespace (None: in all of them)."""
-        rows = self._call("query", self.images, filter="" if namespace is None else _in_ns(namespace), output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        return self._count(self.images, "" if namespace is None else _in_ns(namespace))
 
     def _query_images(self, expr: str, *, with_vectors: bool, limit: int = QUERY_WINDOW) -> list[ImageRow]:
         fields = self._image_fields(False)
@@ -678,10 +683,7 @@ class MilvusStore:
         return [(r["cluster_id"], int(r["size"])) for r in rows]
 
     def count_clusters(self, namespace: str, min_size: int = 1) -> int:
-        rows = self._call(
-            "query", self.clusters, filter=_in_ns(namespace, f"size >= {int(min_size)}"), output_fields=["count(*)"]
-        )
-        return int(rows[0]["count(*)"])
+        return self._count(self.clusters, _in_ns(namespace, f"size >= {int(min_size)}"))
 
     @staticmethod
     def _cluster_fields() -> list[str]:
@@ -692,6 +694,11 @@ class MilvusStore:
         return ClusterRow(r["cluster_id"], int(r["size"]), r["representative_id"], int(r["rep_pixels"]), int(r["rep_inserted_at_ms"]), r["namespace"])
 
     # -- queries -----------------------------------------------------------------------------
+    def _count(self, collection: str, expr: str, consistency: str | None = None) -> int:
+        """Rows matching expr ("": all), by count(*) (a server counts rows not flushed yet)."""
+        extra = {"consistency_level": consistency} if consistency else {}
+        return int(self._call("query", collection, filter=expr, output_fields=["count(*)"], **extra)[0]["count(*)"])
+
     def _query(self, collection: str, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
         extra = {"consistency_level": consistency} if consistency else {}
         return list(self._call("query", collection, filter=expr, output_fields=fields, limit=QUERY_WINDOW, **extra))

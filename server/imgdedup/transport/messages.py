@@ -35,6 +35,15 @@ def cluster_view(c: pb.Cluster) -> ClusterView:
     return ClusterView(c.cluster_id, c.size, c.representative_id, [(m.image_id, m.similarity) for m in c.members])
 
 
+def namespaces_pb(found: list[tuple[str, int, int]]) -> pb.ListNamespacesResponse:
+    """(name, stored images, clusters of two or more) of each namespace, as the answer."""
+    return pb.ListNamespacesResponse(namespaces=[pb.Namespace(name=n, indexed_images=i, clusters=c) for n, i, c in found])
+
+
+def namespace_rows(answer: pb.ListNamespacesResponse) -> list[tuple[str, int, int]]:
+    return [(n.name, n.indexed_images, n.clusters) for n in answer.namespaces]
+
+
 def match_pb(h: Hit) -> pb.Match:
     return pb.Match(image_id=h.image_id, similarity=h.similarity, cluster_id=h.cluster_id)
 

@@ -33,7 +33,7 @@ from imgdedup.core.errors import DedupError, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import ForwardedError
-from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, vector_bytes, vector_of
+from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, namespace_rows, vector_bytes, vector_of
 from imgdedup.transport.writer_service import FRONT_ID_KEY, KEEPALIVE_OPTIONS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
@@ -316,8 +316,7 @@ class RemoteIndex:
         return answer.indexed_images, answer.clusters
 
     async def namespaces(self) -> list[tuple[str, int, int]]:
-        answer = await self._unary(self._stub.ListNamespaces, pb.ListNamespacesRequest())
-        return [(n.name, n.indexed_images, n.clusters) for n in answer.namespaces]
+        return namespace_rows(await self._unary(self._stub.ListNamespaces, pb.ListNamespacesRequest()))
 
     async def delete_namespace(self, namespace: str) -> int:
         answer = await self._unary(self._stub.DeleteNamespace, pb.DeleteNamespaceRequest(namespace=namespace, confirm=namespace))

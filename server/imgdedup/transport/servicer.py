@@ -19,7 +19,7 @@ from imgdedup.core.engine import CheckOutcome, CheckRequest, DedupEngine, Stream
 from imgdedup.core.errors import InvalidArgument, Overloaded
 from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import abort, to_status
-from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb
+from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, namespaces_pb
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
 
     @_unary
     async def ListNamespaces(self, request, context):
-        found = await self.engine.list_namespaces()
-        return pb.ListNamespacesResponse(namespaces=[pb.Namespace(name=n, indexed_images=i, clusters=c) for n, i, c in found])
+        return namespaces_pb(await self.engine.list_namespaces())
 
     @_unary
     async def DeleteNamespace(self, request, context):

@@ -21,7 +21,7 @@ from imgdedup.core.local_index import LocalIndex
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE
 from imgdedup.transport.errors import abort, to_status
-from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, vector_bytes, vector_of
+from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, namespaces_pb, vector_bytes, vector_of
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ipb.DESCRIPTOR.services_by_name["IndexWriterService"].full_name
@@ -169,8 +169,7 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
 
     @_internal
     async def ListNamespaces(self, request, context):
-        found = await self.index.namespaces()
-        return pb.ListNamespacesResponse(namespaces=[pb.Namespace(name=n, indexed_images=i, clusters=c) for n, i, c in found])
+        return namespaces_pb(await self.index.namespaces())
 
     @_internal
     async def DeleteNamespace(self, request, context):
