@@ -16,7 +16,8 @@ are ignored, but they can still join clusters); without it the script starts its
 (`python -m imgdedup serve --port 0 --data-dir <tempdir>`) and stops it with SIGTERM at the end.
 `--limit-groups N` indexes a seeded random subset of N groups; `--threshold T ...` sets the
 thresholds of the sweep; `--json-out PATH` writes every number as JSON; `--server-log PATH` keeps
-the self-started server's log. `--help` lists the rest.
+the self-started server's log; `--pairs-out PATH` writes the indexing order, every recorded
+pair and the server's clusters (to study matching rules offline). `--help` lists the rest.
 
 What it measures:
 
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retries", type=int, default=1, help="re-send images that failed with UNAVAILABLE/RESOURCE_EXHAUSTED this many times (default 1)")
     ap.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the server to be ready")
     ap.add_argument("--server-log", type=Path, help="keep the self-started server's log here")
+    ap.add_argument("--pairs-out", type=Path, help="write the indexing order, every recorded pair and the server's clusters as JSON (for offline studies of matching rules)")
     ap.add_argument("--json-out", type=Path, help="write all numbers to this JSON file")
     args = ap.parse_args(argv)
 
@@ -334,6 +336,10 @@ def benchmark(args: argparse.Namespace, data: Dataset, order: list[str], address
         t0 = time.perf_counter()
         cluster_of, problems, foreign = read_clusters(client, set(order), idx.stored)
         list_s = time.perf_counter() - t0
+    if args.pairs_out:
+        args.pairs_out.parent.mkdir(parents=True, exist_ok=True)
+        pairs = [[a, b, sim] for (a, b), sim in sorted(idx.edges.items())]
+        args.pairs_out.write_text(json.dumps({"order": order, "pairs": pairs, "cluster_of": cluster_of}) + "\n")
 
     # Images the server did not store count as singletons.
     server_pred = {x: cluster_of.get(x, "missing:" + x) for x in data.group_of}

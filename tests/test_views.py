@@ -92,10 +92,12 @@ def test_views_follow_their_image_through_deletes(view_stub):
     assert [m.image_id for m in again.matches] == []
 
 
-def test_components_and_pairwise_similarity_agree():
-    """Delete re-splits clusters with _components; checks link with image_similarity: the
-    same relation, views and the whole-image rule included (random unit vectors)."""
-    from imgdedup.core.index import _components, image_similarity
+def test_regroup_and_pairwise_similarity_agree():
+    """Delete regroups clusters with _regroup; checks link with image_similarity: the same
+    relation, views and the whole-image rule included (random unit vectors). With the link
+    rule's support off, the regroup is the connected groups of that relation."""
+    from imgdedup.core.index import _regroup, image_similarity
+    from imgdedup.core.linking import LinkRule
     from imgdedup.storage.milvus import ImageRow
 
     rng = np.random.default_rng(7)
@@ -121,5 +123,5 @@ def test_components_and_pairwise_similarity_agree():
                 if a.image_id < b.image_id and image_similarity(views[a.image_id], views[b.image_id]) >= threshold:
                     parent[find(a.image_id)] = find(b.image_id)
         expected = sorted(sorted(i for i in parent if find(i) == root) for root in {find(i) for i in parent})
-        got = sorted(sorted(r.image_id for r in comp) for comp in _components(rows, extra, threshold))
+        got = sorted(sorted(r.image_id for r in comp) for comp in _regroup(rows, extra, LinkRule(threshold, support=0.0)))
         assert got == expected, trial

@@ -4,9 +4,9 @@ Every write goes through one IndexWriter on one thread, so a check sees every im
 before it: images of the same batch are compared with each other in numpy, in arrival order,
 as well as with Milvus. A batch may mix namespaces: each namespace's items are checked and
 written on their own (in their order), against their own namespace only, so no match and no
-cluster spans two namespaces. Clusters are the connected groups of the duplicate relation at the
-server's cluster threshold: a new image joins its matches' cluster, an image matching two
-clusters merges them, and deleting an image re-splits its cluster if it was the only link.
+cluster spans two namespaces. Which clusters a new image joins is the cluster-link rule's
+choice (core/linking.py): its match's cluster, or a merge of the clusters it matches and
+resembles; deleting an image regroups its cluster's remaining members by the same rule.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from imgdedup import metrics
 
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import DedupError
+from imgdedup.core.linking import LinkRule
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
@@ -80,11 +81,12 @@ class _ClusterBook:
         missing = {c for c in cluster_ids if c not in self.rows and c not in self.merged_into}
         self.rows.update(self.store.get_clusters(self.namespace, missing))
 
-    def add_image(self, image: ImageRow, linked: set[str]) -> str:
-        """Put a new image into a cluster: its own, the one it matches, or a merge of several."""
-        linked = {self.resolve(c) for c in linked}
-        self.load(linked)
-        linked = {c for c in linked if c in self.rows}
+    def add_image(self, image: ImageRow, hits: list[Hit], rule: LinkRule) -> str:
+        """Put a new image into a cluster: its own, the one it matches, or a merge of several
+        (the clusters `rule` chooses from its neighbours `hits`)."""
+        self.load({self.resolve(h.cluster_id) for h in hits if h.similarity >= rule.threshold})
+        known = [(self.resolve(h.cluster_id), h.similarity) for h in hits]
+        linked = set(rule.clusters_to_join([(c, sim) for c, sim in known if c in self.rows], lambda c: self.rows[c].size))
         if not linked:
             cid = new_cluster_id()
             self.rows[cid] = ClusterRow(cid, 0, image.image_id, image.pixels, image.inserted_at_ms, self.namespace)
@@ -158,9 +160,10 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class IndexWriter:
-    def __init__(self, store: MilvusStore, *, cluster_threshold: float, stored: StoredImages | None = None, limits: StoredLimits | None = None):
+    def __init__(self, store: MilvusStore, *, rule: LinkRule, stored: StoredImages | None = None, limits: StoredLimits | None = None):
         self.store = store
-        self.cluster_threshold = cluster_threshold
+        self.rule = rule
+        self.cluster_threshold = rule.threshold
         # Namespaces' stored-images quotas (core/quotas.py), counted here as images are written.
         self.limits = limits
         # Hashes of the images this server stored (kept up to date here): ids it rules out skip
@@ -195,8 +198,9 @@ class IndexWriter:
         for n, pairs in zip(owners, view_hits):
             for image_id, sim in pairs:
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
-        # Only candidates that could be a match or a cluster link matter from here on.
-        floor = min(min(i.threshold for i in items), self.cluster_threshold)
+        # Only candidates that could be a match, a cluster link or support for one (the link
+        # rule's floor) matter from here on.
+        floor = min(min(i.threshold for i in items), self.cluster_threshold, self.rule.floor)
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
@@ -245,7 +249,7 @@ class IndexWriter:
                 existing.pop(image_id)
 
         room = self.limits.room(namespace) if self.limits is not None else None
-        limit = max(i.top_k for i in items) + SEARCH_SLACK
+        limit = max(max(i.top_k for i in items) + SEARCH_SLACK, self.rule.neighbours if any(i.add_to_index for i in items) else 0)
         t0 = time.perf_counter()
         all_hits = self._search(namespace, items, limit)
         t1 = time.perf_counter()
@@ -277,9 +281,8 @@ class IndexWriter:
                 assert self.limits is not None
                 results.append(CheckResult(matches, stored=False, error=self.limits.refused(namespace)))
                 continue
-            linked = {h.cluster_id for h in candidates if h.similarity >= self.cluster_threshold}
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
-            row.cluster_id = book.add_image(row, linked)
+            row.cluster_id = book.add_image(row, candidates, self.rule)
             batch_rows.append(row)
             batch_views.append(item.all_vectors)
             if item.views:
@@ -356,7 +359,8 @@ class IndexWriter:
             if not rows:
                 emptied.append(cid)
                 continue
-            components = _components(rows, extra, self.cluster_threshold)
+            rows.sort(key=lambda m: (m.inserted_at_ms, m.image_id))
+            components = _regroup(rows, extra, self.rule)
             components.sort(key=len, reverse=True)
             for n, component in enumerate(components):
                 new_cid = cid if n == 0 else new_cluster_id()
@@ -381,8 +385,8 @@ class IndexWriter:
                 self.limits.forget(namespace)
 
 
-def _components(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], threshold: float) -> list[list[ImageRow]]:
-    """Connected components of the graph 'image_similarity >= threshold'."""
+def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """image_similarity of every pair of rows (views included), as one matrix."""
     vectors, starts, with_views = [], [], []
     for r in rows:
         starts.append(len(vectors))
@@ -394,18 +398,9 @@ def _components(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], thresh
         whole = np.asarray(starts)[both]
         sims[np.ix_(whole, whole)] = -1.0  # (the diagonal too: never used)
         sims = np.maximum.reduceat(np.maximum.reduceat(sims, starts, axis=0), starts, axis=1)
-    adjacent = sims >= threshold
-    parent = list(range(len(rows)))
+    return sims
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for i, j in zip(*np.nonzero(np.triu(adjacent, 1))):
-        parent[find(int(i))] = find(int(j))
-    groups: dict[int, list[ImageRow]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(find(i), []).append(row)
-    return list(groups.values())
+def _regroup(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], rule: LinkRule) -> list[list[ImageRow]]:
+    """The clusters `rule` makes of rows (in the order given: the order they were stored)."""
+    return [[rows[i] for i in group] for group in rule.regroup(_similarities(rows, extra))]

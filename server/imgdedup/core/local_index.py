@@ -27,6 +27,7 @@ from imgdedup.core.backends import ClusterView
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
+from imgdedup.core.linking import LinkRule
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
@@ -97,7 +98,7 @@ class LocalIndex:
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
         limits = StoredLimits(settings.quotas, store.count_images) if any(q.max_images is not None for q in settings.quotas.values()) else None
-        writer = IndexWriter(store, cluster_threshold=settings.default_threshold(spec), stored=stored, limits=limits)
+        writer = IndexWriter(store, rule=LinkRule(settings.default_threshold(spec), support=settings.link_support), stored=stored, limits=limits)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")

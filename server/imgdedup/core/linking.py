@@ -1,0 +1,83 @@
+"""The cluster-link rule: which clusters a new image joins (docs/matching.md).
+
+An image joins the clusters it matches (similarity >= the cluster threshold). When it matches
+more than one, plain single linkage would merge them all, and one image that shows two photos
+(a photo pasted onto another, a screenshot of two) would then merge two unrelated clusters, and
+through them everything linked to either. So an image merges only the clusters it *resembles*:
+those in which it is near (similarity >= `floor`) at least `support` of the members, counted
+over at most `sample` of them (its nearest neighbours show them). A copy of a photo resembles
+most copies of that photo; a composite resembles one member of the other photo's cluster (the
+image it was made from) and none of the rest. If it resembles none of them in that way, it joins
+the cluster of its best match alone.
+
+The same rule regroups a cluster after a delete (`regroup`): its remaining members, replayed in
+the order they were stored, against each other only. Pure functions of similarities: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRule:
+    threshold: float  # a match links its cluster from here (the server's cluster threshold)
+    support: float = 0.6  # share of a cluster's members an image must be near to merge it; 0: plain single linkage
+    floor: float = 0.30  # "near": unrelated photos score 0.01 +- 0.05 with the default model
+    sample: int = 8  # members counted at most, so that a large cluster needs 5 near neighbours, not half of itself
+
+    @property
+    def neighbours(self) -> int:
+        """Nearest stored images a search must return so that the rule sees enough of three
+        large clusters an image may link."""
+        return 3 * self.sample
+
+    def needed(self, size: int) -> float:
+        return self.support * min(size, self.sample)
+
+    def clusters_to_join(self, hits: Iterable[tuple[Hashable, float]], size_of: Callable[[Hashable], int]) -> list:
+        """The clusters a new image joins, given its neighbours as (cluster id, similarity):
+        none (it starts a cluster of its own), one, or several to merge, best match first.
+        `size_of` (a cluster's size before this image) is only called when it links two or more."""
+        best: dict = {}
+        near: dict = {}
+        for cluster_id, sim in hits:
+            if sim > best.get(cluster_id, -2.0):
+                best[cluster_id] = sim
+            if sim >= self.floor:
+                near[cluster_id] = near.get(cluster_id, 0) + 1
+        linked = sorted((c for c, s in best.items() if s >= self.threshold), key=lambda c: -best[c])
+        if len(linked) <= 1 or self.support <= 0:
+            return linked
+        kept = [c for c in linked if near[c] >= self.needed(size_of(c))]
+        return kept or linked[:1]
+
+    def regroup(self, sims: np.ndarray, order: Sequence[int] | None = None) -> list[list[int]]:
+        """Clusters of n images given their n x n similarities, adding them one at a time in
+        `order` (default 0..n-1: the order they were stored) as the index writer does. Returns
+        lists of indexes, each in insertion order."""
+        n = len(sims)
+        order = list(range(n)) if order is None else list(order)
+        label = np.full(n, -1)  # cluster (its first member's index) of each image added so far
+        size: dict[int, int] = {}
+        for i in order:
+            near = np.flatnonzero((label >= 0) & (sims[i] >= min(self.floor, self.threshold)))
+            chosen = self.clusters_to_join(((int(label[j]), float(sims[i, j])) for j in near), size.__getitem__)
+            if not chosen:
+                label[i] = i
+                size[i] = 1
+                continue
+            target = max(chosen, key=lambda c: (size[c], -c))
+            for c in chosen:
+                if c != target:
+                    label[label == c] = target
+                    size[target] += size.pop(c)
+            label[i] = target
+            size[target] += 1
+        groups: dict[int, list[int]] = {}
+        for i in order:
+            groups.setdefault(int(label[i]), []).append(i)
+        return list(groups.values())
