@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -162,6 +163,17 @@ def server(tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("dedup-data")).start()
     yield srv
     srv.stop()
+
+
+@contextmanager
+def serving(data_dir: Path, *args: str):
+    """A server on data_dir started with `args`, as a stub; stopped at the end."""
+    srv = ServerProcess(data_dir, *args).start()
+    try:
+        with channel_for(srv.target) as channel:
+            yield pb_grpc.DedupServiceStub(channel)
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, channel_for, check, encode, rgb
+from conftest import check, encode, rgb, serving
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
-from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
 
 def _list_all(stub, **kw):
@@ -89,10 +88,8 @@ def test_get_unknown_cluster_is_not_found(stub):
 def bridge_server(tmp_path_factory):
     # Halves of a photo match the whole photo (cosine ~0.68-0.70) but not each other (~0.40):
     # at threshold 0.6 the whole photo is the only bridge between them.
-    srv = ServerProcess(tmp_path_factory.mktemp("bridge"), "--threshold", "0.6").start()
-    with channel_for(srv.target) as channel:
-        yield pb_grpc.DedupServiceStub(channel)
-    srv.stop()
+    with serving(tmp_path_factory.mktemp("bridge"), "--threshold", "0.6") as stub:
+        yield stub
 
 
 def test_bridging_image_merges_clusters_and_deleting_it_splits_them(bridge_server):

@@ -7,9 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, channel_for, check, encode, rgb
+from conftest import check, encode, rgb, serving
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
-from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.linking import LinkRule
 
 RULE = LinkRule(0.55, support=0.6, floor=0.3, sample=8)
@@ -71,10 +70,8 @@ def composite_server(tmp_path_factory):
     # astronaut and ~0.49 with the coffee photo, the coffee's centre crop ~0.62 with the coffee
     # and ~0.25 with the composite; the two photos ~0.04. At threshold 0.40 the composite
     # matches both photos.
-    srv = ServerProcess(tmp_path_factory.mktemp("composite"), "--threshold", "0.40").start()
-    with channel_for(srv.target) as channel:
-        yield pb_grpc.DedupServiceStub(channel)
-    srv.stop()
+    with serving(tmp_path_factory.mktemp("composite"), "--threshold", "0.40") as stub:
+        yield stub
 
 
 def test_a_composite_of_two_photos_does_not_merge_their_clusters(composite_server):

@@ -84,9 +84,9 @@ class _ClusterBook:
     def add_image(self, image: ImageRow, hits: list[Hit], rule: LinkRule) -> str:
         """Put a new image into a cluster: its own, the one it matches, or a merge of several
         (the clusters `rule` chooses from its neighbours `hits`)."""
-        self.load({self.resolve(h.cluster_id) for h in hits if h.similarity >= rule.threshold})
-        known = [(self.resolve(h.cluster_id), h.similarity) for h in hits]
-        linked = set(rule.clusters_to_join([(c, sim) for c, sim in known if c in self.rows], lambda c: self.rows[c].size))
+        resolved = [(self.resolve(h.cluster_id), h.similarity) for h in hits]
+        self.load({c for c, sim in resolved if sim >= rule.threshold})
+        linked = set(rule.clusters_to_join([(c, sim) for c, sim in resolved if c in self.rows], lambda c: self.rows[c].size))
         if not linked:
             cid = new_cluster_id()
             self.rows[cid] = ClusterRow(cid, 0, image.image_id, image.pixels, image.inserted_at_ms, self.namespace)
@@ -163,7 +163,6 @@ class IndexWriter:
     def __init__(self, store: MilvusStore, *, rule: LinkRule, stored: StoredImages | None = None, limits: StoredLimits | None = None):
         self.store = store
         self.rule = rule
-        self.cluster_threshold = rule.threshold
         # Namespaces' stored-images quotas (core/quotas.py), counted here as images are written.
         self.limits = limits
         # Hashes of the images this server stored (kept up to date here): ids it rules out skip
@@ -200,7 +199,7 @@ class IndexWriter:
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
         # Only candidates that could be a match, a cluster link or support for one (the link
         # rule's floor) matter from here on.
-        floor = min(min(i.threshold for i in items), self.cluster_threshold, self.rule.floor)
+        floor = min(min(i.threshold for i in items), self.rule.threshold, self.rule.floor)
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
