@@ -165,6 +165,11 @@ def main() -> None:
             f"{_n(n)}: {main_tail.threshold_for(rate, n):.3f} (99.5 fit {tails[0.995].threshold_for(rate, n):.3f})" for n in NS))
     print(f"default threshold {default}: {main_tail.p(default):.2e} per pair -> {1e6 * main_tail.p(default):.3g} false matches per query "
           f"at 1M, {1e7 * main_tail.p(default):.3g} at 10M; UKBench same-object pairs at or above it: {np.mean(near >= default):.2f}")
+    # The fit, as the model spec keeps it (the server's operating point, core/operating_point.py).
+    print()
+    print("[search.tail]")
+    print(f"u = {main_tail.u:.5f}\nshare_above = {main_tail.zeta:.6f}\nshape = {main_tail.xi:.4f}\nscale = {main_tail.sigma:.5f}")
+    print(f'measured_on = "benchmarks/tail.py: {len(names)} photos, {len(unrelated):,} unrelated pairs, fit above the 99.9th percentile"')
 
 
 def _n(n: int) -> str:

@@ -47,6 +47,7 @@ if not os.environ.get("DEDUP_TEST_CONTAINER"):
 def pytest_configure(config):
     config.addinivalue_line("markers", "lite_only: exercises Milvus Lite itself (its child process, its file)")
     config.addinivalue_line("markers", "milvus_server: needs the real Milvus server (DEDUP_TEST_MILVUS=server)")
+    config.addinivalue_line("markers", "store_neutral: what it tests happens before or beside the store (the model, its server, decoding, load): run in the Lite pass, not again on the Milvus server")
     config.addinivalue_line("markers", "single_process: inspects one server process's insides (its child processes, threads, metrics) or arranges processes itself; not run with DEDUP_TEST_WORKERS")
 
 
@@ -58,7 +59,7 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     """Tests of one backend only are deselected (not skipped) in the other run; run.sh test
     runs both, so every test runs once."""
-    other = {"milvus_server" if MILVUS == "lite" else "lite_only"}
+    other = {"milvus_server"} if MILVUS == "lite" else {"lite_only", "store_neutral"}
     if WORKERS > 1:
         other.add("single_process")
     keep = [i for i in items if not other & set(i.keywords)]

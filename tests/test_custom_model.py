@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import ServerProcess, channel_for, check, encode, rgb
@@ -53,6 +54,7 @@ def _tiny_model(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+@pytest.mark.store_neutral  # the model's spec and runtime
 def test_a_float_nchw_model_serves_from_its_spec_alone(tmp_path):
     _tiny_model(tmp_path / "tiny.onnx")
     (tmp_path / "tiny.toml").write_text(SPEC)

@@ -60,6 +60,7 @@ def _bad_request(err: grpc.RpcError) -> error_details_pb2.BadRequest:
     return detail
 
 
+@pytest.mark.store_neutral  # refused before the store (which test_bad_input_leaves_stored_data_intact checks)
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
 def test_bad_image_is_invalid_argument_with_reason(stub, name):
     blob, reason = BAD_IMAGES[name]

@@ -24,6 +24,8 @@ from imgdedup.runtime.triton import TritonEmbedder, TritonOptions
 from kserve_server import MLServer
 
 SPEC = load_spec("sscd_disc_mixup")
+# Embedding on a model server is independent of the Milvus backend under the index.
+pytestmark = pytest.mark.store_neutral
 
 
 @pytest.fixture(scope="module")

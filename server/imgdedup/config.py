@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0: cores / inference_workers each, plus one session on every core for inferences that run alone")
     inference_workers: int = Field(2, ge=1, le=64, description="inferences that may run at once, each on its own session")
     threshold: float | None = Field(None, gt=0, le=1, description="default duplicate threshold; default: the model spec's")
+    false_matches_per_query: float = Field(0.01, ge=0, le=1, description="the default threshold rises with a namespace's stored images so that a query meets at most this many unrelated images on average, by the model spec's tail fit (docs/matching.md); 0: the threshold stays fixed")
     # onnxruntime on a GPU (onnxruntime-gpu: the gpu extra)
     cuda_device_id: int = Field(0, ge=0, description="the GPU onnxruntime's CUDA (and TensorRT) provider runs on")
     cuda_mem_limit_mb: int = Field(0, ge=0, description="CUDA provider memory arena limit (gpu_mem_limit); 0: no limit")

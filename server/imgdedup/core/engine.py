@@ -28,6 +28,7 @@ from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
+from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
@@ -120,7 +121,7 @@ class DedupEngine:
     def __init__(self, settings: Settings, spec: ModelSpec):
         self.settings = settings
         self.spec = spec
-        self.default_threshold = settings.default_threshold(spec)
+        self.point = OperatingPoint.of(settings, spec)
         self.embedder: Embedder | None = None
         self.index: IndexBackend | None = None
         self._batcher: EmbedBatcher | None = None
@@ -255,12 +256,11 @@ class DedupEngine:
                 metrics.EXTRA_VIEWS.inc(len(views))
             metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - t1)
         t2 = time.perf_counter()
-        threshold = req.threshold if req.threshold is not None else self.default_threshold
         pending = PendingImage(
             image_id=image_id,
             vector=vector,
             add_to_index=req.add_to_index,
-            threshold=threshold,
+            threshold=req.threshold,  # None: the index resolves the namespace's operating point
             top_k=req.top_k or self.settings.default_top_k,
             pixels=facts.pixels,
             sha256=digest,
@@ -281,7 +281,7 @@ class DedupEngine:
             matches=result.matches,
             stored=result.stored,
             cluster_id=result.cluster_id,
-            threshold=threshold,
+            threshold=result.threshold,
             width=facts.width,
             height=facts.height,
             format=facts.format,
@@ -390,7 +390,8 @@ class DedupEngine:
             "input_size": self.spec.input_size,
             "embedding_dim": self.spec.output.dim,
             "execution_providers": self.embedder.providers,
-            "default_threshold": self.default_threshold,
+            "default_threshold": self.point.base,
+            "threshold": self.point.threshold(images),
             "milvus_backend": self.index.backend,
             "indexed_images": images,
             "clusters": clusters,

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 
 from imgdedup import metrics
 
+from imgdedup.config import NamespaceQuota
+from imgdedup.core.counts import StoredCounts
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import DedupError
 from imgdedup.core.linking import LinkRule
+from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
@@ -42,7 +46,7 @@ class PendingImage:
     image_id: str
     vector: np.ndarray
     add_to_index: bool
-    threshold: float
+    threshold: float | None  # None: the namespace's operating point (core/operating_point.py)
     top_k: int
     pixels: int
     sha256: str
@@ -59,6 +63,7 @@ class CheckResult:
     matches: list[Hit]
     stored: bool
     cluster_id: str = ""
+    threshold: float = 0.0  # the threshold the matches were found at
     error: DedupError | None = None  # this item was refused (a namespace's stored-images quota)
 
 
@@ -160,11 +165,17 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class IndexWriter:
-    def __init__(self, store: MilvusStore, *, rule: LinkRule, stored: StoredImages | None = None, limits: StoredLimits | None = None):
+    def __init__(self, store: MilvusStore, *, point: OperatingPoint, rule: LinkRule, stored: StoredImages | None = None,
+                 quotas: Mapping[str, NamespaceQuota] | None = None):
         self.store = store
-        self.rule = rule
-        # Namespaces' stored-images quotas (core/quotas.py), counted here as images are written.
-        self.limits = limits
+        self.point = point
+        # The link rule at the base threshold; each namespace's runs at its own (_rule).
+        self.rule = replace(rule, threshold=point.base)
+        # Stored images per namespace, counted here as images are written: the operating point
+        # and the namespaces' stored-images quotas (core/quotas.py) read them.
+        self.counts = StoredCounts(store.count_images)
+        limited = quotas is not None and any(q.max_images is not None for q in quotas.values())
+        self.limits = StoredLimits(quotas, self.counts) if limited else None
         # Hashes of the images this server stored (kept up to date here): ids it rules out skip
         # the "already stored?" query (one of the five Milvus calls of a write).
         self.stored = stored
@@ -174,9 +185,18 @@ class IndexWriter:
     def close(self) -> None:
         self._view_search.shutdown(wait=True)
 
-    def _search(self, namespace: str, items: list[PendingImage], limit: int) -> list[list[Hit]]:
+    def threshold(self, namespace: str) -> float:
+        """The namespace's default threshold now (its operating point)."""
+        return self.point.threshold(self.counts[namespace]) if self.point.adaptive else self.point.base
+
+    def _rule(self, namespace: str) -> LinkRule:
+        """The link rule at the namespace's threshold."""
+        t = self.threshold(namespace)
+        return self.rule if t == self.rule.threshold else replace(self.rule, threshold=t)
+
+    def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> list[list[Hit]]:
         """Nearest stored images of each item (all of `namespace`) by image_similarity, most
-        similar first."""
+        similar first; candidates below `floor` may be left out."""
         queries, owners = [], []
         for n, item in enumerate(items):
             for v in item.all_vectors:
@@ -197,9 +217,6 @@ class IndexWriter:
         for n, pairs in zip(owners, view_hits):
             for image_id, sim in pairs:
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
-        # Only candidates that could be a match, a cluster link or support for one (the link
-        # rule's floor) matter from here on.
-        floor = min(min(i.threshold for i in items), self.rule.threshold, self.rule.floor)
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
@@ -248,9 +265,13 @@ class IndexWriter:
                 existing.pop(image_id)
 
         room = self.limits.room(namespace) if self.limits is not None else None
-        limit = max(max(i.top_k for i in items) + SEARCH_SLACK, self.rule.neighbours if any(i.add_to_index for i in items) else 0)
+        rule = self._rule(namespace)
+        thresholds = [rule.threshold if i.threshold is None else i.threshold for i in items]
+        limit = max(max(i.top_k for i in items) + SEARCH_SLACK, rule.neighbours if any(i.add_to_index for i in items) else 0)
         t0 = time.perf_counter()
-        all_hits = self._search(namespace, items, limit)
+        # Only candidates that could be a match, a cluster link or support for one (the link
+        # rule's floor) matter from here on.
+        all_hits = self._search(namespace, items, limit, floor=min(*thresholds, rule.threshold, rule.floor))
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
         book = _ClusterBook(self.store, namespace)
@@ -258,7 +279,7 @@ class IndexWriter:
         batch_views: list[list[np.ndarray]] = []  # their views (whole image first)
         new_views: dict[str, list[np.ndarray]] = {}
         results: list[CheckResult] = []
-        for item, hits in zip(items, all_hits):
+        for item, threshold, hits in zip(items, thresholds, all_hits):
             candidates = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in hits if h.image_id != item.image_id]
             if batch_rows:
                 sims = [image_similarity(views, item.all_vectors) for views in batch_views]
@@ -268,25 +289,25 @@ class IndexWriter:
                     if r.image_id != item.image_id
                 ]
             candidates.sort(key=lambda h: -h.similarity)
-            matches = [h for h in candidates if h.similarity >= item.threshold][: item.top_k]
+            matches = [h for h in candidates if h.similarity >= threshold][: item.top_k]
             if not item.add_to_index:
-                results.append(CheckResult(matches, stored=False))
+                results.append(CheckResult(matches, stored=False, threshold=threshold))
                 continue
             previous = existing.get(item.image_id) or next((r for r in batch_rows if r.image_id == item.image_id), None)
             if previous is not None:  # the same id and content again: idempotent, nothing written
-                results.append(CheckResult(matches, stored=True, cluster_id=book.resolve(previous.cluster_id)))
+                results.append(CheckResult(matches, stored=True, cluster_id=book.resolve(previous.cluster_id), threshold=threshold))
                 continue
             if room is not None and len(batch_rows) >= room:
                 assert self.limits is not None
-                results.append(CheckResult(matches, stored=False, error=self.limits.refused(namespace)))
+                results.append(CheckResult(matches, stored=False, error=self.limits.refused(namespace), threshold=threshold))
                 continue
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
-            row.cluster_id = book.add_image(row, candidates, self.rule)
+            row.cluster_id = book.add_image(row, candidates, rule)
             batch_rows.append(row)
             batch_views.append(item.all_vectors)
             if item.views:
                 new_views[item.image_id] = item.views
-            results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id))
+            results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id, threshold=threshold))
         if self.stored is not None:
             # Recorded before the write: if it fails part-way, rows may exist that the sets
             # must not rule out (an extra entry only costs a query; a missing one a wrong answer).
@@ -298,11 +319,9 @@ class IndexWriter:
             try:
                 book.flush(batch_rows, new_views)
             except BaseException:
-                if self.limits is not None:
-                    self.limits.forget(namespace)  # part may be written: count again
+                self.counts.forget(namespace)  # part may be written: count again
                 raise
-            if self.limits is not None:
-                self.limits.changed(namespace, len(batch_rows))
+            self.counts.changed(namespace, len(batch_rows))
             metrics.STAGE_SECONDS.labels("insert").observe(time.perf_counter() - t2)
         for r in results:
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
@@ -339,13 +358,12 @@ class IndexWriter:
         try:
             self.store.delete_images(namespace, deleted)
         except BaseException:
-            if self.limits is not None:
-                self.limits.forget(namespace)  # some may be deleted: count again
+            self.counts.forget(namespace)  # some may be deleted: count again
             raise
-        if self.limits is not None:
-            self.limits.changed(namespace, -len(deleted))
+        self.counts.changed(namespace, -len(deleted))
         self.store.delete_views(namespace, deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
+        rule = self._rule(namespace)
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
         extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
@@ -359,7 +377,7 @@ class IndexWriter:
                 emptied.append(cid)
                 continue
             rows.sort(key=lambda m: (m.inserted_at_ms, m.image_id))
-            components = _regroup(rows, extra, self.rule)
+            components = _regroup(rows, extra, rule)
             components.sort(key=len, reverse=True)
             for n, component in enumerate(components):
                 new_cid = cid if n == 0 else new_cluster_id()
@@ -380,8 +398,7 @@ class IndexWriter:
         try:
             return self.store.drop_namespace(namespace)
         finally:
-            if self.limits is not None:
-                self.limits.forget(namespace)
+            self.counts.forget(namespace)
 
 
 def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]]) -> np.ndarray:

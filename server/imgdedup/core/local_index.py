@@ -28,7 +28,7 @@ from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
 from imgdedup.core.linking import LinkRule
-from imgdedup.core.quotas import StoredLimits
+from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
@@ -97,8 +97,8 @@ class LocalIndex:
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
-        limits = StoredLimits(settings.quotas, store.count_images) if any(q.max_images is not None for q in settings.quotas.values()) else None
-        writer = IndexWriter(store, rule=LinkRule(settings.default_threshold(spec), support=settings.link_support), stored=stored, limits=limits)
+        point = OperatingPoint.of(settings, spec)
+        writer = IndexWriter(store, point=point, rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")

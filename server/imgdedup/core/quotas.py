@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 
 from imgdedup import metrics
 from imgdedup.config import NamespaceQuota
+from imgdedup.core.counts import StoredCounts
 from imgdedup.core.errors import QuotaExceeded
 
 ANY = "*"
@@ -88,18 +89,15 @@ async def hold(refused: QuotaExceeded) -> None:
 class StoredLimits:
     """Stored images per namespace against max_images, on the index writer's thread."""
 
-    def __init__(self, quotas: Mapping[str, NamespaceQuota], count: Callable[[str], int]):
+    def __init__(self, quotas: Mapping[str, NamespaceQuota], counts: StoredCounts):
         self._quotas = quotas
-        self._count = count  # the namespace's stored images, as Milvus has them
-        self._counts: dict[str, int] = {}
+        self._counts = counts
 
     def room(self, namespace: str) -> int | None:
         """How many more images the namespace may store (None: no limit)."""
         q = quota_of(self._quotas, namespace)
         if q is None or q.max_images is None:
             return None
-        if namespace not in self._counts:
-            self._counts[namespace] = self._count(namespace)
         return max(0, q.max_images - self._counts[namespace])
 
     def refused(self, namespace: str) -> QuotaExceeded:
@@ -110,11 +108,3 @@ class StoredLimits:
             f"namespace {namespace!r} holds {q.max_images} images, its quota; delete some to store more",
             namespace=namespace, quota="stored_images", limit=q.max_images,
         )
-
-    def changed(self, namespace: str, delta: int) -> None:
-        if namespace in self._counts:
-            self._counts[namespace] += delta
-
-    def forget(self, namespace: str) -> None:
-        """Count it again on next need (after a failed write, or the namespace deleted)."""
-        self._counts.pop(namespace, None)

@@ -7,6 +7,7 @@ spec is a path. Nothing else in the code base knows which model is loaded.
 from __future__ import annotations
 
 import importlib
+import math
 import importlib.resources
 import tomllib
 from pathlib import Path
@@ -86,8 +87,42 @@ class OutputSpec(_Strict):
     l2_normalized: bool = False
 
 
+class TailFit(_Strict):
+    """How often two unrelated images score at least t, beyond the measured pairs: a
+    generalized Pareto tail above `u` (benchmarks/tail.py fits it and prints this table):
+    p(t) = share_above * (1 + shape * (t - u) / scale) ** (-1 / shape) for t > u."""
+
+    u: float = Field(ge=-1.0, lt=1.0)
+    share_above: float = Field(gt=0.0, le=1.0)  # the share of unrelated pairs above u
+    shape: float
+    scale: float = Field(gt=0.0)
+    measured_on: str = ""  # which photos, how many pairs, when
+
+    def p(self, t: float) -> float:
+        """The share of unrelated pairs scoring >= t (for t > u)."""
+        if t <= self.u:
+            return self.share_above
+        z = 1.0 + self.shape * (t - self.u) / self.scale
+        if z <= 0.0:
+            return 0.0
+        if self.shape == 0.0:
+            return self.share_above * math.exp(-(t - self.u) / self.scale)
+        return self.share_above * z ** (-1.0 / self.shape)
+
+    def threshold_for(self, rate: float) -> float:
+        """The smallest t above u with p(t) <= rate (u where the tail's share is already below)."""
+        if rate >= self.share_above:
+            return self.u
+        if self.shape == 0.0:
+            return self.u - self.scale * math.log(rate / self.share_above)
+        return self.u + self.scale / self.shape * ((rate / self.share_above) ** -self.shape - 1.0)
+
+
 class SearchSpec(_Strict):
     default_threshold: float = Field(0.75, gt=0.0, le=1.0)
+    # The unrelated-pair tail of this model, for a threshold that rises with the number of
+    # stored images (core/operating_point.py). None: the threshold stays default_threshold.
+    tail: TailFit | None = None
 
 
 class ModelSpec(_Strict):

@@ -100,7 +100,7 @@ class _Stream:
                     if r.HasField("error"):
                         future.set_exception(ForwardedError(r.error))
                     else:
-                        future.set_result(CheckResult([hit_of(m) for m in r.matches], r.stored, r.cluster_id))
+                        future.set_result(CheckResult([hit_of(m) for m in r.matches], r.stored, r.cluster_id, threshold=r.threshold))
         except grpc.aio.AioRpcError as exc:
             error = _error(exc, self.address)
             log.error("commit stream to the index writer failed: %s", error)
@@ -244,7 +244,7 @@ class RemoteIndex:
             vector=vector_bytes(item.vector),
             views=[vector_bytes(v) for v in item.views],
             add_to_index=item.add_to_index,
-            threshold=item.threshold,
+            threshold=item.threshold or 0.0,
             top_k=item.top_k,
             pixels=item.pixels,
             sha256=item.sha256,

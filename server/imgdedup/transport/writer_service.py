@@ -41,7 +41,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         image_id=it.image_id,
         vector=vector_of(it.vector),
         add_to_index=it.add_to_index,
-        threshold=it.threshold,
+        threshold=it.threshold or None,
         top_k=it.top_k,
         pixels=it.pixels,
         sha256=it.sha256,
@@ -56,6 +56,7 @@ def _result(seq: int, r: CheckResult) -> ipb.CommitResult:
         matches=[match_pb(m) for m in r.matches],
         stored=r.stored,
         cluster_id=r.cluster_id,
+        threshold=r.threshold,
     )
 
 

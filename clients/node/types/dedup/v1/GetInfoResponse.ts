@@ -13,6 +13,7 @@ export interface GetInfoResponse {
   'version'?: (string);
   'clusters'?: (number | string | Long);
   'namespace'?: (string);
+  'threshold'?: (number | string);
 }
 
 export interface GetInfoResponse__Output {
@@ -26,4 +27,5 @@ export interface GetInfoResponse__Output {
   'version': (string);
   'clusters': (string);
   'namespace': (string);
+  'threshold': (number);
 }

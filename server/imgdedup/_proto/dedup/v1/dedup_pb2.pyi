@@ -186,7 +186,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters", "namespace")
+    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters", "namespace", "threshold")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class GetInfoResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     input_size: int
     embedding_dim: int
@@ -207,7 +208,8 @@ class GetInfoResponse(_message.Message):
     version: str
     clusters: int
     namespace: str
-    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+    threshold: float
+    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ..., namespace: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Namespace(_message.Message):
     __slots__ = ("name", "indexed_images", "clusters")

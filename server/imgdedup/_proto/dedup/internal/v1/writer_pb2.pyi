@@ -43,18 +43,20 @@ class CommitRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[CommitItem, _Mapping]]] = ...) -> None: ...
 
 class CommitResult(_message.Message):
-    __slots__ = ("seq", "matches", "stored", "cluster_id", "error")
+    __slots__ = ("seq", "matches", "stored", "cluster_id", "error", "threshold")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     seq: int
     matches: _containers.RepeatedCompositeFieldContainer[_dedup_pb2.Match]
     stored: bool
     cluster_id: str
     error: _status_pb2.Status
-    def __init__(self, seq: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[_dedup_pb2.Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    threshold: float
+    def __init__(self, seq: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[_dedup_pb2.Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("results",)
