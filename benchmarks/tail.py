@@ -35,6 +35,7 @@ from _server import machine  # noqa: E402
 
 from imgdedup.calibrate import embed_named  # noqa: E402
 from imgdedup.runtime import load_spec  # noqa: E402
+from imgdedup.runtime.spec import TailFit  # noqa: E402
 
 # scikit-image's photographs (its drawings, charts, text pages and synthetic images left out;
 # `chelsea` is `cat`); of the stereo pair only the left view (the right one is a near-duplicate).
@@ -74,7 +75,8 @@ def group_of(name: str) -> str:
 
 
 class Tail:
-    """p(t) for unrelated pairs: empirical, then a generalized Pareto tail above a quantile."""
+    """p(t) for unrelated pairs: empirical, then a generalized Pareto tail above a quantile
+    (the spec's TailFit: the server extrapolates with the same formula)."""
 
     def __init__(self, sims: np.ndarray, quantile: float):
         from scipy.stats import genpareto
@@ -87,6 +89,7 @@ class Tail:
             warnings.simplefilter("ignore")
             self.xi, _, self.sigma = genpareto.fit(over, floc=0)
         self.n_over = len(over)
+        self.fit = TailFit(u=self.u, share_above=self.zeta, shape=self.xi, scale=self.sigma)
 
     @property
     def endpoint(self) -> float:
@@ -98,10 +101,7 @@ class Tail:
     def p(self, t: float) -> float:
         if t <= self.u:
             return self.empirical(t) / len(self.sims)
-        z = 1 + self.xi * (t - self.u) / self.sigma
-        if z <= 0:
-            return 0.0
-        return self.zeta * z ** (-1 / self.xi)
+        return self.fit.p(t)
 
     def threshold_for(self, rate: float, n: int) -> float:
         """The smallest t with n * p(t) <= rate (bisection; p decreases in t)."""

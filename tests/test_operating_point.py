@@ -78,7 +78,7 @@ def test_the_threshold_rises_with_the_stored_images_for_matches_and_clusters(str
     assert asked.threshold == pytest.approx(0.55) and [m.image_id for m in asked.matches] == ["coffee"]
 
     # Clusters follow the operating point too: stored, the crop starts a cluster of its own
-    # (at the calibrated 0.55 it joins the photo's: tests/test_linking.py).
+    # (at a threshold below its ~0.62 it joins the photo's, as in tests/test_linking.py).
     stored = check(stub, crop, image_id="crop", add=True, threshold=0.55)
     assert stored.is_duplicate and stored.cluster_id != first.cluster_id
     assert stub.GetInfo(pb.GetInfoRequest()).threshold == pytest.approx(point.threshold(2))

@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         return quotas
 
     def default_threshold(self, spec: Any) -> float:
-        """The duplicate (and cluster) threshold: `threshold`, else the model spec's."""
+        """The calibrated duplicate (and cluster) threshold: `threshold`, else the model spec's;
+        the base a namespace's operating point rises from (core/operating_point.py)."""
         return self.threshold or spec.search.default_threshold
 
     @model_validator(mode="after")

@@ -169,8 +169,7 @@ class IndexWriter:
                  quotas: Mapping[str, NamespaceQuota] | None = None):
         self.store = store
         self.point = point
-        # The link rule at the base threshold; each namespace's runs at its own (_rule).
-        self.rule = replace(rule, threshold=point.base)
+        self.rule = rule  # at the base threshold; each namespace's runs at its own (_rule)
         # Stored images per namespace, counted here as images are written: the operating point
         # and the namespaces' stored-images quotas (core/quotas.py) read them.
         self.counts = StoredCounts(store.count_images)

@@ -7,8 +7,8 @@ spec is a path. Nothing else in the code base knows which model is loaded.
 from __future__ import annotations
 
 import importlib
-import math
 import importlib.resources
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
