@@ -107,7 +107,7 @@ def server(target: str | None, *extra: str) -> Iterator[tuple[str, int | None]]:
         def pump() -> None:
             assert proc.stdout
             for line in proc.stdout:
-                if m := re.search(r"listening on [\d.]+:(\d+)", line):
+                if m := re.search(r"listening on [\d.]+:(\d+)$", line.rstrip()):  # the port ends its line
                     port.append(int(m.group(1)))
                 if "dedup server ready" in line:
                     ready.set()

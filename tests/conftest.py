@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +33,8 @@ START_TIMEOUT_S = 180
 MILVUS = os.environ.get("DEDUP_TEST_MILVUS", "lite")
 assert MILVUS in ("lite", "server"), f"DEDUP_TEST_MILVUS must be 'lite' or 'server', not {MILVUS!r}"
 _milvus_server = None  # the session's MilvusServer (server mode)
+_running: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()  # servers under test now, for failure reports
+_started: list["ServerProcess"] = []  # servers started during the current test (stopped ones too)
 # DEDUP_TEST_WORKERS=N: every server under test runs `--workers N` (N fronts over one index
 # writer), to show the API's answers and guarantees do not change; run.sh test's third pass.
 WORKERS = int(os.environ.get("DEDUP_TEST_WORKERS", "1"))
@@ -54,6 +57,22 @@ def pytest_configure(config):
 def pytest_report_header(config):
     workers = f"; every server with --workers {WORKERS}" if WORKERS > 1 else ""
     return f"Milvus under the servers: {'Milvus Lite files' if MILVUS == 'lite' else 'a Milvus standalone server (PyPI milvus)'}{workers}"
+
+
+def pytest_runtest_setup(item):
+    _started.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report carries the last lines of every server under test that is
+    still running (fixtures' servers included) or that the test started, so a CI log says
+    what the servers saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for srv in dict.fromkeys([*_running, *_started]):
+            report.sections.append((f"server {srv.target} (pid {srv.proc.pid if srv.proc else '-'}) log, last 60 lines", "".join(srv.listening_lines) + "...\n" + "".join(srv.output[-60:])))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -113,12 +132,15 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.output: list[str] = []
+        self.listening_lines: list[str] = []
         self._ready = threading.Event()
         self._listening = threading.Event()
 
     def start(self, wait_ready: bool = True) -> "ServerProcess":
         cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir), *self.extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=self.new_session)
+        _running.add(self)
+        _started.append(self)
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._listening.wait(START_TIMEOUT_S):
             self.stop()
@@ -132,7 +154,8 @@ class ServerProcess:
         assert self.proc and self.proc.stdout
         for line in self.proc.stdout:
             self.output.append(line)
-            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)$", line.rstrip()):  # the port ends its line
+                self.listening_lines.append(line)
                 self.port = int(m.group(1))
                 self._listening.set()
             if "dedup server ready" in line:
@@ -143,6 +166,7 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        _running.discard(self)
         return stop_process(self.proc, sig, timeout) if self.proc else None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from conftest import ServerProcess, check, encode, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
+from imgdedup.logs import announce
 from test_reliability import _assert_consistent, _stream_requests
 
 pytestmark = pytest.mark.single_process
@@ -168,3 +170,23 @@ def test_sigterm_stops_every_process(tmp_path):
             assert check(pb_grpc.DedupServiceStub(channel), encode(rgb("rocket"))).exact_duplicate
     finally:
         assert again.stop() == 0
+
+
+def test_the_lines_clients_read_are_written_whole(monkeypatch):
+    """The parent's "listening on" line and its newline in one write: print() wrote them apart
+    (stdout unbuffered), and a front's log line once landed between them, so the port read
+    back was "<port>2026" (the log line's year) and the tests dialled a port that wrapped."""
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    announce("dedup server listening on 127.0.0.1:41445")
+    announce("dedup server ready (2 workers)")
+    assert writes == ["dedup server listening on 127.0.0.1:41445\n", "dedup server ready (2 workers)\n"]

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 REQUEST_ID_KEY = "x-request-id"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s%(request_suffix)s"
+
+
+def announce(line: str) -> None:
+    """Print a line that tests and scripts read ("listening on HOST:PORT", "ready") in one
+    write: print() writes the text and its newline apart when stdout is unbuffered, and the
+    fronts and Milvus Lite share that stream, so a log line could land between the two (a
+    front's "2026-..." after the port once read as another port)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def request_id(metadata) -> str:

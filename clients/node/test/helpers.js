@@ -32,7 +32,7 @@ function startServer(extraArgs = [], env = {}) {
     const onData = (chunk) => {
       output.push(chunk.toString());
       const text = output.join('');
-      const m = text.match(/listening on 127\.0\.0\.1:(\d+)/);
+      const m = text.match(/listening on 127\.0\.0\.1:(\d+)\r?\n/); // the port ends its line
       if (m) port = Number(m[1]);
       if (port && text.includes('dedup server ready')) finish();
     };

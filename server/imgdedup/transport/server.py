@@ -21,6 +21,7 @@ from imgdedup import tracing
 from imgdedup.config import Settings
 from imgdedup.core.engine import DedupEngine
 from imgdedup.core.local_index import LocalIndex
+from imgdedup.logs import announce
 from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.remote_index import RemoteIndex
@@ -93,12 +94,12 @@ async def follow_health(problem, targets: list[tuple[object, tuple[str, ...]]], 
                 log.warning("health: NOT_SERVING (%s is not answering)", what)
 
 
-def start_metrics(settings: Settings, announce=print) -> None:
+def start_metrics(settings: Settings, announce=announce) -> None:
     """Serve Prometheus /metrics on metrics_port, if set, and say where."""
     if settings.metrics_port:
         from imgdedup.metrics import serve_metrics
 
-        announce(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics", flush=True)
+        announce(f"dedup metrics on http://{settings.host}:{serve_metrics(settings.host, settings.metrics_port)}/metrics")
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -131,7 +132,7 @@ class WriterServer:
         for name in ("", WRITER_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         shown = self.address if self.address.startswith("unix:") else f"{self.address.rpartition(':')[0]}:{self.port}"
-        print(f"dedup index writer serving at {shown}", flush=True)
+        announce(f"dedup index writer serving at {shown}")
 
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
@@ -149,7 +150,7 @@ def make_embedder(settings: Settings):
     return make
 
 
-async def serve(settings: Settings, *, announce=print, on_event=None, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+async def serve(settings: Settings, *, announce=announce, on_event=None, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
     """One server process. `announce` prints the lines tests and scripts read; `on_event`
     (for `--workers`' fronts) hears "listening" and "ready"; `signals` stop it."""
     credentials = server_credentials(settings)
@@ -180,7 +181,7 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     )
     await server.start()
     # Tests and scripts read this line to find a port chosen with --port 0.
-    announce(f"dedup server listening on {settings.host}:{port}", flush=True)
+    announce(f"dedup server listening on {settings.host}:{port}")
     if on_event:
         on_event("listening")
     start_metrics(settings, announce)
@@ -207,7 +208,7 @@ async def serve(settings: Settings, *, announce=print, on_event=None, signals=(s
     if startup.done() and startup.exception() is None:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        announce("dedup server ready", flush=True)
+        announce("dedup server ready")
         if on_event:
             on_event("ready")
         followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]

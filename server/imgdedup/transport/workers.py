@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from imgdedup.config import Settings
+from imgdedup.logs import announce
 
 log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0
@@ -42,7 +43,7 @@ def _front_main(settings: Settings, events, number: int, parent: int) -> None:
     configure(settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when fronts stop (Ctrl-C)
 
-    def quiet(*args, **kwargs) -> None:
+    def quiet(line: str) -> None:
         pass
 
     asyncio.run(serve(settings, announce=quiet, on_event=lambda what: events.put((number, what, os.getpid())), signals=(signal.SIGTERM,)))
@@ -186,10 +187,10 @@ async def supervise(settings: Settings) -> None:
                     failures.pop(number, None)
             if not announced and len(listening) == count:
                 reserved.close()  # every front has the port now
-                print(f"dedup server listening on {settings.host}:{port}", flush=True)
+                announce(f"dedup server listening on {settings.host}:{port}")
                 announced = True
             if announced and not all_ready and len(ever_ready) == count:
-                print(f"dedup server ready ({count} workers)", flush=True)
+                announce(f"dedup server ready ({count} workers)")
                 all_ready = True
             for number, p in list(fronts.items()):
                 if p.exitcode is None or number in restart_at:
