@@ -71,6 +71,14 @@ def test_cli_index_check_and_clusters(server, tmp_path):
     query.write_bytes(encode((a * 0.7).astype(np.uint8)))
     out = _dedup("check", str(query), "--server", server.target)
     assert out.returncode == 0 and "DUPLICATE of" in out.stdout, out.stdout + out.stderr
+    h, w = a.shape[:2]
+    crop = tmp_path / "crop.jpg"  # ~0.6 with its photo: a near-duplicate, not a copy
+    crop.write_bytes(encode(np.ascontiguousarray(a[h // 5: h * 4 // 5, w // 5: w * 4 // 5])))
+    out = _dedup("check", str(query), str(crop), "--json", "--server", server.target)
+    kinds = {Path(r["file"]).name: r["matches"][0]["kind"] for r in json.loads(out.stdout)}
+    assert kinds == {"query.jpg": "copy", "crop.jpg": "near_duplicate"}, out.stdout
+    out = _dedup("check", str(crop), "--match-mode", "copies", "--server", server.target)
+    assert out.returncode == 0 and "unique" in out.stdout, out.stdout + out.stderr
 
     out = _dedup("info", "--server", server.target)
     info = json.loads(out.stdout)

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("files", nargs="+", type=Path)
             c.add_argument("--threshold", type=float)
             c.add_argument("--top-k", type=int)
+            c.add_argument("--match-mode", choices=["duplicates", "copies", "near-duplicates"], default="duplicates",
+                           help="copies: only matches of kind copy; near-duplicates: other shots of the same scene too (docs/matching.md)")
             c.add_argument("--json", action="store_true")
         if name == "health":
             c.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
@@ -209,18 +211,22 @@ def _index(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+
     rows = []
     with _client(args) as client:
         for f in tqdm(args.files, unit="img", disable=len(args.files) < 20 or not sys.stderr.isatty()):
             try:
-                r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k)
+                mode = pb.MatchMode.Value("MATCH_MODE_" + args.match_mode.upper().replace("-", "_"))
+                r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k, match_mode=mode)
             except grpc.RpcError as exc:
                 rows.append({"file": str(f), "error": exc.details()})
                 continue
             rows.append({
                 "file": str(f),
                 "is_duplicate": r.is_duplicate,
-                "matches": [{"image_id": m.image_id, "similarity": round(m.similarity, 4), "cluster_id": m.cluster_id} for m in r.matches],
+                "matches": [{"image_id": m.image_id, "similarity": round(m.similarity, 4), "cluster_id": m.cluster_id,
+                             "kind": pb.MatchKind.Name(m.kind).removeprefix("MATCH_KIND_").lower()} for m in r.matches],
             })
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -230,7 +236,7 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"{row['file']}: error: {row['error']}")
             elif row["is_duplicate"]:
                 best = row["matches"][0]
-                print(f"{row['file']}: DUPLICATE of {best['image_id']} (similarity {best['similarity']:.3f}, {len(row['matches'])} matches)")
+                print(f"{row['file']}: DUPLICATE of {best['image_id']} ({best['kind'].replace('_', '-')}, similarity {best['similarity']:.3f}, {len(row['matches'])} matches)")
             else:
                 print(f"{row['file']}: unique")
     return 0 if all("error" not in r for r in rows) else 3

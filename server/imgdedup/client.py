@@ -121,8 +121,9 @@ class DedupClient:
                 raise TimeoutError("server did not become ready")
             time.sleep(0.1)
 
-    def check(self, image: bytes, *, image_id: str = "", add_to_index: bool = False, threshold: float | None = None, top_k: int | None = None) -> pb.CheckDuplicateResponse:
-        req = pb.CheckDuplicateRequest(image_id=image_id, image=image, add_to_index=add_to_index, threshold=threshold, top_k=top_k, namespace=self.namespace)
+    def check(self, image: bytes, *, image_id: str = "", add_to_index: bool = False, threshold: float | None = None, top_k: int | None = None,
+              match_mode: int = pb.MATCH_MODE_UNSPECIFIED) -> pb.CheckDuplicateResponse:
+        req = pb.CheckDuplicateRequest(image_id=image_id, image=image, add_to_index=add_to_index, threshold=threshold, top_k=top_k, namespace=self.namespace, match_mode=match_mode)
         return self.stub.CheckDuplicate(req, timeout=self.timeout)
 
     def bulk_check(self, requests: Iterable[pb.BulkCheckRequest], *, timeout: float | None = None) -> Iterator[pb.BulkCheckResponse]:

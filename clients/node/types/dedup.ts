@@ -51,6 +51,8 @@ export interface ProtoGrpcType {
       ListNamespacesRequest: MessageTypeDefinition<_dedup_v1_ListNamespacesRequest, _dedup_v1_ListNamespacesRequest__Output>
       ListNamespacesResponse: MessageTypeDefinition<_dedup_v1_ListNamespacesResponse, _dedup_v1_ListNamespacesResponse__Output>
       Match: MessageTypeDefinition<_dedup_v1_Match, _dedup_v1_Match__Output>
+      MatchKind: EnumTypeDefinition
+      MatchMode: EnumTypeDefinition
       Namespace: MessageTypeDefinition<_dedup_v1_Namespace, _dedup_v1_Namespace__Output>
       Priority: EnumTypeDefinition
       Timings: MessageTypeDefinition<_dedup_v1_Timings, _dedup_v1_Timings__Output>

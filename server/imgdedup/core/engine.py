@@ -28,6 +28,7 @@ from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
+from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
@@ -54,6 +55,7 @@ class CheckRequest:
     priority: Priority = Priority.HIGH
     # As the request names it ("" for default); checked by validate (core/namespaces.py).
     namespace: str = ""
+    match_mode: MatchMode = MatchMode.DUPLICATES  # core/match_modes.py
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class CheckOutcome:
     image_id: str
     is_duplicate: bool
     matches: list[Hit]
+    kinds: list[MatchKind | None]  # of each match (None: the model has no calibration of kinds)
     stored: bool
     cluster_id: str
     threshold: float
@@ -122,6 +125,7 @@ class DedupEngine:
         self.settings = settings
         self.spec = spec
         self.point = OperatingPoint.of(settings, spec)
+        self.modes = MatchModes.of(self.point, spec)
         self.embedder: Embedder | None = None
         self.index: IndexBackend | None = None
         self._batcher: EmbedBatcher | None = None
@@ -200,6 +204,7 @@ class DedupEngine:
                 raise InvalidArgument("image_id", "image_id must not contain control characters")
         if req.threshold is not None and not (0.0 < req.threshold <= 1.0):
             raise InvalidArgument("threshold", f"threshold must be in (0, 1], got {req.threshold}")
+        self.modes.check(req.match_mode)
         if req.top_k is not None and not (1 <= req.top_k <= s.max_top_k):
             raise InvalidArgument("top_k", f"top_k must be in 1..{s.max_top_k}, got {req.top_k}")
         if not req.image:
@@ -266,6 +271,7 @@ class DedupEngine:
             sha256=digest,
             views=views,
             namespace=req.namespace,
+            mode=req.match_mode,
         )
         with tracer.start_as_current_span("index") as span:
             if ticket is not None and ticket.previous is not None:
@@ -279,6 +285,7 @@ class DedupEngine:
             image_id=image_id,
             is_duplicate=bool(result.matches),
             matches=result.matches,
+            kinds=[self.modes.kind(m.similarity) for m in result.matches],
             stored=result.stored,
             cluster_id=result.cluster_id,
             threshold=result.threshold,
@@ -373,7 +380,7 @@ class DedupEngine:
         self._require_ready()
         namespace = namespaces.resolve(namespace)
         if confirm != namespace:
-            raise FailedPrecondition(f"to delete namespace {namespace!r} and all its images, repeat its name in `confirm`", reason="CONFIRMATION_MISMATCH")
+            raise FailedPrecondition(f"to delete namespace {namespace!r} and all its images, repeat its name in `confirm`", subject="confirm", reason="CONFIRMATION_MISMATCH")
         assert self.index is not None
         deleted = await self.index.delete_namespace(namespace)
         log.warning("namespace %r deleted: %d images", namespace, deleted)
@@ -392,6 +399,8 @@ class DedupEngine:
             "execution_providers": self.embedder.providers,
             "default_threshold": self.point.base,
             "threshold": self.point.threshold(images),
+            "copy_similarity": self.modes.copy_similarity or 0.0,
+            "near_duplicate_threshold": self.modes.near_duplicate_threshold or 0.0,
             "milvus_backend": self.index.backend,
             "indexed_images": images,
             "clusters": clusters,

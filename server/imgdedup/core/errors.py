@@ -41,9 +41,13 @@ class PermissionDenied(DedupError):
 
 class FailedPrecondition(DedupError):
     """The request is well formed but the system is not in the state it needs (e.g. a delete's
-    confirmation does not match)."""
+    confirmation does not match); `subject` names what (google.rpc.PreconditionFailure)."""
 
     reason = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, subject: str, reason: str | None = None):
+        super().__init__(message, reason=reason)
+        self.subject = subject
 
 
 class Overloaded(DedupError):

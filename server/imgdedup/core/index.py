@@ -25,7 +25,7 @@ from imgdedup.core.counts import StoredCounts
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import DedupError
 from imgdedup.core.linking import LinkRule
-from imgdedup.core.operating_point import OperatingPoint
+from imgdedup.core.match_modes import MatchMode, MatchModes
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
@@ -52,6 +52,7 @@ class PendingImage:
     sha256: str
     views: list[np.ndarray] = field(default_factory=list)  # extra views (core/views.py)
     namespace: str = DEFAULT_NAMESPACE
+    mode: MatchMode = MatchMode.DUPLICATES  # with threshold, decides the threshold (core/match_modes.py)
 
     @property
     def all_vectors(self) -> list[np.ndarray]:
@@ -165,10 +166,11 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 class IndexWriter:
-    def __init__(self, store: MilvusStore, *, point: OperatingPoint, rule: LinkRule, stored: StoredImages | None = None,
+    def __init__(self, store: MilvusStore, *, modes: MatchModes, rule: LinkRule, stored: StoredImages | None = None,
                  quotas: Mapping[str, NamespaceQuota] | None = None):
         self.store = store
-        self.point = point
+        self.modes = modes
+        self.point = modes.point
         self.rule = rule  # at the base threshold; each namespace's runs at its own (_rule)
         # Stored images per namespace, counted here as images are written: the operating point
         # and the namespaces' stored-images quotas (core/quotas.py) read them.
@@ -265,7 +267,8 @@ class IndexWriter:
 
         room = self.limits.room(namespace) if self.limits is not None else None
         rule = self._rule(namespace)
-        thresholds = [rule.threshold if i.threshold is None else i.threshold for i in items]
+        stored = self.counts[namespace] if self.point.adaptive else 0  # rule.threshold's count
+        thresholds = [self.modes.threshold(i.mode, i.threshold, stored) for i in items]
         limit = max(max(i.top_k for i in items) + SEARCH_SLACK, rule.neighbours if any(i.add_to_index for i in items) else 0)
         t0 = time.perf_counter()
         # Only candidates that could be a match, a cluster link or support for one (the link

@@ -28,6 +28,7 @@ from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
 from imgdedup.core.linking import LinkRule
+from imgdedup.core.match_modes import MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
@@ -98,7 +99,7 @@ class LocalIndex:
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
         point = OperatingPoint.of(settings, spec)
-        writer = IndexWriter(store, point=point, rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas)
+        writer = IndexWriter(store, modes=MatchModes.of(point, spec), rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists():
             log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")

@@ -118,11 +118,22 @@ class TailFit(_Strict):
         return self.u + self.scale / self.shape * ((rate / self.share_above) ** -self.shape - 1.0)
 
 
+class KindsSpec(_Strict):
+    """Copies and near-duplicates (core/match_modes.py), calibrated on other shots of one scene
+    (benchmarks/near_duplicates.py prints this table)."""
+
+    copy_similarity: float = Field(gt=0.0, le=1.0)  # at or above: MATCH_KIND_COPY
+    near_duplicate_threshold: float = Field(gt=0.0, le=1.0)  # MATCH_MODE_NEAR_DUPLICATES' base
+    measured_on: str = ""  # which images, how many pairs, when
+
+
 class SearchSpec(_Strict):
     default_threshold: float = Field(0.75, gt=0.0, le=1.0)
     # The unrelated-pair tail of this model, for a threshold that rises with the number of
     # stored images (core/operating_point.py). None: the threshold stays default_threshold.
     tail: TailFit | None = None
+    # None: every match is reported without a kind, and only MATCH_MODE_DUPLICATES is served.
+    kinds: KindsSpec | None = None
 
 
 class ModelSpec(_Strict):

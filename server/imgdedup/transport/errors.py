@@ -41,7 +41,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     elif isinstance(exc, FailedPrecondition):
         code = code_pb2.FAILED_PRECONDITION
         details.append(error_details_pb2.PreconditionFailure(violations=[
-            error_details_pb2.PreconditionFailure.Violation(type=exc.reason, subject="confirm", description=str(exc))
+            error_details_pb2.PreconditionFailure.Violation(type=exc.reason, subject=exc.subject, description=str(exc))
         ]))
     elif isinstance(exc, QuotaExceeded):
         code = code_pb2.RESOURCE_EXHAUSTED

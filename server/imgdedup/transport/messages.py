@@ -7,6 +7,7 @@ import numpy as np
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.backends import ClusterView
+from imgdedup.core.match_modes import MatchKind
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import Hit
 
@@ -44,8 +45,8 @@ def namespace_rows(answer: pb.ListNamespacesResponse) -> list[tuple[str, int, in
     return [(n.name, n.indexed_images, n.clusters) for n in answer.namespaces]
 
 
-def match_pb(h: Hit) -> pb.Match:
-    return pb.Match(image_id=h.image_id, similarity=h.similarity, cluster_id=h.cluster_id)
+def match_pb(h: Hit, kind: MatchKind | None = None) -> pb.Match:
+    return pb.Match(image_id=h.image_id, similarity=h.similarity, cluster_id=h.cluster_id, kind=kind or 0)
 
 
 def hit_of(m: pb.Match) -> Hit:

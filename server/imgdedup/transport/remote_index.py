@@ -245,6 +245,7 @@ class RemoteIndex:
             views=[vector_bytes(v) for v in item.views],
             add_to_index=item.add_to_index,
             threshold=item.threshold or 0.0,
+            match_mode=item.mode,
             top_k=item.top_k,
             pixels=item.pixels,
             sha256=item.sha256,

@@ -17,6 +17,7 @@ from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.core.engine import CheckOutcome, CheckRequest, DedupEngine, StreamOrder
 from imgdedup.core.errors import InvalidArgument, Overloaded
+from imgdedup.core.match_modes import MatchMode
 from imgdedup.core.priority import Priority
 from imgdedup.transport.errors import abort, to_status
 from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, namespaces_pb
@@ -81,6 +82,16 @@ def _priority(value: int, default: Priority) -> Priority:
         raise InvalidArgument("priority", f"unknown priority {value}; use PRIORITY_HIGH or PRIORITY_LOW, or leave it unset") from None
 
 
+def _match_mode(value: int) -> MatchMode:
+    """The proto's match mode (an open enum), DUPLICATES when unspecified."""
+    if value == pb.MATCH_MODE_UNSPECIFIED:
+        return MatchMode.DUPLICATES
+    try:
+        return MatchMode(value)
+    except ValueError:
+        raise InvalidArgument("match_mode", f"unknown match_mode {value}; use MATCH_MODE_DUPLICATES, MATCH_MODE_COPIES or MATCH_MODE_NEAR_DUPLICATES, or leave it unset") from None
+
+
 def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest, priority: Priority) -> CheckRequest:
     return CheckRequest(
         image_id=msg.image_id,
@@ -90,6 +101,7 @@ def _check_request(msg: pb.CheckDuplicateRequest | pb.BulkCheckRequest, priority
         top_k=msg.top_k if msg.HasField("top_k") else None,
         priority=priority,
         namespace=msg.namespace,
+        match_mode=_match_mode(msg.match_mode),
     )
 
 
@@ -97,7 +109,7 @@ def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
     return pb.CheckDuplicateResponse(
         image_id=o.image_id,
         is_duplicate=o.is_duplicate,
-        matches=[match_pb(m) for m in o.matches],
+        matches=[match_pb(m, k) for m, k in zip(o.matches, o.kinds)],
         stored=o.stored,
         cluster_id=o.cluster_id,
         threshold=o.threshold,

@@ -18,6 +18,7 @@ from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.local_index import LocalIndex
+from imgdedup.core.match_modes import MatchMode
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE
 from imgdedup.transport.errors import abort, to_status
@@ -47,6 +48,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         sha256=it.sha256,
         views=[vector_of(v) for v in it.views],
         namespace=it.namespace or DEFAULT_NAMESPACE,
+        mode=MatchMode(it.match_mode or MatchMode.DUPLICATES),
     )
 
 

@@ -1,6 +1,7 @@
 // Original file: protos/dedup/v1/dedup.proto
 
 import type { Priority as _dedup_v1_Priority, Priority__Output as _dedup_v1_Priority__Output } from '../../dedup/v1/Priority';
+import type { MatchMode as _dedup_v1_MatchMode, MatchMode__Output as _dedup_v1_MatchMode__Output } from '../../dedup/v1/MatchMode';
 
 export interface CheckDuplicateRequest {
   'image_id'?: (string);
@@ -10,6 +11,7 @@ export interface CheckDuplicateRequest {
   'top_k'?: (number);
   'priority'?: (_dedup_v1_Priority);
   'namespace'?: (string);
+  'match_mode'?: (_dedup_v1_MatchMode);
   '_threshold'?: "threshold";
   '_top_k'?: "top_k";
 }
@@ -22,6 +24,7 @@ export interface CheckDuplicateRequest__Output {
   'top_k'?: (number);
   'priority': (_dedup_v1_Priority__Output);
   'namespace': (string);
+  'match_mode': (_dedup_v1_MatchMode__Output);
   '_threshold'?: "threshold";
   '_top_k'?: "top_k";
 }

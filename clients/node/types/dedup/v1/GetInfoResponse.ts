@@ -14,6 +14,8 @@ export interface GetInfoResponse {
   'clusters'?: (number | string | Long);
   'namespace'?: (string);
   'threshold'?: (number | string);
+  'copy_similarity'?: (number | string);
+  'near_duplicate_threshold'?: (number | string);
 }
 
 export interface GetInfoResponse__Output {
@@ -28,4 +30,6 @@ export interface GetInfoResponse__Output {
   'clusters': (string);
   'namespace': (string);
   'threshold': (number);
+  'copy_similarity': (number);
+  'near_duplicate_threshold': (number);
 }

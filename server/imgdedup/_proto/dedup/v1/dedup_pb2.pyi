@@ -13,12 +13,32 @@ class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIORITY_UNSPECIFIED: _ClassVar[Priority]
     PRIORITY_HIGH: _ClassVar[Priority]
     PRIORITY_LOW: _ClassVar[Priority]
+
+class MatchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_MODE_UNSPECIFIED: _ClassVar[MatchMode]
+    MATCH_MODE_DUPLICATES: _ClassVar[MatchMode]
+    MATCH_MODE_COPIES: _ClassVar[MatchMode]
+    MATCH_MODE_NEAR_DUPLICATES: _ClassVar[MatchMode]
+
+class MatchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_KIND_UNSPECIFIED: _ClassVar[MatchKind]
+    MATCH_KIND_COPY: _ClassVar[MatchKind]
+    MATCH_KIND_NEAR_DUPLICATE: _ClassVar[MatchKind]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_HIGH: Priority
 PRIORITY_LOW: Priority
+MATCH_MODE_UNSPECIFIED: MatchMode
+MATCH_MODE_DUPLICATES: MatchMode
+MATCH_MODE_COPIES: MatchMode
+MATCH_MODE_NEAR_DUPLICATES: MatchMode
+MATCH_KIND_UNSPECIFIED: MatchKind
+MATCH_KIND_COPY: MatchKind
+MATCH_KIND_NEAR_DUPLICATE: MatchKind
 
 class CheckDuplicateRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace", "match_mode")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +46,7 @@ class CheckDuplicateRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
@@ -33,17 +54,20 @@ class CheckDuplicateRequest(_message.Message):
     top_k: int
     priority: Priority
     namespace: str
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ...) -> None: ...
+    match_mode: MatchMode
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[MatchMode, str]] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("image_id", "similarity", "cluster_id")
+    __slots__ = ("image_id", "similarity", "cluster_id", "kind")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     similarity: float
     cluster_id: str
-    def __init__(self, image_id: _Optional[str] = ..., similarity: _Optional[float] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    kind: MatchKind
+    def __init__(self, image_id: _Optional[str] = ..., similarity: _Optional[float] = ..., cluster_id: _Optional[str] = ..., kind: _Optional[_Union[MatchKind, str]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("decode_ms", "embed_ms", "index_ms", "total_ms")
@@ -84,7 +108,7 @@ class CheckDuplicateResponse(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., threshold: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., exact_duplicate: _Optional[bool] = ...) -> None: ...
 
 class BulkCheckRequest(_message.Message):
-    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace")
+    __slots__ = ("image_id", "image", "add_to_index", "threshold", "top_k", "priority", "namespace", "match_mode")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +116,7 @@ class BulkCheckRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     image: bytes
     add_to_index: bool
@@ -99,7 +124,8 @@ class BulkCheckRequest(_message.Message):
     top_k: int
     priority: Priority
     namespace: str
-    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ...) -> None: ...
+    match_mode: MatchMode
+    def __init__(self, image_id: _Optional[str] = ..., image: _Optional[bytes] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[MatchMode, str]] = ...) -> None: ...
 
 class BulkCheckResponse(_message.Message):
     __slots__ = ("image_id", "index", "result", "error")
@@ -186,7 +212,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters", "namespace", "threshold")
+    __slots__ = ("model_name", "input_size", "embedding_dim", "execution_providers", "default_threshold", "milvus_backend", "indexed_images", "version", "clusters", "namespace", "threshold", "copy_similarity", "near_duplicate_threshold")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +224,8 @@ class GetInfoResponse(_message.Message):
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COPY_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     input_size: int
     embedding_dim: int
@@ -209,7 +237,9 @@ class GetInfoResponse(_message.Message):
     clusters: int
     namespace: str
     threshold: float
-    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ..., namespace: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    copy_similarity: float
+    near_duplicate_threshold: float
+    def __init__(self, model_name: _Optional[str] = ..., input_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., execution_providers: _Optional[_Iterable[str]] = ..., default_threshold: _Optional[float] = ..., milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., version: _Optional[str] = ..., clusters: _Optional[int] = ..., namespace: _Optional[str] = ..., threshold: _Optional[float] = ..., copy_similarity: _Optional[float] = ..., near_duplicate_threshold: _Optional[float] = ...) -> None: ...
 
 class Namespace(_message.Message):
     __slots__ = ("name", "indexed_images", "clusters")

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitItem(_message.Message):
-    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace")
+    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class CommitItem(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FLOW_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     image_id: str
     vector: bytes
@@ -34,7 +35,8 @@ class CommitItem(_message.Message):
     priority: _dedup_pb2.Priority
     flow: int
     namespace: str
-    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+    match_mode: _dedup_pb2.MatchMode
+    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("items",)
