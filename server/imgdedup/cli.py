@@ -214,10 +214,10 @@ def _check(args: argparse.Namespace) -> int:
     from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 
     rows = []
+    mode = pb.MatchMode.Value("MATCH_MODE_" + args.match_mode.upper().replace("-", "_"))
     with _client(args) as client:
         for f in tqdm(args.files, unit="img", disable=len(args.files) < 20 or not sys.stderr.isatty()):
             try:
-                mode = pb.MatchMode.Value("MATCH_MODE_" + args.match_mode.upper().replace("-", "_"))
                 r = client.check(f.read_bytes(), image_id=str(f), threshold=args.threshold, top_k=args.top_k, match_mode=mode)
             except grpc.RpcError as exc:
                 rows.append({"file": str(f), "error": exc.details()})

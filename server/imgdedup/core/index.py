@@ -186,9 +186,14 @@ class IndexWriter:
     def close(self) -> None:
         self._view_search.shutdown(wait=True)
 
+    def _stored(self, namespace: str) -> int:
+        """The namespace's stored images, as the operating point reads them (0, never counted,
+        while the point is fixed)."""
+        return self.counts[namespace] if self.point.adaptive else 0
+
     def threshold(self, namespace: str) -> float:
         """The namespace's default threshold now (its operating point)."""
-        return self.point.threshold(self.counts[namespace]) if self.point.adaptive else self.point.base
+        return self.point.threshold(self._stored(namespace))
 
     def _rule(self, namespace: str) -> LinkRule:
         """The link rule at the namespace's threshold."""
@@ -267,7 +272,7 @@ class IndexWriter:
 
         room = self.limits.room(namespace) if self.limits is not None else None
         rule = self._rule(namespace)
-        stored = self.counts[namespace] if self.point.adaptive else 0  # rule.threshold's count
+        stored = self._stored(namespace)
         thresholds = [self.modes.threshold(i.mode, i.threshold, stored) for i in items]
         limit = max(max(i.top_k for i in items) + SEARCH_SLACK, rule.neighbours if any(i.add_to_index for i in items) else 0)
         t0 = time.perf_counter()

@@ -45,18 +45,22 @@ class MatchKind(IntEnum):  # the values of dedup.v1.MatchKind (0: not calibrated
 class MatchModes:
     point: OperatingPoint  # the default mode's operating point
     copy_similarity: float | None = None  # None: the model has no calibration of kinds
-    near_duplicate_threshold: float | None = None
+    near: OperatingPoint | None = None  # NEAR_DUPLICATES': `point` from near_duplicate_threshold
 
     @classmethod
     def of(cls, point: OperatingPoint, spec: ModelSpec) -> MatchModes:
         kinds = spec.search.kinds
         if kinds is None:
             return cls(point)
-        return cls(point, kinds.copy_similarity, kinds.near_duplicate_threshold)
+        return cls(point, kinds.copy_similarity, replace(point, base=kinds.near_duplicate_threshold))
+
+    @property
+    def near_duplicate_threshold(self) -> float | None:
+        return self.near.base if self.near is not None else None
 
     @property
     def calibrated(self) -> bool:
-        return self.copy_similarity is not None and self.near_duplicate_threshold is not None
+        return self.copy_similarity is not None and self.near is not None
 
     def check(self, mode: MatchMode) -> None:
         """Refuse a mode this model cannot serve (before any work is done)."""
@@ -72,10 +76,8 @@ class MatchModes:
         """The threshold of a check in `mode` against a namespace of `stored` images: the
         caller's own (raised to copy_similarity for COPIES), else the mode's operating point."""
         if given is None:
-            if mode == MatchMode.NEAR_DUPLICATES and self.near_duplicate_threshold is not None:
-                given = replace(self.point, base=self.near_duplicate_threshold).threshold(stored)
-            else:
-                given = self.point.threshold(stored)
+            point = self.near if mode == MatchMode.NEAR_DUPLICATES and self.near is not None else self.point
+            given = point.threshold(stored)
         if mode == MatchMode.COPIES and self.copy_similarity is not None:
             return max(given, self.copy_similarity)
         return given
