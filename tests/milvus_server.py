@@ -7,6 +7,7 @@ named `ddv*`): run the test session under `scripts/netns-run` (`unshare -n`, lo 
 
     server = MilvusServer(tmp_dir).start()   # ~10 s
     server.uri                               # "http://127.0.0.1:19530"
+    server.etcd_url                          # its embedded etcd: "http://127.0.0.1:2379"
     server.kill(); server.start()            # kill -9 and restart on the same data
 
     linked = MilvusServer(dir2, linked=True).start()   # in a namespace of its own, joined to this
@@ -50,6 +51,8 @@ class MilvusServer:
         config.resolve()  # writes configs/milvus.yaml, picks the coordinators' ports
         _initialize_data_files(str(self.base_dir))  # unpacks the binaries into base_dir/bin
         self.port = port
+        # Its embedded etcd (client URL on localhost): the store of the writer lease in tests.
+        self.etcd_port = int(config.get("etcd_port"))
         # linked: the server runs in a network namespace of its own, reached over a veth pair
         # (ddv0 here, ddv1 there) whose link a test can take down, as a cut cable would.
         self.linked = linked
@@ -69,6 +72,10 @@ class MilvusServer:
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_port}"
 
     def start(self) -> "MilvusServer":
         """Start (or restart, on the same data) and wait until it answers its health check."""

@@ -32,3 +32,25 @@ def test_bad_settings_are_refused(tmp_path):
     bad.write_text("no_such_setting = 1\n")
     with pytest.raises(Exception, match="no_such_setting"):
         Settings.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"writer_election": "http://127.0.0.1:2379"}, "needs writer_listen"),
+        ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "127.0.0.1:7000", "writer_address": "10.0.0.2:7000"}, "exclude each other"),
+        ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "127.0.0.1:7000", "workers": 2}, "workers = 1"),
+        ({"writer_election": "127.0.0.1:2379", "writer_listen": "127.0.0.1:7000"}, "http://host:2379"),
+        ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "0.0.0.0:7000"}, "set writer_advertise"),
+        ({"writer_advertise": "10.0.0.1:7000"}, "goes with writer_election"),
+    ],
+)
+def test_writer_election_settings_that_cannot_work_are_refused(settings, says):
+    with pytest.raises(ValueError, match=says):
+        Settings.load(None, **settings)
+
+
+def test_writer_election_advertises_writer_listen_unless_told_otherwise():
+    s = Settings.load(None, writer_election="http://etcd:2379", writer_listen="0.0.0.0:7000", writer_advertise="replica-a:7000")
+    assert s.writer_advertise == "replica-a:7000"
+    assert Settings.load(None, writer_election="http://etcd:2379", writer_listen="10.0.0.1:7000").writer_lease_ttl_s == 10.0

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     writer_token: SecretStr | None = Field(None, description="bearer token sent to the writer_address (one of the writer's auth tokens)")
     writer_tls_ca_file: Path | None = Field(None, description="CA (PEM) of the writer's certificate: the connection to writer_address uses TLS")
     writer_timeout_s: float = Field(30.0, gt=0, description="deadline of the unary calls to writer_address (deletes, cluster reads)")
+    writer_election: str | None = Field(None, description="etcd endpoint (http://host:2379; a Milvus server's own etcd will do) holding the writer lease: the replica that holds it writes the collection and serves its writer on writer_listen, the others are fronts of it, and one of them takes over when it stops renewing (docs/scale-out.md)")
+    writer_lease_ttl_s: float = Field(10.0, ge=2, le=300, description="writer_election: seconds a writer that stopped renewing keeps the lease (how long writes wait when it dies); renewed every third of it")
+    writer_advertise: str | None = Field(None, description="writer_election: the address other replicas reach this one's writer at (host:port); default writer_listen")
 
     # Model
     model: str = Field("sscd_disc_mixup", description="built-in model spec name, or path to a spec .toml")
@@ -132,6 +135,25 @@ class Settings(BaseSettings):
         """The calibrated duplicate (and cluster) threshold: `threshold`, else the model spec's;
         the base a namespace's operating point rises from (core/operating_point.py)."""
         return self.threshold or spec.search.default_threshold
+
+    @model_validator(mode="after")
+    def _election_needs(self) -> "Settings":
+        if self.writer_election is None:
+            if self.writer_advertise is not None:
+                raise ValueError("writer_advertise goes with writer_election")
+            return self
+        if not self.writer_listen:
+            raise ValueError("writer_election needs writer_listen (where this replica serves its writer when it holds the lease)")
+        if self.writer_address:
+            raise ValueError("writer_election and writer_address exclude each other: the lease says who the writer is")
+        if self.workers != 1:
+            raise ValueError("writer_election runs with workers = 1 (one process per replica; run more replicas instead)")
+        if not self.writer_election.startswith(("http://", "https://")):
+            raise ValueError("writer_election is etcd's URL, http://host:2379")
+        advertised = self.writer_advertise or self.writer_listen
+        if advertised.startswith("unix:") or advertised.rpartition(":")[0] in ("", "0.0.0.0", "[::]"):
+            raise ValueError(f"other replicas cannot reach {advertised!r}: set writer_advertise to this replica's host:port")
+        return self
 
     @model_validator(mode="after")
     def _embedder_needs(self) -> "Settings":

@@ -4,7 +4,8 @@
 Two implementations:
 - core/local_index.py, LocalIndex: this process opens Milvus and is the collection's one writer;
 - transport/remote_index.py, RemoteIndex: the writer is another process (`dedup serve
-  --workers N`'s parent, or a replica started with writer_listen), reached over gRPC.
+  --workers N`'s parent, or a replica started with writer_listen), reached over gRPC;
+and transport/election.py, ElectedIndex, which is one or the other as the writer lease says.
 Both give the same answers; docs/scale-out.md says why there is one writer per collection.
 """
 

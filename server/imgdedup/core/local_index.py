@@ -7,6 +7,8 @@ in-memory hash sets (core/digests.py) live here, beside the writer that keeps th
 
 Crash safety: a marker file is present while a write is in progress; a start that finds it, or
 a reconnect after a write failed part-way, rebuilds the derived cluster rows from the image rows.
+A writer chosen by a lease (transport/election.py) is given `may_write`: no write starts once
+it says no (the lease may have passed to another replica).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Hashable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -62,8 +64,9 @@ def open_store(settings: Settings, spec: ModelSpec) -> MilvusStore:
 class LocalIndex:
     """Built whole by `open()`: connected, repaired, its committer running."""
 
-    def __init__(self, settings: Settings, store: MilvusStore, writer: IndexWriter, stored: StoredImages | None, write_pool, read_pool):
+    def __init__(self, settings: Settings, store: MilvusStore, writer: IndexWriter, stored: StoredImages | None, write_pool, read_pool, may_write: Callable[[], bool] | None = None):
         self.settings = settings
+        self._may_write = may_write
         self.store = store
         self.backend = store.backend
         self._writer = writer
@@ -82,8 +85,9 @@ class LocalIndex:
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
 
     @classmethod
-    async def open(cls, settings: Settings, spec: ModelSpec) -> "LocalIndex":
-        """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write."""
+    async def open(cls, settings: Settings, spec: ModelSpec, *, rebuild: bool = False, may_write: Callable[[], bool] | None = None) -> "LocalIndex":
+        """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write
+        (`rebuild`: as if one had been: the last writer may have stopped in the middle of one)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings, spec)
         write_pool, read_pool = thread_pool(1, "index-writer"), thread_pool(2, "index-reader")
@@ -101,12 +105,17 @@ class LocalIndex:
         point = OperatingPoint.of(settings, spec)
         writer = IndexWriter(store, modes=MatchModes.of(point, spec), rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas)
         marker = settings.data_dir / "index-write-in-progress"
-        if marker.exists():
-            log.warning("the last run stopped in the middle of an index write; rebuilding clusters from the images")
+        if marker.exists() or rebuild:
+            log.warning("the last writer stopped in the middle of an index write%s; rebuilding clusters from the images", "" if marker.exists() else " (or may have)")
             written, stale = await loop.run_in_executor(write_pool, writer.rebuild_clusters)
             log.warning("clusters rebuilt: %d written, %d stale removed", written, stale)
-            marker.unlink()
-        return cls(settings, store, writer, stored, write_pool, read_pool)
+            marker.unlink(missing_ok=True)
+        return cls(settings, store, writer, stored, write_pool, read_pool, may_write)
+
+    @property
+    def dirty(self) -> bool:
+        """A write failed part-way and its repair has not run yet."""
+        return self._write_failed
 
     async def drained(self, timeout_s: float) -> None:
         """Until the commit queue is empty (or timeout_s passed)."""
@@ -230,6 +239,11 @@ class LocalIndex:
                     break
             while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
                 batch.append(self._commits.get_nowait())
+            if self._may_write is not None and not self._may_write():
+                for c in batch:
+                    if not c.future.done():
+                        c.future.set_exception(_not_the_writer())
+                continue
             for commits in self._retry_plan(batch):
                 started = time.perf_counter()
                 try:
@@ -237,15 +251,20 @@ class LocalIndex:
                     metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                     metrics.WRITE_BATCH_SIZE.observe(len(commits))
                 except Exception as exc:
-                    if len(commits) > 1:
+                    lost = isinstance(exc, StorageUnavailable) and exc.reason == "NOT_THE_WRITER"
+                    if len(commits) > 1 and not lost:
                         # Retry one by one so that only the image that breaks the write fails.
                         # Safe: commit skips ids already stored with the same bytes.
                         log.warning("index write of %d images failed (%s); retrying one by one", len(commits), exc)
                         continue
-                    log.exception("index write failed for %r", commits[0].item.image_id)
+                    if not lost:
+                        log.exception("index write failed for %r", commits[0].item.image_id)
                     err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
-                    if not commits[0].future.done():
-                        commits[0].future.set_exception(err)
+                    for c in commits:
+                        if not c.future.done():
+                            c.future.set_exception(err)
+                    if lost:
+                        break
                     continue
                 for c, r in zip(commits, results):
                     if c.future.done():
@@ -282,6 +301,8 @@ class LocalIndex:
     def _guarded(self, write, *args):
         """Run a write with the in-progress marker on disk (no fsync: it guards against process
         crashes, whose page cache survives)."""
+        if self._may_write is not None and not self._may_write():
+            raise _not_the_writer()  # checked last on the writer thread, just before writing
         self._write_marker.touch()
         try:
             result = write(*args)
@@ -342,6 +363,10 @@ class LocalIndex:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except StorageError as exc:
             raise StorageUnavailable(f"vector database unavailable: {exc}") from None
+
+
+def _not_the_writer() -> StorageUnavailable:
+    return StorageUnavailable("this server is no longer the collection's index writer (its lease ran out); retry: another replica writes now", reason="NOT_THE_WRITER")
 
 
 # AIP-158 page tokens: opaque to clients, tied to the query that made them (its namespace too).

@@ -149,13 +149,22 @@ class RemoteIndex:
         health = health_pb2_grpc.HealthStub(channel)
         stub = ipb_grpc.IndexWriterServiceStub(channel)
         metadata = _auth_metadata(settings)
+        try:
+            info = await cls._wait_for_writer(settings, health, stub, metadata)
+        except BaseException:  # given up on (cancelled), or refused
+            await channel.close()
+            raise
+        log.info("index writer at %s: %s", settings.writer_address, info.milvus_backend)
+        return cls(settings, channel, info.milvus_backend)
+
+    @staticmethod
+    async def _wait_for_writer(settings: Settings, health, stub, metadata) -> ipb.GetIndexInfoResponse:
         said = 0.0
         while True:
             try:
                 answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2.0)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    info = await stub.GetIndexInfo(ipb.GetIndexInfoRequest(), timeout=settings.writer_timeout_s, metadata=metadata)
-                    break
+                    return await stub.GetIndexInfo(ipb.GetIndexInfoRequest(), timeout=settings.writer_timeout_s, metadata=metadata)
                 why = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -165,11 +174,11 @@ class RemoteIndex:
                 log.warning("waiting for the index writer at %s (%s)", settings.writer_address, why)
                 said = time.monotonic()
             await asyncio.sleep(0.2)
-        log.info("index writer at %s: %s", settings.writer_address, info.milvus_backend)
-        return cls(settings, channel, info.milvus_backend)
 
-    async def close(self) -> None:
-        deadline = time.monotonic() + self.settings.grace_period_s
+    async def close(self, grace_s: float | None = None) -> None:
+        """Wait up to grace_s (default grace_period_s) for what was sent to be answered; what is
+        left fails with UNAVAILABLE."""
+        deadline = time.monotonic() + (self.settings.grace_period_s if grace_s is None else grace_s)
         while (self._outbox or (self._stream and self._stream.waiting)) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._sender.cancel()

@@ -24,6 +24,7 @@ from imgdedup.core.local_index import LocalIndex
 from imgdedup.logs import announce
 from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
+from imgdedup.transport.election import ElectedIndex
 from imgdedup.transport.remote_index import RemoteIndex
 from imgdedup.transport.servicer import DedupServicer
 from imgdedup.transport.writer_service import KEEPALIVE_OPTIONS, IndexWriterServicer
@@ -196,6 +197,8 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
     async def open_index():
         if settings.writer_address:
             return await RemoteIndex.open(settings)
+        if settings.writer_election:
+            return await ElectedIndex.open(settings, spec, lambda index: WriterServer(settings, index, settings.writer_listen, public=True))
         index = await LocalIndex.open(settings, spec)
         if settings.writer_listen:
             writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
@@ -213,7 +216,8 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
             on_event("ready")
         followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]
         names = {
-            "index": f"the index writer at {settings.writer_address}" if settings.writer_address else "Milvus",
+            "index": f"the index writer at {settings.writer_address}" if settings.writer_address
+            else "the elected index writer" if settings.writer_election else "Milvus",
             "model": f"the model on Triton at {settings.triton_url}",
         }
 
