@@ -77,6 +77,29 @@ class CheckOutcome:
     total_ms: float
 
 
+class EngineSlot:
+    """Where a transport finds the engine. The port opens before the engine is built (health
+    NOT_SERVING while the model loads and the index opens), and the engine leaves the slot
+    before it closes: calls in between get NOT_READY."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._engine: DedupEngine | None = None
+
+    @property
+    def engine(self) -> "DedupEngine":
+        if self._engine is None:
+            raise NotReady("the server is starting or stopping; retry shortly")
+        return self._engine
+
+    def fill(self, engine: "DedupEngine") -> None:
+        self._engine = engine
+
+    def take(self) -> "DedupEngine | None":
+        engine, self._engine = self._engine, None
+        return engine
+
+
 class StreamOrder:
     """Makes the index writes of one stream happen in request order, so that within a stream
     an item is checked against every earlier item (decoding and embedding still overlap).
@@ -119,78 +142,73 @@ def _close_when_loaded(load: asyncio.Future) -> None:
 
 class DedupEngine:
     """The front half of a check (validate, decode, embed) over an IndexBackend that searches
-    and writes: a LocalIndex in this process, or a RemoteIndex (another process is the writer)."""
+    and writes: a LocalIndex in this process, or a RemoteIndex (another process is the writer).
 
-    def __init__(self, settings: Settings, spec: ModelSpec):
+    Built whole by `open()`: the model loaded, the index open, the batcher running."""
+
+    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder, index: IndexBackend):
         self.settings = settings
         self.spec = spec
         self.point = OperatingPoint.of(settings, spec)
         self.modes = MatchModes.of(self.point, spec)
-        self.embedder: Embedder | None = None
-        self.index: IndexBackend | None = None
-        self._batcher: EmbedBatcher | None = None
+        self.embedder = embedder
+        self.index = index
+        batch_size, batch_delay_s = settings.batching(embedder.on_gpu)
+        self._batcher = EmbedBatcher(
+            embedder,
+            max_batch_size=batch_size,
+            max_queue_delay_s=batch_delay_s,
+            max_queue_size=settings.max_queue_size,
+            workers=settings.inference_workers,
+            low_priority_nice=settings.low_priority_nice,
+        )
+        self._batcher.start()
         # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool).
         self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
         # Namespaces' images-per-second quotas (core/quotas.py), taken before any work.
         self._rates = RateLimits(settings.quotas)
-        self.ready = False
+        metrics.MODEL_INFO.labels(spec.name, settings.embedder, ",".join(embedder.providers)).set(1)
+        log.info("engine ready: model=%s providers=%s index=%s batches of up to %d, %.1f ms", spec.name, embedder.providers, index.backend, batch_size, batch_delay_s * 1000)
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def start(self, embedder_factory: Callable[[ModelSpec], Embedder], index_factory: Callable[[], Awaitable[IndexBackend]]) -> None:
+    @classmethod
+    async def open(cls, settings: Settings, spec: ModelSpec, embedder_factory: Callable[[ModelSpec], Embedder], index_factory: Callable[[], Awaitable[IndexBackend]]) -> "DedupEngine":
         """Load the model (blocking, off the event loop) while the index opens."""
         loop = asyncio.get_running_loop()
-        s = self.settings
         # Loaded on a thread named "onnxruntime": the runtime's own threads inherit the name.
         loader = thread_pool(1, "onnxruntime")
         try:
-            model_load = loop.run_in_executor(loader, embedder_factory, self.spec)
+            model_load = loop.run_in_executor(loader, embedder_factory, spec)
             try:
-                self.index = await index_factory()
+                index = await index_factory()
             except BaseException:
                 # The start fails now, not after the model has loaded (a Triton embedder may
                 # wait minutes for its model): the embedder is closed whenever it is done.
                 model_load.add_done_callback(_close_when_loaded)
                 raise
-            self.embedder = await model_load
+            try:
+                embedder = await model_load
+            except BaseException:
+                await index.close()
+                raise
         finally:
             loader.shutdown(wait=False)
-        batch_size, batch_delay_s = s.batching(self.embedder.on_gpu)
-        self._batcher = EmbedBatcher(
-            self.embedder,
-            max_batch_size=batch_size,
-            max_queue_delay_s=batch_delay_s,
-            max_queue_size=s.max_queue_size,
-            workers=s.inference_workers,
-            low_priority_nice=s.low_priority_nice,
-        )
-        self._batcher.start()
-        self.ready = True
-        metrics.MODEL_INFO.labels(self.spec.name, s.embedder, ",".join(self.embedder.providers)).set(1)
-        log.info("engine ready: model=%s providers=%s index=%s batches of up to %d, %.1f ms", self.spec.name, self.embedder.providers, self.index.backend, batch_size, batch_delay_s * 1000)
+        return cls(settings, spec, embedder, index)
 
-    async def stop(self) -> None:
-        self.ready = False
-        if self._batcher:
-            await self._batcher.stop()
-        if self.index:
-            await self.index.close()  # lets queued writes finish
-        if self.embedder:
-            self.embedder.close()
+    async def close(self) -> None:
+        await self._batcher.stop()
+        await self.index.close()  # lets queued writes finish
+        self.embedder.close()
         self._decode_pool.shutdown(wait=True)
 
     async def health_problem(self) -> str | None:
         """None when checks can run now; else what cannot: "index" (it cannot take writes; it
         tries to recover) or "model" (a remote model server is not ready)."""
-        assert self.index is not None and self.embedder is not None
         if not await self.index.healthy():
             return "index"
         if not await asyncio.to_thread(self.embedder.ready):
             return "model"
         return None
-
-    def _require_ready(self) -> None:
-        if not self.ready:
-            raise NotReady("the server is starting or stopping; retry shortly")
 
     # -- check -----------------------------------------------------------------------------
     def validate(self, req: CheckRequest) -> CheckRequest:
@@ -224,7 +242,6 @@ class DedupEngine:
                 StreamOrder.pass_on(ticket.previous, ticket.submitted)
 
     async def _check(self, req: CheckRequest, ticket: Ticket | None) -> CheckOutcome:
-        self._require_ready()
         t0 = time.perf_counter()
         self.validate(req)
         if ticket is not None and req.priority != ticket.stream.priority:
@@ -235,7 +252,6 @@ class DedupEngine:
             await quotas.hold(refused)  # a client that retries at once comes back less often
             raise
         image_id = req.image_id or uuid.uuid4().hex
-        assert self.index is not None and self._batcher is not None
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
             with self._batcher.announce(priority), tracer.start_as_current_span("decode"):  # another image of this level is on its way
@@ -307,7 +323,6 @@ class DedupEngine:
         """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
 
         Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
-        assert self.index is not None
         facts = probe_image(data, max_pixels=self.settings.max_pixels)
         digest = hashlib.sha256(data).hexdigest()
         hint = self.index.might_hold(namespace, digest)
@@ -327,7 +342,6 @@ class DedupEngine:
     async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, submitted: asyncio.Event | None = None) -> CheckResult:
         """Queue a write. Interactive writes go first; a stream's are FIFO (one flow), so the
         next item of the stream may queue as soon as this one has."""
-        assert self.index is not None
         future = self.index.enqueue(item, priority, flow)
         if submitted is not None:
             submitted.set()
@@ -335,7 +349,6 @@ class DedupEngine:
 
     # -- delete ----------------------------------------------------------------------------
     async def delete(self, namespace: str, image_ids: list[str]) -> tuple[list[str], list[str]]:
-        self._require_ready()
         namespace = namespaces.resolve(namespace)
         if not image_ids:
             raise InvalidArgument("image_ids", "give at least one image id")
@@ -344,53 +357,42 @@ class DedupEngine:
         for i in image_ids:
             if not i or len(i.encode()) > MAX_ID_BYTES:
                 raise InvalidArgument("image_ids", f"invalid image id {i[:40]!r}")
-        assert self.index is not None
         return await self.index.delete(namespace, image_ids)
 
     # -- clusters --------------------------------------------------------------------------
     async def list_clusters(self, *, namespace: str = "", page_size: int, page_token: str, min_size: int | None) -> tuple[list[ClusterView], str, int]:
-        self._require_ready()
         namespace = namespaces.resolve(namespace)
         min_size = 2 if min_size is None else min_size
         if min_size < 1:
             raise InvalidArgument("min_size", "min_size must be at least 1")
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"page_size must be in 0..{MAX_PAGE_SIZE}")
-        assert self.index is not None
         return await self.index.list_clusters(namespace, page_size or DEFAULT_PAGE_SIZE, page_token, min_size)
 
     async def get_cluster(self, cluster_id: str, namespace: str = "") -> ClusterView:
-        self._require_ready()
         namespace = namespaces.resolve(namespace)
         if not cluster_id:
             raise InvalidArgument("cluster_id", "cluster_id is required")
-        assert self.index is not None
         return await self.index.get_cluster(namespace, cluster_id)
 
     # -- namespaces ------------------------------------------------------------------------
     async def list_namespaces(self) -> list[tuple[str, int, int]]:
         """(name, images, clusters of two or more) of the namespaces the caller may open."""
-        self._require_ready()
-        assert self.index is not None
         found = await self.index.namespaces()
         open_ = set(namespaces.visible([n for n, _, _ in found]))
         return [row for row in found if row[0] in open_]
 
     async def delete_namespace(self, namespace: str, confirm: str) -> int:
-        self._require_ready()
         namespace = namespaces.resolve(namespace)
         if confirm != namespace:
             raise FailedPrecondition(f"to delete namespace {namespace!r} and all its images, repeat its name in `confirm`", subject="confirm", reason="CONFIRMATION_MISMATCH")
-        assert self.index is not None
         deleted = await self.index.delete_namespace(namespace)
         log.warning("namespace %r deleted: %d images", namespace, deleted)
         return deleted
 
     # -- info ------------------------------------------------------------------------------
     async def info(self, namespace: str = "") -> dict:
-        self._require_ready()
         namespace = namespaces.resolve(namespace)
-        assert self.index is not None and self.embedder is not None
         images, clusters = await self.index.counts(namespace)
         return {
             "model_name": self.spec.name,

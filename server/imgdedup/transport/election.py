@@ -78,8 +78,9 @@ class ElectedIndex:
         return self._backend
 
     @property
-    def role(self) -> str:
-        return "writer" if isinstance(self._delegate, LocalIndex) else "front" if self._delegate else "none"
+    def writer_server(self):
+        """The writer's gRPC server while this replica is the writer (its health follows ours)."""
+        return self._writer_server
 
     def _may_write(self) -> bool:
         return self._won is not None and time.monotonic() < self._ok_until

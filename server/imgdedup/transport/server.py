@@ -19,7 +19,7 @@ from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup import tracing
 from imgdedup.config import Settings
-from imgdedup.core.engine import DedupEngine
+from imgdedup.core.engine import DedupEngine, EngineSlot
 from imgdedup.core.local_index import LocalIndex
 from imgdedup.logs import announce
 from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
@@ -70,11 +70,13 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
-async def follow_health(problem, targets: list[tuple[object, tuple[str, ...]]], interval_s: float) -> None:
+async def follow_health(problem, targets, interval_s: float) -> None:
     """Readiness follows what checks need: every (health servicer, service names) in `targets`
-    is NOT_SERVING while `problem()` names something that does not answer (Milvus, the index
-    writer, the model on Triton), SERVING once it names nothing."""
+    (a list, or a function that gives the current list: an elected writer's server comes and
+    goes) is NOT_SERVING while `problem()` names something that does not answer (Milvus, the
+    index writer, the model on Triton), SERVING once it names nothing."""
     serving, down = True, ""
+    told: list = []  # the servicers told the current status
     while True:
         await asyncio.sleep(interval_s)
         try:
@@ -82,12 +84,18 @@ async def follow_health(problem, targets: list[tuple[object, tuple[str, ...]]], 
         except Exception as exc:  # noqa: BLE001 - a check that breaks is a problem, not the end of checking
             log.exception("health check failed")
             what = f"the health check ({type(exc).__name__})"
-        if (what is None) != serving:
-            serving = what is None
-            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-            for servicer, names in targets:
+        changed = (what is None) != serving
+        serving = what is None
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        current = targets() if callable(targets) else targets
+        if changed:
+            told.clear()
+        for servicer, names in current:
+            if not any(servicer is t for t in told):
+                told.append(servicer)
                 for name in names:
                     await servicer.set(name, status)
+        if changed:
             if serving:
                 log.warning("health: SERVING (%s answers again)", down)
             else:
@@ -158,9 +166,9 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
     auth = interceptors(settings)
     traced = tracing.setup(settings)  # first: the RPC's span covers the token check too
     spec = load_spec(settings.model)
-    engine = DedupEngine(settings, spec)
+    slot = EngineSlot(settings)
     server = grpc.aio.server(interceptors=traced + auth, options=grpc_options(settings))
-    dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(engine), server)
+    dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(slot), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -205,16 +213,22 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
             await writers[-1].start()
         return index
 
-    startup = asyncio.create_task(engine.start(make_embedder(settings), open_index))
+    startup = asyncio.create_task(DedupEngine.open(settings, spec, make_embedder(settings), open_index))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if startup.done() and startup.exception() is None:
+        engine = startup.result()
+        slot.fill(engine)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         announce("dedup server ready")
         if on_event:
             on_event("ready")
-        followers = [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers]
+        def followers() -> list:
+            elected = engine.index.writer_server if isinstance(engine.index, ElectedIndex) else None
+            servers = writers + ([elected] if elected is not None else [])
+            return [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in servers]
+
         names = {
             "index": f"the index writer at {settings.writer_address}" if settings.writer_address
             else "the elected index writer" if settings.writer_election else "Milvus",
@@ -233,7 +247,6 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
         await server.stop(0)
         for w in writers:  # the index opened (and its writer served) before the model failed
             await w.stop(0)
-        await engine.stop()
         tracing.shutdown()
         raise SystemExit(f"startup failed: {startup.exception()}")
 
@@ -243,12 +256,14 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
     # A start still under way ends here, before the writers are stopped: none starts after.
     startup.cancel()
     await asyncio.gather(startup, return_exceptions=True)
+    engine = slot.take()  # calls from now on get NOT_READY
     # Other replicas' fronts keep their Commit streams open (they never end on their own):
     # answer what is queued, then close.
-    if writers and isinstance(engine.index, LocalIndex):
+    if engine is not None and writers and isinstance(engine.index, LocalIndex):
         await engine.index.drained(settings.grace_period_s)
     for w in writers:
         await w.stop(0.5)
-    await engine.stop()
+    if engine is not None:
+        await engine.close()
     tracing.shutdown()
     log.info("stopped")

@@ -15,7 +15,7 @@ import time
 from imgdedup import __version__, logs, metrics
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
-from imgdedup.core.engine import CheckOutcome, CheckRequest, DedupEngine, StreamOrder
+from imgdedup.core.engine import CheckOutcome, CheckRequest, EngineSlot, StreamOrder
 from imgdedup.core.errors import InvalidArgument, Overloaded
 from imgdedup.core.match_modes import MatchMode
 from imgdedup.core.priority import Priority
@@ -122,12 +122,12 @@ def _check_response(o: CheckOutcome) -> pb.CheckDuplicateResponse:
 
 
 class DedupServicer(pb_grpc.DedupServiceServicer):
-    def __init__(self, engine: DedupEngine):
-        self.engine = engine
+    def __init__(self, slot: EngineSlot):
+        self.slot = slot  # the engine, once the server has started (else NOT_READY)
 
     @_unary
     async def CheckDuplicate(self, request, context):
-        return _check_response(await self.engine.check(_check_request(request, _priority(request.priority, Priority.HIGH))))
+        return _check_response(await self.slot.engine.check(_check_request(request, _priority(request.priority, Priority.HIGH))))
 
     async def BulkCheck(self, request_iterator: AsyncIterator[pb.BulkCheckRequest], context) -> AsyncIterator[pb.BulkCheckResponse]:
         """Items run concurrently (decode, batched embedding, batched writes), at most
@@ -144,7 +144,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
             metrics.BULK_STREAMS.dec()
 
     async def _bulk(self, request_iterator: AsyncIterator[pb.BulkCheckRequest]) -> AsyncIterator[pb.BulkCheckResponse]:
-        limit = self.engine.settings.bulk_max_in_flight
+        limit = self.slot.settings.bulk_max_in_flight
         in_flight: deque[asyncio.Task] = deque()
         slots = asyncio.Semaphore(limit)
         done_reading = asyncio.Event()
@@ -153,7 +153,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
         async def run_one(index: int, req: CheckRequest, ticket) -> pb.BulkCheckResponse:
             started = time.perf_counter()
             try:
-                outcome = await self.engine.check(req, ticket)
+                outcome = await self.slot.engine.check(req, ticket)
                 _observe("BulkCheck", started, 0)
                 return pb.BulkCheckResponse(image_id=outcome.image_id, index=index, result=_check_response(outcome))
             except asyncio.CancelledError:
@@ -165,7 +165,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
             finally:
                 slots.release()
 
-        max_items = self.engine.settings.bulk_max_items
+        max_items = self.slot.settings.bulk_max_items
 
         async def refuse(index: int, msg: pb.BulkCheckRequest, exc: Exception) -> pb.BulkCheckResponse:
             """An item refused before it takes a place in the write order."""
@@ -222,7 +222,7 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
 
     @_unary
     async def ListClusters(self, request, context):
-        views, token, total = await self.engine.list_clusters(
+        views, token, total = await self.slot.engine.list_clusters(
             namespace=request.namespace,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -232,23 +232,23 @@ class DedupServicer(pb_grpc.DedupServiceServicer):
 
     @_unary
     async def GetCluster(self, request, context):
-        return cluster_pb(await self.engine.get_cluster(request.cluster_id, request.namespace))
+        return cluster_pb(await self.slot.engine.get_cluster(request.cluster_id, request.namespace))
 
     @_unary
     async def DeleteImages(self, request, context):
-        deleted, not_found = await self.engine.delete(request.namespace, list(request.image_ids))
+        deleted, not_found = await self.slot.engine.delete(request.namespace, list(request.image_ids))
         return pb.DeleteImagesResponse(deleted_ids=deleted, not_found_ids=not_found)
 
     @_unary
     async def GetInfo(self, request, context):
-        info = await self.engine.info(request.namespace)
+        info = await self.slot.engine.info(request.namespace)
         return pb.GetInfoResponse(version=__version__, **info)
 
     @_unary
     async def ListNamespaces(self, request, context):
-        return namespaces_pb(await self.engine.list_namespaces())
+        return namespaces_pb(await self.slot.engine.list_namespaces())
 
     @_unary
     async def DeleteNamespace(self, request, context):
-        return pb.DeleteNamespaceResponse(deleted_images=await self.engine.delete_namespace(request.namespace, request.confirm))
+        return pb.DeleteNamespaceResponse(deleted_images=await self.slot.engine.delete_namespace(request.namespace, request.confirm))
 
