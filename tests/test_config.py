@@ -50,7 +50,8 @@ def test_writer_election_settings_that_cannot_work_are_refused(settings, says):
         Settings.load(None, **settings)
 
 
-def test_writer_election_advertises_writer_listen_unless_told_otherwise():
+def test_writer_election_settings_that_can_work_are_taken():
     s = Settings.load(None, writer_election="http://etcd:2379", writer_listen="0.0.0.0:7000", writer_advertise="replica-a:7000")
     assert s.writer_advertise == "replica-a:7000"
-    assert Settings.load(None, writer_election="http://etcd:2379", writer_listen="10.0.0.1:7000").writer_lease_ttl_s == 10.0
+    s = Settings.load(None, writer_election="http://etcd:2379", writer_listen="10.0.0.1:7000")
+    assert s.writer_advertise is None and s.writer_lease_ttl_s == 10.0  # advertises writer_listen

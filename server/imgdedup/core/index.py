@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -336,8 +336,9 @@ class IndexWriter:
         return results
 
     # -- repair ------------------------------------------------------------------------------
-    def rebuild_clusters(self) -> tuple[int, int]:
+    def rebuild_clusters(self, guard: Callable[[], None] | None = None) -> tuple[int, int]:
         """Recompute every cluster row from the image rows (after an interrupted write).
+        `guard()` is called before each write and raises when this process may no longer write.
 
         Returns (clusters written, stale cluster rows deleted)."""
         images = self.store.all_images()
@@ -349,8 +350,10 @@ class IndexWriter:
             rep = max(members, key=lambda m: (m.pixels, -m.inserted_at_ms))
             rows.append(ClusterRow(cid, len(members), rep.image_id, rep.pixels, rep.inserted_at_ms, rep.namespace))
         stale = [cid for cid, _ in self.store.cluster_sizes(None, 1) if cid not in groups]
-        self.store.upsert_clusters(rows)
-        self.store.delete_clusters(stale)
+        for write, arg in ((self.store.upsert_clusters, rows), (self.store.delete_clusters, stale)):
+            if guard is not None:
+                guard()
+            write(arg)
         return len(rows), len(stale)
 
     # -- delete ------------------------------------------------------------------------------

@@ -107,7 +107,17 @@ class LocalIndex:
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists() or rebuild:
             log.warning("the last writer stopped in the middle of an index write%s; rebuilding clusters from the images", "" if marker.exists() else " (or may have)")
-            written, stale = await loop.run_in_executor(write_pool, writer.rebuild_clusters)
+            job = loop.run_in_executor(write_pool, writer.rebuild_clusters, _guard(may_write))
+            try:
+                # Shielded: a start given up on returns only once the rebuild has stopped writing.
+                written, stale = await asyncio.shield(job)
+            except BaseException:
+                await asyncio.wait({job})
+                await loop.run_in_executor(write_pool, store.close)
+                write_pool.shutdown(wait=False)
+                read_pool.shutdown(wait=False)
+                writer.close()
+                raise
             log.warning("clusters rebuilt: %d written, %d stale removed", written, stale)
             marker.unlink(missing_ok=True)
         return cls(settings, store, writer, stored, write_pool, read_pool, may_write)
@@ -185,7 +195,7 @@ class LocalIndex:
         """After a write that failed part-way (Milvus went away in the middle of it), rebuild the
         derived cluster rows from the image rows, as a restart would, without one."""
         try:
-            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters)
+            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters, _guard(self._may_write))
         except Exception as exc:  # Milvus failing again: the marker stays, the next reconnect retries
             log.error("rebuilding clusters after a failed write failed: %s", exc)
             return
@@ -250,6 +260,11 @@ class LocalIndex:
                     results = await loop.run_in_executor(self._write_pool, self._guarded, self._writer.commit, [c.item for c in commits])
                     metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                     metrics.WRITE_BATCH_SIZE.observe(len(commits))
+                except asyncio.CancelledError:  # closing with a batch on the writer thread: it may land
+                    for c in batch:
+                        if not c.future.done():
+                            c.future.set_exception(StorageUnavailable("the index writer stopped during this write; it may be stored: re-send it (idempotent)"))
+                    raise
                 except Exception as exc:
                     lost = isinstance(exc, StorageUnavailable) and exc.reason == "NOT_THE_WRITER"
                     if len(commits) > 1 and not lost:
@@ -363,6 +378,18 @@ class LocalIndex:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except StorageError as exc:
             raise StorageUnavailable(f"vector database unavailable: {exc}") from None
+
+
+def _guard(may_write: Callable[[], bool] | None) -> Callable[[], None] | None:
+    """What a long write (a cluster rebuild) calls before each of its steps."""
+    if may_write is None:
+        return None
+
+    def guard() -> None:
+        if not may_write():
+            raise _not_the_writer()
+
+    return guard
 
 
 def _not_the_writer() -> StorageUnavailable:

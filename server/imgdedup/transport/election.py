@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Callable, Hashable
 
@@ -33,6 +34,13 @@ from imgdedup.transport.lease import EtcdLease, LeaseStoreError, Won
 from imgdedup.transport.remote_index import RemoteIndex
 
 log = logging.getLogger(__name__)
+
+# The fence's clock: on Linux one that also runs while the host is suspended (a VM paused).
+_CLOCK = time.CLOCK_BOOTTIME if sys.platform == "linux" else time.CLOCK_MONOTONIC
+
+
+def _now() -> float:
+    return time.clock_gettime(_CLOCK)
 
 
 def _no_writer() -> StorageUnavailable:
@@ -67,10 +75,14 @@ class ElectedIndex:
         lease = EtcdLease(settings.writer_election, settings.collection_prefix, settings.writer_lease_ttl_s)
         index = cls(settings, spec, lease, make_writer_server)
         waiting = asyncio.ensure_future(index._placed.wait())
-        await asyncio.wait({waiting, index._task}, return_when=asyncio.FIRST_COMPLETED)
-        if index._task.done():  # it ended (a setting refused): say why
+        try:
+            await asyncio.wait({waiting, index._task}, return_when=asyncio.FIRST_COMPLETED)
+            if index._task.done():  # it ended (a setting refused): say why
+                index._task.result()
+        except BaseException:  # given up on (the server stops while starting): leave nothing behind
             waiting.cancel()
-            index._task.result()
+            await index.close()
+            raise
         return index
 
     @property
@@ -83,7 +95,7 @@ class ElectedIndex:
         return self._writer_server
 
     def _may_write(self) -> bool:
-        return self._won is not None and time.monotonic() < self._ok_until
+        return self._won is not None and _now() < self._ok_until
 
     # -- the election ------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -107,7 +119,7 @@ class ElectedIndex:
     async def _follow_or_take(self) -> None:
         holder = await self.lease.holder()
         if holder is None:
-            sent = time.monotonic()
+            sent = _now()
             won = await self.lease.try_acquire(self.address)
             if won is not None:
                 await self._become_writer(won, sent)
@@ -147,25 +159,31 @@ class ElectedIndex:
         async with self._lock:
             self._won, self._ok_until = won, sent + self.lease.ttl - self._margin
             self._keeper = asyncio.get_running_loop().create_task(self._keep(won), name="writer-lease")
-            await self._drop_delegate()
-            log.warning("this replica holds the writer lease (epoch %d); opening the index%s", won.epoch, "" if won.clean else " (the last writer did not stop cleanly)")
             server = None
             try:
+                await self._drop_delegate()
+                log.warning("this replica holds the writer lease (epoch %d); opening the index%s", won.epoch, "" if won.clean else " (the last writer did not stop cleanly)")
                 index = await LocalIndex.open(self.settings, self.spec, rebuild=not won.clean, may_write=self._may_write)
                 try:
                     server = self._make_writer_server(index)
                     await server.start()
                 except BaseException:
+                    if server is not None:
+                        await server.stop(0)
                     await index.close()
                     raise
             except BaseException:
                 self._keeper.cancel()
                 self._won = None
-                await self.lease.release(won, clean=False)
+                await asyncio.shield(self.lease.release(won, clean=False))
                 raise
-            if self._won is not won:  # the lease ran out while the index opened
+            if not self._may_write():  # the lease may have run out while the index opened
+                self._keeper.cancel()
+                self._won = None
                 await server.stop(0)
                 await index.close()
+                await self.lease.revoke(won.lease_id)
+                log.error("the writer lease ran out while the index opened; not writing")
                 return
             self._writer_server, self._delegate, self._backend = server, index, index.backend
             self._said = ""
@@ -175,17 +193,20 @@ class ElectedIndex:
         """Renew the lease every third of its TTL; step down once it may have run out."""
         while True:
             await asyncio.sleep(self.lease.ttl / 3)
-            sent = time.monotonic()
+            sent = _now()
             try:
                 left = await self.lease.keep_alive(won.lease_id)
-            except LeaseStoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - the keeper must not die: it is what steps down
                 log.error("renewing the writer lease failed: %s", exc)
                 left = None
             if left:
                 self._ok_until = max(self._ok_until, sent + left - self._margin)
                 continue
-            if left == 0 or time.monotonic() >= self._ok_until:
-                await self._step_down(won, "its writer lease expired" if left == 0 else "it could not renew its writer lease in time")
+            if left == 0 or _now() >= self._ok_until:
+                try:
+                    await self._step_down(won, "its writer lease expired" if left == 0 else "it could not renew its writer lease in time")
+                except Exception:  # noqa: BLE001 - stepped down regardless: _won is cleared first
+                    log.exception("stepping down as the writer failed part-way")
                 return
 
     async def _step_down(self, won: Won, why: str) -> None:
@@ -197,13 +218,15 @@ class ElectedIndex:
             log.error("this replica stops writing the collection: %s", why)
             index, self._delegate = self._delegate, None
             server, self._writer_server = self._writer_server, None
-            if server is not None:
-                await server.stop(0)
-            if isinstance(index, LocalIndex):
-                await index.close()  # what is queued fails (NOT_THE_WRITER): nothing more is written
             if self._keeper is not None and self._keeper is not asyncio.current_task():
                 self._keeper.cancel()
-            await self.lease.revoke(won.lease_id)
+            try:
+                if server is not None:
+                    await server.stop(0)
+                if isinstance(index, LocalIndex):
+                    await index.close()  # what is queued fails (NOT_THE_WRITER): nothing more is written
+            finally:
+                await self.lease.revoke(won.lease_id)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -211,7 +234,12 @@ class ElectedIndex:
         async with self._lock:
             won, index, server = self._won, self._delegate, self._writer_server
             self._delegate = None
-            if isinstance(index, LocalIndex) and won is not None:
+            if won is not None and not isinstance(index, LocalIndex):  # won, not serving yet
+                if self._keeper is not None:
+                    self._keeper.cancel()
+                self._won = None
+                await self.lease.revoke(won.lease_id)
+            elif isinstance(index, LocalIndex) and won is not None:
                 # Other replicas' fronts keep their Commit streams open: answer what is queued.
                 await index.drained(self.settings.grace_period_s)
                 if server is not None:

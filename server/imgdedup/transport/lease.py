@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import logging
 import urllib.error
@@ -50,7 +51,7 @@ class Holder:
 class Won:
     epoch: int
     lease_id: str
-    clean: bool  # the previous writer stopped cleanly (or there was none that wrote)
+    clean: bool  # the previous writer stopped cleanly (False for the first one: it rebuilds once)
 
 
 class EtcdLease:
@@ -71,7 +72,7 @@ class EtcdLease:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             raise LeaseStoreError(f"etcd at {self.url}{path}: HTTP {exc.code}: {detail}") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise LeaseStoreError(f"etcd at {self.url}{path}: {exc}") from None
 
     async def _call(self, path: str, body: dict) -> dict:
@@ -91,6 +92,14 @@ class EtcdLease:
         lease_id = granted.get("ID")
         if not lease_id:
             raise LeaseStoreError(f"etcd at {self.url} granted no lease: {granted}")
+        try:
+            return await self._take(address, lease_id)
+        except BaseException:
+            # Perhaps taken (the answer lost): give it up at once rather than after its TTL.
+            await asyncio.shield(self.revoke(lease_id))
+            raise
+
+    async def _take(self, address: str, lease_id: str) -> Won | None:
         key, clean = _b64(self.writer_key), _b64(self.clean_key)
         answer = await self._call("/v3/kv/txn", {
             "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
@@ -111,7 +120,10 @@ class EtcdLease:
     async def keep_alive(self, lease_id: str) -> float:
         """Renew the lease; returns the seconds it now has left (0: it has expired)."""
         answer = await self._call("/v3/lease/keepalive", {"ID": lease_id})
-        return float((answer.get("result") or {}).get("TTL") or 0)
+        try:
+            return float((answer.get("result") or {}).get("TTL") or 0)
+        except (TypeError, ValueError):
+            raise LeaseStoreError(f"etcd at {self.url} answered a keepalive with {answer}") from None
 
     async def release(self, won: Won, *, clean: bool) -> None:
         """Give the lease up at once (the writer key goes with it), saying whether this writer
