@@ -18,12 +18,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import ServerProcess, channel_for, check, encode, free_port, rgb, wait_until
-from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from conftest import ServerProcess, channel_for, check, free_port, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.transport.lease import EtcdLease
-from test_reliability import _assert_consistent, _stream_requests
-from test_replicas import _all_clusters, _copy
+from test_reliability import _assert_consistent
+from test_replicas import _all_clusters, _copy, stream_crashing_the_writer
 
 pytestmark = [pytest.mark.milvus_server, pytest.mark.single_process]
 
@@ -109,16 +108,7 @@ def test_a_front_takes_over_when_the_writer_is_killed_and_loses_nothing(replicas
         sb = pb_grpc.DedupServiceStub(cb)
         first = check(sb, _copy("immunohistochemistry", 1.0, 90), image_id="before", add=True)  # not among the stream's photos
         assert first.stored
-        acked: set[str] = {"before"}
-        errors = 0
-        for resp in sb.BulkCheck(_stream_requests(30), timeout=300):
-            if resp.WhichOneof("outcome") == "result" and resp.result.stored:
-                acked.add(resp.image_id)
-            else:
-                errors += 1
-                assert resp.error.code == grpc.StatusCode.UNAVAILABLE.value[0], resp.error
-            if len(acked) == 10 and a.proc.poll() is None:
-                os.killpg(a.proc.pid, signal.SIGKILL)  # the writer, as a crash
+        acked = {"before"} | stream_crashing_the_writer(sb, a.proc)
         a.proc.wait(30)
         # B takes the lease once it expires, rebuilds the clusters (A may have died mid-write)
         # and serves as the writer, without a restart.

@@ -8,6 +8,7 @@ Runs in both Milvus passes (on Lite, A alone opens the Lite file)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -173,6 +174,21 @@ def _stream_until_killed(stub, n: int, kill_after: int, kill) -> set[str]:
     return acked
 
 
+def stream_crashing_the_writer(stub, writer, n: int = 30, crash_after: int = 10) -> set[str]:
+    """Stream n images to `stub`; kill -9 the writer's process group (as a crash) once
+    crash_after are acknowledged. Every later item is stored or fails UNAVAILABLE; returns the
+    ids acknowledged as stored."""
+    acked: set[str] = set()
+    for resp in stub.BulkCheck(_stream_requests(n), timeout=300):
+        if resp.WhichOneof("outcome") == "result" and resp.result.stored:
+            acked.add(resp.image_id)
+        else:
+            assert resp.error.code == grpc.StatusCode.UNAVAILABLE.value[0], resp.error
+        if len(acked) == crash_after and writer.poll() is None:
+            os.killpg(writer.pid, signal.SIGKILL)
+    return acked
+
+
 def test_kill_9_of_the_front_replica_mid_stream_loses_no_acknowledged_image(pair):
     with channel_for(pair.b.target) as cb:
         acked = _stream_until_killed(pb_grpc.DedupServiceStub(cb), 40, 12, lambda: pair.b.proc.send_signal(signal.SIGKILL))
@@ -185,22 +201,11 @@ def test_kill_9_of_the_front_replica_mid_stream_loses_no_acknowledged_image(pair
 
 
 def test_kill_9_of_the_writer_replica_mid_stream_loses_nothing_and_the_other_recovers(pair):
-    import os
-
     with channel_for(pair.b.target) as cb:
         b = pb_grpc.DedupServiceStub(cb)
         health = health_pb2_grpc.HealthStub(cb)
         status = lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # noqa: E731
-        acked: set[str] = set()
-        errors = 0
-        for resp in b.BulkCheck(_stream_requests(30), timeout=300):
-            if resp.WhichOneof("outcome") == "result" and resp.result.stored:
-                acked.add(resp.image_id)
-            else:
-                errors += 1
-                assert resp.error.code == grpc.StatusCode.UNAVAILABLE.value[0], resp.error
-            if len(acked) == 10 and pair.a.proc.poll() is None:
-                os.killpg(pair.a.proc.pid, signal.SIGKILL)  # A and its Milvus Lite, as a crash
+        acked = stream_crashing_the_writer(b, pair.a.proc)  # A and its Milvus Lite
         assert len(acked) >= 10
         pair.a.proc.wait(30)
         assert wait_until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=30)

@@ -8,7 +8,7 @@ in-memory hash sets (core/digests.py) live here, beside the writer that keeps th
 Crash safety: a marker file is present while a write is in progress; a start that finds it, or
 a reconnect after a write failed part-way, rebuilds the derived cluster rows from the image rows.
 A writer chosen by a lease (transport/election.py) is given `may_write`: no write starts once
-it says no (the lease may have passed to another replica).
+it says no (the lease may have passed to another replica); what was queued fails NOT_THE_WRITER.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class LocalIndex:
 
     def __init__(self, settings: Settings, store: MilvusStore, writer: IndexWriter, stored: StoredImages | None, write_pool, read_pool, may_write: Callable[[], bool] | None = None):
         self.settings = settings
-        self._may_write = may_write
+        # Raises NotTheWriter once may_write says no: called on the writer thread before every
+        # write (a batch, a delete, each step of a rebuild).
+        self._check_writer = _guard(may_write)
         self.store = store
         self.backend = store.backend
         self._writer = writer
@@ -195,7 +197,7 @@ class LocalIndex:
         """After a write that failed part-way (Milvus went away in the middle of it), rebuild the
         derived cluster rows from the image rows, as a restart would, without one."""
         try:
-            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters, _guard(self._may_write))
+            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters, self._check_writer)
         except Exception as exc:  # Milvus failing again: the marker stays, the next reconnect retries
             log.error("rebuilding clusters after a failed write failed: %s", exc)
             return
@@ -249,11 +251,6 @@ class LocalIndex:
                     break
             while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
                 batch.append(self._commits.get_nowait())
-            if self._may_write is not None and not self._may_write():
-                for c in batch:
-                    if not c.future.done():
-                        c.future.set_exception(_not_the_writer())
-                continue
             for commits in self._retry_plan(batch):
                 started = time.perf_counter()
                 try:
@@ -266,7 +263,7 @@ class LocalIndex:
                             c.future.set_exception(StorageUnavailable("the index writer stopped during this write; it may be stored: re-send it (idempotent)"))
                     raise
                 except Exception as exc:
-                    lost = isinstance(exc, StorageUnavailable) and exc.reason == "NOT_THE_WRITER"
+                    lost = isinstance(exc, NotTheWriter)
                     if len(commits) > 1 and not lost:
                         # Retry one by one so that only the image that breaks the write fails.
                         # Safe: commit skips ids already stored with the same bytes.
@@ -316,8 +313,8 @@ class LocalIndex:
     def _guarded(self, write, *args):
         """Run a write with the in-progress marker on disk (no fsync: it guards against process
         crashes, whose page cache survives)."""
-        if self._may_write is not None and not self._may_write():
-            raise _not_the_writer()  # checked last on the writer thread, just before writing
+        if self._check_writer is not None:
+            self._check_writer()  # last, on the writer thread, just before writing
         self._write_marker.touch()
         try:
             result = write(*args)
@@ -387,13 +384,18 @@ def _guard(may_write: Callable[[], bool] | None) -> Callable[[], None] | None:
 
     def guard() -> None:
         if not may_write():
-            raise _not_the_writer()
+            raise NotTheWriter()
 
     return guard
 
 
-def _not_the_writer() -> StorageUnavailable:
-    return StorageUnavailable("this server is no longer the collection's index writer (its lease ran out); retry: another replica writes now", reason="NOT_THE_WRITER")
+class NotTheWriter(StorageUnavailable):
+    """This process may no longer write the collection: its writer lease ran out."""
+
+    reason = "NOT_THE_WRITER"
+
+    def __init__(self) -> None:
+        super().__init__("this server is no longer the collection's index writer (its lease ran out); retry: another replica writes now")
 
 
 # AIP-158 page tokens: opaque to clients, tied to the query that made them (its namespace too).

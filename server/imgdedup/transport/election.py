@@ -10,7 +10,7 @@ that stops cleanly gives the lease up at once, so another takes over without wai
 
 Fencing: a writer writes only while its lease is certainly still its own: renewals every third
 of the TTL, and no write starts later than (the last renewal's send time + the TTL it was given
-- a margin), by this host's monotonic clock. A writer paused longer than that (a stopped process,
+- a margin), by this host's boot-time clock. A writer paused longer than that (a stopped process,
 a long GC pause, a partition from etcd) refuses to write when it wakes, steps down, and follows
 the new writer. Milvus cannot check an epoch itself, so a write already under way when the pause
 began may still land; docs/scale-out.md says what that can do.
@@ -60,7 +60,7 @@ class ElectedIndex:
         self._backend = "unknown"
         self._won: Won | None = None
         self._writer_server = None
-        self._ok_until = 0.0  # monotonic time before which our lease is certainly ours
+        self._ok_until = 0.0  # _now() before which our lease is certainly ours
         self._margin = min(2.0, lease.ttl * 0.2)
         self._lock = asyncio.Lock()  # one change of role at a time
         self._placed = asyncio.Event()  # a delegate was put in place once
@@ -173,16 +173,12 @@ class ElectedIndex:
                     await index.close()
                     raise
             except BaseException:
-                self._keeper.cancel()
-                self._won = None
-                await asyncio.shield(self.lease.release(won, clean=False))
+                await asyncio.shield(self._end_term(won, clean=False))
                 raise
             if not self._may_write():  # the lease may have run out while the index opened
-                self._keeper.cancel()
-                self._won = None
                 await server.stop(0)
                 await index.close()
-                await self.lease.revoke(won.lease_id)
+                await self._end_term(won, clean=False)
                 log.error("the writer lease ran out while the index opened; not writing")
                 return
             self._writer_server, self._delegate, self._backend = server, index, index.backend
@@ -218,15 +214,13 @@ class ElectedIndex:
             log.error("this replica stops writing the collection: %s", why)
             index, self._delegate = self._delegate, None
             server, self._writer_server = self._writer_server, None
-            if self._keeper is not None and self._keeper is not asyncio.current_task():
-                self._keeper.cancel()
             try:
                 if server is not None:
                     await server.stop(0)
                 if isinstance(index, LocalIndex):
                     await index.close()  # what is queued fails (NOT_THE_WRITER): nothing more is written
             finally:
-                await self.lease.revoke(won.lease_id)
+                await self._end_term(won, clean=False)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -235,25 +229,27 @@ class ElectedIndex:
             won, index, server = self._won, self._delegate, self._writer_server
             self._delegate = None
             if won is not None and not isinstance(index, LocalIndex):  # won, not serving yet
-                if self._keeper is not None:
-                    self._keeper.cancel()
-                self._won = None
-                await self.lease.revoke(won.lease_id)
+                await self._end_term(won, clean=False)
             elif isinstance(index, LocalIndex) and won is not None:
                 # Other replicas' fronts keep their Commit streams open: answer what is queued.
                 await index.drained(self.settings.grace_period_s)
                 if server is not None:
                     await server.stop(0.5)
                 await index.close()
-                if self._keeper is not None:
-                    self._keeper.cancel()
-                self._won = None
-                try:
-                    await self.lease.release(won, clean=not index.dirty)
-                except LeaseStoreError as exc:
-                    log.warning("giving the writer lease up failed (it expires on its own): %s", exc)
+                await self._end_term(won, clean=not index.dirty)
             elif index is not None:
                 await index.close()
+
+    async def _end_term(self, won: Won, *, clean: bool) -> None:
+        """This replica's term as the writer is over: stop renewing, and give the lease up at once
+        (saying whether its last write finished) rather than after its TTL."""
+        self._won = None
+        if self._keeper is not None and self._keeper is not asyncio.current_task():
+            self._keeper.cancel()
+        try:
+            await self.lease.release(won, clean=clean)
+        except LeaseStoreError as exc:
+            log.warning("giving the writer lease up failed (it expires on its own): %s", exc)
 
     # -- IndexBackend: the current writer's, or its front's -----------------------------------
     def _current(self) -> LocalIndex | RemoteIndex:
