@@ -5,6 +5,11 @@ server, for several vector indexes, measured through MilvusStore (what the serve
         [--backend lite|server|both] [--sizes 100000 1000000] [--queries 200] \
         [--indexes IVF_FLAT:nlist=1024,nprobe=32 IVF_SQ8:nlist=1024,nprobe=32 HNSW:M=16,efConstruction=200,ef=64]
 
+`--server-config KEY=VALUE ...` sets the server's milvus.yaml (dotted keys), e.g. segments sealed
+at 1 GiB and no automatic compaction, so that each row is indexed once at 1M:
+    --server-config dataCoord.segment.maxSize=1024 dataCoord.segment.sealProportion=1.0 \
+        dataCoord.compaction.enableAutoCompaction=false
+
 (`--backend lite` needs no network namespace; the server backend starts the PyPI `milvus` 2.3.5
 standalone server, tests/milvus_server.py, which binds every interface and so runs only there.)
 
@@ -131,12 +136,8 @@ class TunedStore(MilvusStore):
                 index.add_index(p.field_name, index_type=p.index_type)
         return index
 
-    def _search(self, collection: str, vectors: np.ndarray, limit: int, fields: list[str]) -> Any:
-        return self._call(
-            "search", collection, data=[np.asarray(v, dtype=np.float32) for v in vectors], limit=limit,
-            output_fields=fields, search_params={"metric_type": "COSINE", "params": self.search_params},
-            consistency_level=self.consistency,
-        )
+    def _search_params(self) -> dict[str, Any]:
+        return self.search_params
 
 
 def make_store(spec: IndexSpec, uri: str, prefix: str) -> MilvusStore:
@@ -214,7 +215,7 @@ def lite_pid(db: Path) -> int | None:
 class Backend:
     """Lite: a file in a temporary directory. Server: a fresh MilvusServer there."""
 
-    def __init__(self, kind: str, root: Path, name: str):
+    def __init__(self, kind: str, root: Path, name: str, server_config: dict[str, str] | None = None):
         self.kind = kind
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
         self.server: Any = None
@@ -223,7 +224,7 @@ class Backend:
             from milvus_server import MilvusServer, _free_port
 
             # A port of its own: the previous combination's server, killed, may still hold 19530.
-            self.server = MilvusServer(self.dir / "milvus", port=_free_port(19530)).start()
+            self.server = MilvusServer(self.dir / "milvus", port=_free_port(19530), config=server_config).start()
             self.uri = self.server.uri
         else:
             self.uri = str(self.dir / "capacity.db")
@@ -336,7 +337,7 @@ def restart(backend: Backend, store: MilvusStore, spec: IndexSpec, prefix: str, 
         fresh = make_store(spec, backend.uri, prefix)
         try:
             fresh.connect()
-            fresh.search(data.queries[:1], K)
+            fresh.search(DEFAULT_NAMESPACE, data.queries[:1], K)
             return fresh, time.perf_counter() - t0
         except StorageError:
             if time.monotonic() > deadline:
@@ -365,7 +366,7 @@ def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     # The same searches with consistency Session: what a server's reads use (MilvusStore); on
     # Lite, for comparison with its Strong reads (Strong on a server would wait for the next
     # time tick, proxy.timeTickInterval, 200 ms).
-    params = store.search_params if isinstance(store, TunedStore) else {"nprobe": store.nprobe}
+    params = store._search_params()
     lat = []
     for q in queries:
         t = time.perf_counter()
@@ -382,7 +383,7 @@ def run_combination(result: Result, number: int, args: argparse.Namespace, root:
     kind, spec = result.backend, result.spec
     tag = f"[{kind} {spec}]"
     prefix = f"cap{number}_{spec.kind.lower()}"
-    backend = Backend(kind, root, prefix)
+    backend = Backend(kind, root, prefix, dict(kv.split("=", 1) for kv in args.server_config))
     store: MilvusStore | None = make_store(spec, backend.uri, prefix)
     try:
         try:
@@ -450,6 +451,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(f"vectors: random {DIM}-d unit vectors, COSINE, inserted in batches of {BATCH:,} through MilvusStore.insert_images; "
           f"{args.queries} queries (not stored), each with {args.copies} planted copies at cosine 0.60-0.95 "
           f"among the first {args.sizes[0]:,} rows; search limit {K}; seed {args.seed}")
+    if args.server_config:
+        print(f"server settings: {' '.join(args.server_config)}")
     print("p50/p95/p99, b16: MilvusStore.search with the server's consistency (Strong on Lite, Session on a server); "
           "sess p50/p95: the same search with consistency Session (comparison); all on the restarted process")
     print(f"R@10: recall@10 against exact brute-force top 10; planted: share of planted copies returned in the top 10 with "
@@ -520,6 +523,8 @@ def main() -> None:
     parser.add_argument("--indexes", nargs="+", default=DEFAULT_INDEXES,
                         help="KIND[:param=value,...]; nprobe/ef/reorder_k/search_list are search parameters, the rest build parameters")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--server-config", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="milvus.yaml settings of the server backend, e.g. dataCoord.segment.sealProportion=1.0")
     parser.add_argument("--copies", type=int, default=5, help="planted near-duplicates per query")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", type=Path, default=None, help="where the temporary Milvus data goes (default: the system's)")

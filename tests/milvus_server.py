@@ -31,6 +31,33 @@ OWN_LINK_PREFIX = "ddv"  # veth ends that tests create
 LINK_HOST, LINK_PEER = "10.211.0.1", "10.211.0.2"
 
 
+def override_yaml(text: str, overrides: dict[str, object]) -> str:
+    """Set dotted keys (`dataCoord.segment.maxSize`) of a milvus.yaml that already has them, by
+    line (the file is plain block YAML, two spaces a level). Each part is looked for only inside
+    its parent's block; a key that is not there, or that has keys under it, is an error."""
+    lines = text.splitlines()
+
+    def indent(line: str) -> int | None:  # None: blank or a comment
+        body = line.lstrip(" ")
+        return None if not body or body.startswith("#") else len(line) - len(body)
+
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        begin, end, at = 0, len(lines), -1
+        for depth, part in enumerate(parts):
+            prefix = " " * (2 * depth) + part + ":"
+            at = next((i for i in range(begin, end) if lines[i].startswith(prefix)), -1)
+            if at < 0:
+                raise KeyError(f"{dotted}: no {part!r} in milvus.yaml there")
+            # Its block: the lines after it, up to the next one indented no deeper than it.
+            begin = at + 1
+            end = next((i for i in range(begin, end) if (n := indent(lines[i])) is not None and n <= 2 * depth), end)
+        if any((n := indent(lines[i])) is not None and n > 2 * (len(parts) - 1) for i in range(begin, end)):
+            raise KeyError(f"{dotted} has keys under it: set those")
+        lines[at] = f"{' ' * (2 * (len(parts) - 1))}{parts[-1]}: {str(value).lower() if isinstance(value, bool) else value}"
+    return "\n".join(lines) + "\n"
+
+
 def isolated() -> bool:
     """True when this process's network namespace has only loopback (and our own veth ends)."""
     names = [name for _, name in socket.if_nameindex()]
@@ -38,7 +65,7 @@ def isolated() -> bool:
 
 
 class MilvusServer:
-    def __init__(self, base_dir: Path, *, port: int = 19530, linked: bool = False):
+    def __init__(self, base_dir: Path, *, port: int = 19530, linked: bool = False, config: dict[str, object] | None = None):
         if not isolated():
             raise RuntimeError(
                 "the Milvus server binds all interfaces; run inside a private network namespace "
@@ -47,8 +74,12 @@ class MilvusServer:
         from milvus import MilvusServerConfig, _initialize_data_files
 
         self.base_dir = Path(base_dir).resolve()
+        overrides = config or {}
         config = MilvusServerConfig(data_dir=str(self.base_dir), proxy_port=port)
         config.resolve()  # writes configs/milvus.yaml, picks the coordinators' ports
+        if overrides:  # e.g. {"dataCoord.segment.sealProportion": 1.0} for a benchmark
+            path = self.base_dir / "configs" / "milvus.yaml"
+            path.write_text(override_yaml(path.read_text(), overrides))
         _initialize_data_files(str(self.base_dir))  # unpacks the binaries into base_dir/bin
         self.port = port
         # Its embedded etcd (client URL on localhost): the store of the writer lease in tests.

@@ -39,7 +39,6 @@ def test_bad_settings_are_refused(tmp_path):
     [
         ({"writer_election": "http://127.0.0.1:2379"}, "needs writer_listen"),
         ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "127.0.0.1:7000", "writer_address": "10.0.0.2:7000"}, "exclude each other"),
-        ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "127.0.0.1:7000", "workers": 2}, "workers = 1"),
         ({"writer_election": "127.0.0.1:2379", "writer_listen": "127.0.0.1:7000"}, "http://host:2379"),
         ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "0.0.0.0:7000"}, "set writer_advertise"),
         ({"writer_advertise": "10.0.0.1:7000"}, "goes with writer_election"),

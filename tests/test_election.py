@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import ServerProcess, channel_for, check, free_port, wait_until
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from imgdedup.transport.lease import EtcdLease
 from test_reliability import _assert_consistent
@@ -68,8 +69,8 @@ class Replicas:
         self.ports = {name: free_port() for name in "ab"}
         self.procs: dict[str, ServerProcess] = {}
 
-    def start(self, name: str) -> ServerProcess:
-        args = ("--writer-election", self.etcd_url, "--writer-listen", f"127.0.0.1:{self.ports[name]}", "--writer-lease-ttl-s", str(self.ttl_s))
+    def start(self, name: str, *extra: str) -> ServerProcess:
+        args = ("--writer-election", self.etcd_url, "--writer-listen", f"127.0.0.1:{self.ports[name]}", "--writer-lease-ttl-s", str(self.ttl_s), *extra)
         self.procs[name] = ServerProcess(self.tmp_path / name, *args, env=self.env, new_session=True).start()
         return self.procs[name]
 
@@ -180,6 +181,48 @@ def test_a_paused_writer_does_not_write_after_its_lease_ran_out(replicas):
         assert wait_until(lambda: _status(ca) == health_pb2.HealthCheckResponse.SERVING, timeout=60)
         assert check(sa, _copy("rocket", 1.0, 90), image_id="sent-later", add=True).stored
         assert _all_clusters(sa) == _all_clusters(sb)
+
+
+def test_a_replica_with_worker_processes_is_one_voter_that_writes_or_follows(replicas):
+    # A runs `--workers 2`: its parent takes part in the election for the whole replica; its
+    # fronts write through the parent, which is the writer, or a front of the elected one.
+    a = replicas.start("a", "--workers", "2")
+    b = replicas.start("b")
+    assert replicas.said("a", "ready (2 workers)")
+    assert replicas.said("a", f"index writer serving at {replicas.writer_address('a')}")
+    assert replicas.said("b", f"following the index writer at {replicas.writer_address('a')}")
+    with channel_for(a.target) as ca, channel_for(b.target) as cb:
+        sa, sb = pb_grpc.DedupServiceStub(ca), pb_grpc.DedupServiceStub(cb)
+        assert check(sa, _copy("coffee", 1.0, 90), image_id="coffee", add=True).stored
+        found = check(sb, _copy("coffee", 0.7, 70), image_id="coffee2", add=True)
+        assert found.is_duplicate and found.matches[0].image_id == "coffee"
+    assert a.stop() == 0  # fronts first, then the parent's writer: it hands the lease over
+    assert wait_until(lambda: replicas.said("b", f"index writer serving at {replicas.writer_address('b')}"), timeout=30)
+    assert not replicas.said("b", "did not stop cleanly")
+    a = replicas.start("a", "--workers", "2")
+    assert replicas.said("a", f"following the index writer at {replicas.writer_address('b')}")
+    with channel_for(a.target) as ca, channel_for(b.target) as cb:
+        sa, sb = pb_grpc.DedupServiceStub(ca), pb_grpc.DedupServiceStub(cb)
+        found = check(sa, _copy("coffee", 0.8, 80), image_id="coffee3", add=True)  # front -> parent -> B
+        assert found.stored and {m.image_id for m in found.matches} >= {"coffee", "coffee2"}
+        # A stream through A's fronts: its items keep their order through both hops.
+        photos = [("rocket", 1.0, 90), ("rocket", 0.7, 75), ("chelsea", 1.0, 90), ("chelsea", 0.8, 70)]
+        reqs = [pb.BulkCheckRequest(image_id=f"s{i}", image=_copy(*p), add_to_index=True) for i, p in enumerate(photos)]
+        out = list(sa.BulkCheck(iter(reqs), timeout=120))
+        assert [o.index for o in out] == [0, 1, 2, 3] and all(o.WhichOneof("outcome") == "result" for o in out), out
+        assert [o.result.is_duplicate for o in out] == [False, True, False, True]
+        _assert_consistent(sb, {"coffee", "coffee2", "coffee3", "s0", "s1", "s2", "s3"})
+        assert _all_clusters(sa) == _all_clusters(sb)
+    # B dies: A's parent takes the lease over, its fronts still serving.
+    os.killpg(b.proc.pid, signal.SIGKILL)
+    b.proc.wait(30)
+    assert wait_until(lambda: replicas.said("a", f"index writer serving at {replicas.writer_address('a')}"), timeout=TTL_S + 60)
+    with channel_for(a.target) as ca:
+        sa = pb_grpc.DedupServiceStub(ca)
+        assert wait_until(lambda: _status(ca) == health_pb2.HealthCheckResponse.SERVING, timeout=60)
+        again = check(sa, _copy("rocket", 0.6, 70), image_id="rocket-after", add=True)
+        assert again.stored and {m.image_id for m in again.matches} >= {"s0", "s1"}
+        _assert_consistent(sa, {"coffee", "coffee2", "coffee3", "s0", "s1", "s2", "s3", "rocket-after"})
 
 
 def _try(stub, image: bytes, image_id: str):

@@ -146,8 +146,6 @@ class Settings(BaseSettings):
             raise ValueError("writer_election needs writer_listen (where this replica serves its writer when it holds the lease)")
         if self.writer_address:
             raise ValueError("writer_election and writer_address exclude each other: the lease says who the writer is")
-        if self.workers != 1:
-            raise ValueError("writer_election runs with workers = 1 (one process per replica; run more replicas instead)")
         if not self.writer_election.startswith(("http://", "https://")):
             raise ValueError("writer_election is etcd's URL, http://host:2379")
         advertised = self.writer_advertise or self.writer_listen

@@ -501,8 +501,11 @@ class MilvusStore:
             limit=limit,
             filter=scope,
             output_fields=fields,
-            search_params={"metric_type": "COSINE", "params": {"nprobe": self.nprobe}},
+            search_params={"metric_type": "COSINE", "params": self._search_params()},
         )
+
+    def _search_params(self) -> dict[str, Any]:
+        return {"nprobe": self.nprobe}
 
     def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
         """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""

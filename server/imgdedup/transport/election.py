@@ -141,7 +141,7 @@ class ElectedIndex:
     async def _drop_delegate(self) -> None:
         old, self._delegate = self._delegate, None
         if isinstance(old, RemoteIndex):
-            await old.close(grace_s=0)
+            await old.close(grace_s=0, why="the index writer changed: retry")
 
     async def _follow(self, address: str, epoch: int) -> None:
         async with self._lock:

@@ -175,16 +175,17 @@ class RemoteIndex:
                 said = time.monotonic()
             await asyncio.sleep(0.2)
 
-    async def close(self, grace_s: float | None = None) -> None:
+    async def close(self, grace_s: float | None = None, why: str = "the server is stopping") -> None:
         """Wait up to grace_s (default grace_period_s) for what was sent to be answered; what is
-        left fails with UNAVAILABLE."""
+        left fails with UNAVAILABLE, saying `why`."""
         deadline = time.monotonic() + (self.settings.grace_period_s if grace_s is None else grace_s)
         while (self._outbox or (self._stream and self._stream.waiting)) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
-        self._fail_outbox(StorageUnavailable("the server is stopping"))
+        self._fail_outbox(StorageUnavailable(why))
         if self._stream is not None:
+            self._stream.give_up(StorageUnavailable(why))  # what still waits fails saying why
             self._stream.receiver.cancel()
             await asyncio.gather(self._stream.receiver, return_exceptions=True)
         await self._channel.close()

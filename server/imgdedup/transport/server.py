@@ -19,6 +19,7 @@ from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from imgdedup import tracing
 from imgdedup.config import Settings
+from imgdedup.core.backends import IndexBackend
 from imgdedup.core.engine import DedupEngine, EngineSlot
 from imgdedup.core.local_index import LocalIndex
 from imgdedup.logs import announce
@@ -124,7 +125,7 @@ class WriterServer:
     socket for `--workers` fronts (no TLS, no tokens: the socket lives in the data dir), or
     writer_listen for other replicas (TLS and tokens as for the public port)."""
 
-    def __init__(self, settings: Settings, index: LocalIndex, address: str, public: bool):
+    def __init__(self, settings: Settings, index: IndexBackend, address: str, public: bool):
         self.address = address
         self.server = grpc.aio.server(interceptors=interceptors(settings) if public else [], options=grpc_options(settings) + KEEPALIVE_OPTIONS)
         writer_pb2_grpc.add_IndexWriterServiceServicer_to_server(IndexWriterServicer(index), self.server)

@@ -10,6 +10,10 @@ on Linux), so the kernel spreads new connections across the fronts. A front that
 started again; SIGTERM/SIGINT stops the fronts (each drains its calls), then the writer.
 
 With writer_address set, the parent runs no writer: the fronts use that one (a replica).
+With writer_election, the parent is this replica's one voice in the election: its index is an
+ElectedIndex (transport/election.py), the LocalIndex while it holds the lease (serving other
+replicas on writer_listen too), else a front of the elected writer that the fronts reach through
+it (one more hop, on the unix socket). The fronts never see etcd.
 Guarantees are those of one process (docs/scale-out.md): every write goes through the one
 writer, in each front's order.
 """
@@ -94,7 +98,7 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
     namespace's images-per-second quota (and of its burst, at least 1): the kernel spreads
     connections, not calls, so one busy client may reach one front only (README "Quotas")."""
     cores = os.cpu_count() or 1
-    update: dict = {"workers": 1, "writer_address": writer_address, "writer_listen": None, "port": port}
+    update: dict = {"workers": 1, "writer_address": writer_address, "writer_listen": None, "writer_election": None, "writer_advertise": None, "port": port}
     explicit = settings.model_fields_set
     if "intra_op_threads" not in explicit and settings.intra_op_threads == 0:
         update["intra_op_threads"] = max(1, cores // (count * settings.inference_workers))
@@ -117,6 +121,7 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 async def supervise(settings: Settings) -> None:
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
+    from imgdedup.transport.election import ElectedIndex
     from imgdedup.transport.server import WriterServer, follow_health, interceptors, server_credentials, start_metrics
     from imgdedup.transport.writer_service import SERVICE_NAME
 
@@ -139,19 +144,28 @@ async def supervise(settings: Settings) -> None:
             writer_address = settings.writer_address
         else:
             spec = load_spec(settings.model)
-            index = await LocalIndex.open(settings, spec)
+            if settings.writer_election:
+                index = await _elect(settings, spec, stop, lambda local: WriterServer(settings, local, settings.writer_listen, public=True))
+                if index is None:  # stopped while electing
+                    return
+            else:
+                index = await LocalIndex.open(settings, spec)
             path = _socket_path(settings)
             socket_dir = path.parent if path.parent != settings.data_dir.resolve() else None
             path.unlink(missing_ok=True)
             writer_address = f"unix:{path}"
             writers.append(WriterServer(settings, index, writer_address, public=False))
-            if settings.writer_listen:
+            if settings.writer_listen and not settings.writer_election:  # elected: ElectedIndex serves it
                 writers.append(WriterServer(settings, index, settings.writer_listen, public=True))
             for w in writers:
                 await w.start()
             os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
             start_metrics(settings)
-            targets = [(w.health, ("", SERVICE_NAME)) for w in writers]
+
+            def targets(index=index) -> list:
+                elected = index.writer_server if isinstance(index, ElectedIndex) else None
+                return [(w.health, ("", SERVICE_NAME)) for w in writers + ([elected] if elected is not None else [])]
+
             health_task = loop.create_task(follow_health(lambda: _milvus_problem(index), targets, settings.storage_check_interval_s))
 
         context = multiprocessing.get_context("spawn")
@@ -226,7 +240,7 @@ async def supervise(settings: Settings) -> None:
                 p.kill()
         if health_task is not None:
             health_task.cancel()
-        if index is not None:
+        if isinstance(index, LocalIndex):  # an ElectedIndex drains its writer in close()
             await index.drained(settings.grace_period_s)  # replicas' fronts: what they queued
         for w in writers:
             await w.stop(0.5)
@@ -238,6 +252,23 @@ async def supervise(settings: Settings) -> None:
         log.info("stopped")
     if failed:
         raise SystemExit(failed)
+
+
+async def _elect(settings: Settings, spec, stop: asyncio.Event, make_writer_server):
+    """ElectedIndex.open, given up on (it closes itself) when SIGTERM/SIGINT comes first: the
+    election can wait for as long as etcd or the elected writer does not answer."""
+    from imgdedup.transport.election import ElectedIndex
+
+    opening = asyncio.ensure_future(ElectedIndex.open(settings, spec, make_writer_server))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if opening.done():
+        return opening.result()
+    opening.cancel()
+    await asyncio.gather(opening, return_exceptions=True)
+    log.info("stopped while electing the index writer")
+    return None
 
 
 async def _milvus_problem(index) -> str | None:

@@ -1,7 +1,9 @@
 """IndexWriterService over gRPC: the one writer of a collection, serving the fronts of other
 processes (`dedup serve --workers N`'s children, replicas started with writer_address).
 
-A thin translation over a LocalIndex, as DedupServicer is over the engine. Each Commit stream
+A thin translation over an IndexBackend (a LocalIndex; under `--workers` with writer_election,
+the parent's ElectedIndex, which may itself be a front of another replica's writer), as
+DedupServicer is over the engine. Each Commit stream
 is one front's connection: its items are queued in the order they arrive (flows keep their
 FIFO order and fair turns, core/priority.py), and their results go back as they complete.
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import weakref
 from typing import AsyncIterator
 
 from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
 from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.index import CheckResult, PendingImage
-from imgdedup.core.local_index import LocalIndex
+from imgdedup.core.backends import IndexBackend
 from imgdedup.core.match_modes import MatchMode
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE
@@ -86,9 +89,28 @@ def _internal(method):
     return wrapper
 
 
+class _Flow:
+    """One front's stream, as the index queues know it: an object, not a tuple, so that a
+    RemoteIndex (the parent of `--workers` fronts following another replica's writer) can key it
+    weakly, and it is gone once nothing of the stream is queued."""
+
+    __slots__ = ("__weakref__",)
+
+
 class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
-    def __init__(self, index: LocalIndex):
+    def __init__(self, index: IndexBackend):
         self.index = index
+        # (front, its flow number) -> _Flow, while items of it are queued (their done callbacks
+        # hold it): a reconnected front's next items queue behind what the broken call left.
+        self._flows: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+    def _flow(self, front, number: int) -> _Flow | None:
+        if not number:
+            return None
+        flow = self._flows.get((front, number))
+        if flow is None:
+            flow = self._flows[(front, number)] = _Flow()
+        return flow
 
     async def Commit(self, request_iterator: AsyncIterator[ipb.CommitRequest], context) -> AsyncIterator[ipb.CommitResponse]:
         results: asyncio.Queue[ipb.CommitResult] = asyncio.Queue()
@@ -98,7 +120,7 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
         # reconnect its stream's next items queue behind the ones the broken call left queued.
         front = dict(context.invocation_metadata() or ()).get(FRONT_ID_KEY) or object()
 
-        def finished(seq: int, future: asyncio.Future) -> None:
+        def finished(seq: int, flow: _Flow | None, future: asyncio.Future) -> None:
             try:
                 if future.cancelled():
                     result = ipb.CommitResult(seq=seq, error=to_status(asyncio.CancelledError()))
@@ -116,13 +138,13 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
                 async for request in request_iterator:
                     for it in request.items:
                         outstanding += 1
+                        flow = self._flow(front, it.flow)
                         try:
-                            flow = (front, it.flow) if it.flow else None
                             future = self.index.enqueue(_pending(it), PRIORITY_FROM_PB.get(it.priority, Priority.LOW), flow)
                         except Exception as exc:  # Overloaded: this item only
                             results.put_nowait(ipb.CommitResult(seq=it.seq, error=to_status(exc)))
                             continue
-                        future.add_done_callback(functools.partial(finished, it.seq))
+                        future.add_done_callback(functools.partial(finished, it.seq, flow))
             except Exception as exc:  # the front went away; queued writes still complete
                 log.info("a front's commit stream ended: %s", exc)
             finally:
