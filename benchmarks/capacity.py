@@ -118,25 +118,17 @@ class IndexSpec:
 
 
 class TunedStore(MilvusStore):
-    """MilvusStore with any index's build and search parameters (HNSW's M, efConstruction, ef):
-    the server's own store parametrises only IVF's nlist and nprobe."""
+    """MilvusStore with any index's build and search parameters, as given (the server's own store
+    takes IVF's nlist and nprobe and HNSW's M, efConstruction and ef from its settings)."""
 
     def __init__(self, uri: str, *, build: dict[str, Any], search: dict[str, Any], **kwargs: Any):
         super().__init__(uri, **kwargs)
         self.build_params, self.search_params = build, search
 
-    def _embedding_index(self, *filtered_fields: str) -> Any:
-        from pymilvus import MilvusClient
+    def _build_params(self) -> dict[str, Any]:
+        return self.build_params
 
-        index = MilvusClient.prepare_index_params()
-        for p in super()._embedding_index(*filtered_fields):
-            if p.field_name == "embedding":
-                index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=self.build_params)
-            else:
-                index.add_index(p.field_name, index_type=p.index_type)
-        return index
-
-    def _search_params(self) -> dict[str, Any]:
+    def _search_params(self, collection: str, limit: int) -> dict[str, Any]:
         return self.search_params
 
 
@@ -366,7 +358,7 @@ def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     # The same searches with consistency Session: what a server's reads use (MilvusStore); on
     # Lite, for comparison with its Strong reads (Strong on a server would wait for the next
     # time tick, proxy.timeTickInterval, 200 ms).
-    params = store._search_params()
+    params = store._search_params(store.images, K)
     lat = []
     for q in queries:
         t = time.perf_counter()

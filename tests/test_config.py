@@ -42,9 +42,11 @@ def test_bad_settings_are_refused(tmp_path):
         ({"writer_election": "127.0.0.1:2379", "writer_listen": "127.0.0.1:7000"}, "http://host:2379"),
         ({"writer_election": "http://127.0.0.1:2379", "writer_listen": "0.0.0.0:7000"}, "set writer_advertise"),
         ({"writer_advertise": "10.0.0.1:7000"}, "goes with writer_election"),
+        ({"index_type": "HNSW"}, "needs a Milvus server"),
+        ({"index_type": "IVF_SQ8", "milvus_uri": "/data/milvus.db"}, "needs a Milvus server"),
     ],
 )
-def test_writer_election_settings_that_cannot_work_are_refused(settings, says):
+def test_settings_that_cannot_work_are_refused(settings, says):
     with pytest.raises(ValueError, match=says):
         Settings.load(None, **settings)
 
@@ -54,3 +56,8 @@ def test_writer_election_settings_that_can_work_are_taken():
     assert s.writer_advertise == "replica-a:7000"
     s = Settings.load(None, writer_election="http://etcd:2379", writer_listen="10.0.0.1:7000")
     assert s.writer_advertise is None and s.writer_lease_ttl_s == 10.0  # advertises writer_listen
+
+
+def test_hnsw_is_taken_with_a_milvus_server():
+    s = Settings.load(None, index_type="HNSW", milvus_uri="http://milvus:19530")
+    assert (s.hnsw_m, s.hnsw_ef_construction, s.search_ef) == (16, 200, 128)

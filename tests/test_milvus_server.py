@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from conftest import ServerProcess, channel_for, check, wait_until
+from conftest import ServerProcess, channel_for, check, encode, rgb, wait_until
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 from test_reliability import _assert_consistent, _stream_requests
@@ -114,3 +115,29 @@ def test_link_to_milvus_cut_and_restored_mid_stream(tmp_path):
     finally:
         milvus.stop()
 
+
+
+def test_hnsw_collections_are_built_and_searched_as_hnsw_whatever_the_settings_say_later(tmp_path, milvus_backend):
+    # HNSW, what the README's capacity section recommends past ~100k images: Milvus refuses it
+    # without its build parameters, and searches it with `ef`, not IVF's `nprobe`.
+    photo = rgb("astronaut")
+    copy = encode(cv2.resize(photo, (300, 300), interpolation=cv2.INTER_AREA), quality=70)
+    srv = ServerProcess(tmp_path, env={"DEDUP_INDEX_TYPE": "HNSW", "DEDUP_HNSW_M": "8", "DEDUP_SEARCH_EF": "32"}).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            assert check(stub, encode(photo, quality=90), image_id="astronaut", add=True).stored
+            found = check(stub, copy)
+            assert found.is_duplicate and found.matches[0].image_id == "astronaut"
+    finally:
+        assert srv.stop() == 0
+    # Started again with the default (IVF_FLAT) settings: index_type applies to new collections;
+    # this one is searched as the HNSW index it has.
+    srv = ServerProcess(tmp_path).start()
+    try:
+        assert any("has a HNSW vector index" in line for line in srv.output), "".join(srv.output)
+        with channel_for(srv.target) as channel:
+            found = check(pb_grpc.DedupServiceStub(channel), copy)
+            assert found.is_duplicate and found.matches[0].image_id == "astronaut"
+    finally:
+        assert srv.stop() == 0

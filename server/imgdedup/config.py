@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from imgdedup.storage.milvus import is_lite_uri
+
 
 class NamespaceQuota(BaseModel):
     """The limits of one namespace (core/quotas.py); a limit left out is no limit."""
@@ -36,9 +38,12 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or API key)")
     collection_prefix: str = Field("dedup", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$", description="collections are <prefix>_images, <prefix>_views, <prefix>_clusters")
     milvus_timeout_s: float = Field(10.0, gt=0, description="deadline of one Milvus call")
-    index_type: str = Field("IVF_FLAT", description="Milvus index for embeddings: IVF_FLAT, FLAT, HNSW (server only), AUTOINDEX")
+    index_type: Literal["IVF_FLAT", "FLAT", "AUTOINDEX", "IVF_SQ8", "HNSW"] = Field("IVF_FLAT", description="vector index of a new collection: IVF_FLAT, FLAT, AUTOINDEX; on a Milvus server also IVF_SQ8 and HNSW (past ~100k images: README, Capacity)")
     index_nlist: int = Field(128, ge=1, description="IVF lists of a new collection's vector index")
     search_nprobe: int = Field(32, ge=1, description="IVF lists a search visits (recall against speed)")
+    hnsw_m: int = Field(16, ge=2, le=2048, description="HNSW: links per node of a new collection's index")
+    hnsw_ef_construction: int = Field(200, ge=1, description="HNSW: candidates kept while building a new collection's index (build time against recall)")
+    search_ef: int = Field(128, ge=1, description="HNSW: candidates a search keeps (at least the results asked for; recall against speed)")
 
     # Scale-out (docs/scale-out.md)
     workers: int = Field(1, ge=0, le=256, description="front processes sharing the port (SO_REUSEPORT), each decoding and embedding; the parent is the collection's one index writer (so Milvus Lite works too). 0: one per core")
@@ -135,6 +140,12 @@ class Settings(BaseSettings):
         """The calibrated duplicate (and cluster) threshold: `threshold`, else the model spec's;
         the base a namespace's operating point rises from (core/operating_point.py)."""
         return self.threshold or spec.search.default_threshold
+
+    @model_validator(mode="after")
+    def _index_needs(self) -> "Settings":
+        if self.index_type in ("IVF_SQ8", "HNSW") and is_lite_uri(self.milvus_uri or ""):
+            raise ValueError(f"index_type {self.index_type} needs a Milvus server (milvus_uri); Milvus Lite takes IVF_FLAT, FLAT and AUTOINDEX")
+        return self
 
     @model_validator(mode="after")
     def _election_needs(self) -> "Settings":

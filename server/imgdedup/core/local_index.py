@@ -58,6 +58,9 @@ def open_store(settings: Settings, spec: ModelSpec) -> MilvusStore:
         index_type=s.index_type,
         nlist=s.index_nlist,
         nprobe=s.search_nprobe,
+        hnsw_m=s.hnsw_m,
+        ef_construction=s.hnsw_ef_construction,
+        ef=s.search_ef,
     )
 
 

@@ -161,6 +161,11 @@ def _chunks(values: list[str], size: int = IN_CHUNK) -> Iterable[list[str]]:
         yield values[start: start + size]
 
 
+def is_lite_uri(uri: str) -> bool:
+    """A Milvus Lite file, not a Milvus server's address."""
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
 class MilvusStore:
     def __init__(
         self,
@@ -174,6 +179,9 @@ class MilvusStore:
         index_type: str = "IVF_FLAT",
         nlist: int = 128,
         nprobe: int = 32,
+        hnsw_m: int = 16,
+        ef_construction: int = 200,
+        ef: int = 128,
     ):
         self.uri = uri
         self.dim = dim
@@ -188,7 +196,11 @@ class MilvusStore:
         self.index_type = index_type
         self.nlist = nlist
         self.nprobe = nprobe
-        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+        self.hnsw_m, self.ef_construction, self.ef = hnsw_m, ef_construction, ef
+        # The vector index each collection really has (it was made by whichever settings created
+        # it), so that searches pass that index's parameters: read at connect.
+        self._index_kinds: dict[str, str] = {}
+        self.is_lite = is_lite_uri(uri)
         self._token = token
         self._client: Any = None
         # Reads must see every write made before them. All writes go through this process (the
@@ -232,8 +244,17 @@ class MilvusStore:
                     f"this server needs {'.'.join(map(str, MIN_SERVER_VERSION))} or later"
                 )
         self._ensure_collections()
+        self._read_index_kinds()
         self.migrate_v1()
         self._holding = set(self.namespace_names())
+
+    def _read_index_kinds(self) -> None:
+        for name in (self.images, self.views):
+            info = self._call("describe_index", name, "embedding") or {}
+            kind = str(info.get("index_type") or self.index_type).upper()
+            if kind != self.index_type.upper() and name == self.images:
+                log.warning("collection %s has a %s vector index (index_type %s applies to new collections only); searching it as %s", name, kind, self.index_type, kind)
+            self._index_kinds[name] = kind
 
     def close(self) -> None:
         if self._client is not None:
@@ -410,8 +431,7 @@ class MilvusStore:
         from pymilvus import MilvusClient
 
         index = MilvusClient.prepare_index_params()
-        params = {"nlist": self.nlist} if self.index_type.startswith("IVF") else {}
-        index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=params)
+        index.add_index("embedding", index_type=self.index_type, metric_type="COSINE", params=self._build_params())
         # INVERTED came with Milvus 2.4 (Lite has it); 2.3 indexes VARCHAR fields only with a Trie.
         kind = "INVERTED" if self.is_lite or self.server_version >= (2, 4) else "Trie"
         index.add_index("namespace", index_type=kind)
@@ -501,11 +521,25 @@ class MilvusStore:
             limit=limit,
             filter=scope,
             output_fields=fields,
-            search_params={"metric_type": "COSINE", "params": self._search_params()},
+            search_params={"metric_type": "COSINE", "params": self._search_params(collection, limit)},
         )
 
-    def _search_params(self) -> dict[str, Any]:
-        return {"nprobe": self.nprobe}
+    def _build_params(self) -> dict[str, Any]:
+        """The vector index's build parameters, by kind (Milvus refuses an HNSW without them)."""
+        kind = self.index_type.upper()
+        if kind.startswith("IVF"):
+            return {"nlist": self.nlist}
+        if kind == "HNSW":
+            return {"M": self.hnsw_m, "efConstruction": self.ef_construction}
+        return {}
+
+    def _search_params(self, collection: str, limit: int) -> dict[str, Any]:
+        kind = self._index_kinds.get(collection, self.index_type.upper())
+        if kind.startswith("IVF"):
+            return {"nprobe": self.nprobe}
+        if kind == "HNSW":
+            return {"ef": max(self.ef, limit)}  # HNSW keeps at least as many candidates as results
+        return {}
 
     def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
         """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""
