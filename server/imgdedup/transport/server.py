@@ -149,6 +149,13 @@ class WriterServer:
         await self.server.stop(grace_s)
 
 
+def writer_health(writers: list[WriterServer], index: IndexBackend) -> list:
+    """(health servicer, service names) of the writer servers serving now: the configured ones,
+    and an elected writer's own while this process holds the lease (it comes and goes)."""
+    elected = index.writer_server if isinstance(index, ElectedIndex) else None
+    return [(w.health, ("", WRITER_SERVICE_NAME)) for w in writers + ([elected] if elected is not None else [])]
+
+
 def make_embedder(settings: Settings):
     def make(model_spec):
         if settings.embedder == "triton":
@@ -226,9 +233,7 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
         if on_event:
             on_event("ready")
         def followers() -> list:
-            elected = engine.index.writer_server if isinstance(engine.index, ElectedIndex) else None
-            servers = writers + ([elected] if elected is not None else [])
-            return [(health_servicer, ("", SERVICE_NAME))] + [(w.health, ("", WRITER_SERVICE_NAME)) for w in servers]
+            return [(health_servicer, ("", SERVICE_NAME))] + writer_health(writers, engine.index)
 
         names = {
             "index": f"the index writer at {settings.writer_address}" if settings.writer_address

@@ -121,9 +121,7 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 async def supervise(settings: Settings) -> None:
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
-    from imgdedup.transport.election import ElectedIndex
-    from imgdedup.transport.server import WriterServer, follow_health, interceptors, server_credentials, start_metrics
-    from imgdedup.transport.writer_service import SERVICE_NAME
+    from imgdedup.transport.server import WriterServer, follow_health, interceptors, server_credentials, start_metrics, writer_health
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
     interceptors(settings)
@@ -161,12 +159,7 @@ async def supervise(settings: Settings) -> None:
                 await w.start()
             os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
             start_metrics(settings)
-
-            def targets(index=index) -> list:
-                elected = index.writer_server if isinstance(index, ElectedIndex) else None
-                return [(w.health, ("", SERVICE_NAME)) for w in writers + ([elected] if elected is not None else [])]
-
-            health_task = loop.create_task(follow_health(lambda: _milvus_problem(index), targets, settings.storage_check_interval_s))
+            health_task = loop.create_task(follow_health(lambda: _milvus_problem(index), lambda: writer_health(writers, index), settings.storage_check_interval_s))
 
         context = multiprocessing.get_context("spawn")
         events = context.Queue()
