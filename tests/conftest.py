@@ -135,6 +135,7 @@ class ServerProcess:
         self.listening_lines: list[str] = []
         self._ready = threading.Event()
         self._listening = threading.Event()
+        self.became_ready = False
 
     def start(self, wait_ready: bool = True) -> "ServerProcess":
         cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir), *self.extra]
@@ -142,10 +143,12 @@ class ServerProcess:
         _running.add(self)
         _started.append(self)
         threading.Thread(target=self._pump, daemon=True).start()
-        if not self._listening.wait(START_TIMEOUT_S):
+        # Both events are also set when the process exits (_pump): a server that fails at start
+        # fails the test at once, not after START_TIMEOUT_S.
+        if not self._listening.wait(START_TIMEOUT_S) or self.port is None:
             self.stop()
             raise RuntimeError("server did not start listening:\n" + "".join(self.output))
-        if wait_ready and not self._ready.wait(START_TIMEOUT_S):
+        if wait_ready and (not self._ready.wait(START_TIMEOUT_S) or not self.became_ready):
             self.stop()
             raise RuntimeError("server did not become ready:\n" + "".join(self.output))
         return self
@@ -159,7 +162,10 @@ class ServerProcess:
                 self.port = int(m.group(1))
                 self._listening.set()
             if "dedup server ready" in line:
+                self.became_ready = True
                 self._ready.set()
+        self._listening.set()  # exited: nobody need wait any more
+        self._ready.set()
 
     @property
     def target(self) -> str:

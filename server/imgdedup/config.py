@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float | None = Field(None, ge=0, description="longest a request waits for company; default: 2 on the CPU, 4 on a GPU")
     max_queue_size: int = Field(1024, ge=1, description="images waiting for the model, or for the index writer, per priority, before RESOURCE_EXHAUSTED")
     max_commit_batch: int = Field(64, ge=1, description="images the index writer searches and stores in one batch")
+    bulk_write_delay_ms: float = Field(10.0, ge=0, le=60_000, description="longest a write of bulk (stream) images waits for more of the stream that are on their way, up to max_commit_batch: larger writes cost less per image; an interactive image ends the wait; 0: no wait")
     link_support: float = Field(0.6, ge=0.0, le=1.0, description="an image that matches several clusters merges only those in which it is near (similarity >= 0.30) this share of the members, up to 8 of them (core/linking.py, docs/matching.md); 0: merge every cluster it matches (single linkage)")
     content_views: bool = Field(True, description="also embed the main content of images on a plain background (screenshots, padded photos) and match on it")
     digest_cache: bool = Field(True, description="keep hashes of stored images' bytes and ids in memory, so only likely exact duplicates and re-sent ids query Milvus; turn off when several servers write one collection")

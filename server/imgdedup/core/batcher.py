@@ -181,15 +181,16 @@ class EmbedBatcher:
         self._lanes.release(level)
 
     async def _infer(self, level: Priority, group: list[_Pending], alone: bool) -> None:
-        stacked = np.stack([p.tensor for p in group])
         started = time.perf_counter()
         queued = metrics.EMBED_QUEUE_SECONDS.labels(level.label)
         for p in group:
             queued.observe(started - p.enqueued)
         metrics.EMBED_BATCH_SIZE.observe(len(group))
         try:
-            run = functools.partial(self.embedder.embed, stacked, alone=alone)
-            vectors = await asyncio.wrap_future(self._threads.submit(run, priority=level))
+            # Stacked on the model's thread: a batch is megabytes, and the event loop is the
+            # one thread every image passes through.
+            tensors = [p.tensor for p in group]
+            vectors = await asyncio.wrap_future(self._threads.submit(self._embed, tensors, alone, priority=level))
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # a model failure fails this batch, not the server
             if isinstance(exc, InferenceError) and exc.kind != "failed":
@@ -204,6 +205,9 @@ class EmbedBatcher:
         for p, vec in zip(group, vectors):
             if not p.future.done():
                 p.future.set_result(vec)
+
+    def _embed(self, tensors: list[np.ndarray], alone: bool) -> np.ndarray:
+        return self.embedder.embed(np.stack(tensors), alone=alone)
 
 
 def _as_dedup_error(exc: Exception) -> Exception:

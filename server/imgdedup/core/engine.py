@@ -111,11 +111,13 @@ class StreamOrder:
     def __init__(self, priority: Priority = Priority.LOW) -> None:
         self.priority = priority
         self._last: asyncio.Event | None = None
+        self.unsubmitted = 0  # items with a ticket that have not reached the write queue yet
 
     def ticket(self) -> Ticket:
         """This item's place in the write order; taken in request order."""
         previous, mine = self._last, asyncio.Event()
         self._last = mine
+        self.unsubmitted += 1
         return Ticket(self, previous, mine)
 
     @staticmethod
@@ -133,6 +135,13 @@ class Ticket:
     stream: StreamOrder
     previous: asyncio.Event | None  # set once the previous item is in the write queue
     submitted: asyncio.Event  # set once this item is (or, failing, once the previous one is)
+    counted: bool = True  # still in stream.unsubmitted
+
+    def leave(self) -> None:
+        """This item has reached the write queue, or never will."""
+        if self.counted:
+            self.counted = False
+            self.stream.unsubmitted -= 1
 
 
 def _close_when_loaded(load: asyncio.Future) -> None:
@@ -236,6 +245,8 @@ class DedupEngine:
         try:
             return await self._check(req, ticket)
         finally:
+            if ticket is not None:
+                ticket.leave()
             if ticket is not None and not ticket.submitted.is_set():
                 # Failed before reaching the write queue: later items may go once every earlier
                 # item has gone (not at once: they could then overtake those earlier items).
@@ -292,7 +303,7 @@ class DedupEngine:
         with tracer.start_as_current_span("index") as span:
             if ticket is not None and ticket.previous is not None:
                 await ticket.previous.wait()
-            result = await self._submit(pending, priority, flow, ticket.submitted if ticket is not None else None)
+            result = await self._submit(pending, priority, flow, ticket)
             span.set_attribute("dedup.stored", result.stored)
             span.set_attribute("dedup.matches", len(result.matches))
         t3 = time.perf_counter()
@@ -339,12 +350,15 @@ class DedupEngine:
             tensors.append(preprocess(view, resize))
         return tensors
 
-    async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, submitted: asyncio.Event | None = None) -> CheckResult:
+    async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, ticket: Ticket | None = None) -> CheckResult:
         """Queue a write. Interactive writes go first; a stream's are FIFO (one flow), so the
         next item of the stream may queue as soon as this one has."""
+        if ticket is not None:
+            ticket.leave()
+            item.more_coming = ticket.stream.unsubmitted > 0  # a bulk write may wait for them
         future = self.index.enqueue(item, priority, flow)
-        if submitted is not None:
-            submitted.set()
+        if ticket is not None:
+            ticket.submitted.set()
         return await future
 
     # -- delete ----------------------------------------------------------------------------

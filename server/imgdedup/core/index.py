@@ -53,6 +53,9 @@ class PendingImage:
     views: list[np.ndarray] = field(default_factory=list)  # extra views (core/views.py)
     namespace: str = DEFAULT_NAMESPACE
     mode: MatchMode = MatchMode.DUPLICATES  # with threshold, decides the threshold (core/match_modes.py)
+    # More images of its stream are on their way to the index behind it (a write of bulk
+    # images may wait a little for them: LocalIndex, bulk_write_delay_ms).
+    more_coming: bool = False
 
     @property
     def all_vectors(self) -> list[np.ndarray]:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 class _Commit:
     item: PendingImage
     future: asyncio.Future
+    priority: Priority
 
 
 def open_store(settings: Settings, spec: ModelSpec) -> MilvusStore:
@@ -231,7 +232,7 @@ class LocalIndex:
         """Queue a write. Interactive writes go first; a flow's (a stream's) are FIFO."""
         future = asyncio.get_running_loop().create_future()
         try:
-            self._commits.put_nowait(_Commit(item, future), priority, flow)
+            self._commits.put_nowait(_Commit(item, future, priority), priority, flow)
         except asyncio.QueueFull:
             metrics.SHED.labels("index").inc()
             raise Overloaded("index write queue is full") from None
@@ -254,6 +255,7 @@ class LocalIndex:
                     break
             while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
                 batch.append(self._commits.get_nowait())
+            await self._fill_bulk_write(batch)
             for commits in self._retry_plan(batch):
                 started = time.perf_counter()
                 try:
@@ -290,6 +292,32 @@ class LocalIndex:
                         c.future.set_result(r)
                 if len(commits) == len(batch):
                     break
+
+    async def _fill_bulk_write(self, batch: list[_Commit]) -> None:
+        """Let a write of bulk images only wait up to bulk_write_delay_ms for more, while the
+        last image says more of its stream are on their way: a write's Milvus calls cost less per
+        image the more images share them (the model hands a stream's images over a few at a
+        time). An interactive image joins at once and ends the wait; a stream that sends one
+        image at a time never waits. (An image behind that fails before it reaches the index,
+        e.g. one that does not decode, leaves the write waiting out the delay.)"""
+        delay = self.settings.bulk_write_delay_ms / 1000
+        limit = self.settings.max_commit_batch
+        if not delay or not batch[-1].item.more_coming or any(c.priority is not Priority.LOW for c in batch):
+            return
+        deadline = asyncio.get_running_loop().time() + delay
+        while len(batch) < limit:
+            if self._commits.empty():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(self._commits.wait(), remaining)
+                except TimeoutError:
+                    return
+            commit = self._commits.get_nowait()  # the highest level first
+            batch.append(commit)
+            if commit.priority is not Priority.LOW or not commit.item.more_coming:
+                return
 
     @staticmethod
     def _retry_plan(batch: list[_Commit]):

@@ -73,7 +73,10 @@ class PriorityThreadPool:
 
     def __init__(self, workers: int, name: str, *, low_nice: int = 0) -> None:
         self._queue: FairQueue[tuple[Future, Callable, tuple]] = FairQueue()
-        self._ready = threading.Condition()
+        # One lock, a condition per level: a call wakes one thread that can take it, not
+        # every thread of the pool (each needless wake-up is two context switches).
+        self._lock = threading.Lock()
+        self._ready = {level: threading.Condition(self._lock) for level in Priority}
         self._closing = False
         self._threads = [
             threading.Thread(target=self._serve, args=(level, nice), name=f"{prefix}_{n}", daemon=True)
@@ -85,19 +88,19 @@ class PriorityThreadPool:
 
     def submit(self, fn: Callable, *args, priority: Priority, flow: Hashable = None) -> Future:
         future: Future = Future()
-        with self._ready:
+        with self._lock:
             if self._closing:
                 raise RuntimeError("submit after shutdown")
             self._queue.push((future, fn, args), priority, flow)
-            self._ready.notify_all()  # a thread of that level takes it; the others wait again
+            self._ready[priority].notify()
         return future
 
     def _serve(self, level: Priority, nice: int) -> None:
         name_os_thread()
         lower_os_thread_priority(nice)
         while True:
-            with self._ready:
-                self._ready.wait_for(lambda: self._queue.count(level) or self._closing)
+            with self._lock:
+                self._ready[level].wait_for(lambda: self._queue.count(level) or self._closing)
                 if not self._queue.count(level):
                     return  # closing and drained
                 future, fn, args = self._queue.pop(level)
@@ -111,9 +114,10 @@ class PriorityThreadPool:
             del future, fn, args  # keep no reference to the last call while idle
 
     def shutdown(self, wait: bool = True) -> None:
-        with self._ready:
+        with self._lock:
             self._closing = True
-            self._ready.notify_all()
+            for ready in self._ready.values():
+                ready.notify_all()
         if wait:
             for thread in self._threads:
                 thread.join()

@@ -262,6 +262,7 @@ class RemoteIndex:
             priority=PRIORITY_TO_PB[priority],
             flow=flow_id,
             namespace=item.namespace,
+            more_coming=item.more_coming,
         )
         future = asyncio.get_running_loop().create_future()
         self._queued[priority] += 1

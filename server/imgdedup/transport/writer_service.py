@@ -52,6 +52,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         views=[vector_of(v) for v in it.views],
         namespace=it.namespace or DEFAULT_NAMESPACE,
         mode=MatchMode(it.match_mode or MatchMode.DUPLICATES),
+        more_coming=it.more_coming,
     )
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitItem(_message.Message):
-    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode")
+    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode", "more_coming")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class CommitItem(_message.Message):
     FLOW_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
+    MORE_COMING_FIELD_NUMBER: _ClassVar[int]
     seq: int
     image_id: str
     vector: bytes
@@ -36,7 +37,8 @@ class CommitItem(_message.Message):
     flow: int
     namespace: str
     match_mode: _dedup_pb2.MatchMode
-    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ...) -> None: ...
+    more_coming: bool
+    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ..., more_coming: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("items",)
