@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from imgdedup.storage.milvus import is_lite_uri
@@ -108,6 +108,7 @@ class Settings(BaseSettings):
 
     # Tenants (docs/namespaces.md)
     quotas: dict[str, NamespaceQuota] = Field(default_factory=dict, description="limits per namespace, by name, '*' for every namespace not named (TOML: [quotas.NAME] tables; env and flag: JSON)")
+    cluster_modes: dict[str, Literal["duplicates", "copies", "near_duplicates"]] = Field(default_factory=dict, description="what links images into a namespace's clusters, by name, '*' for every namespace not named: duplicates (the threshold, the default), copies (at least the model's copy_similarity: other shots of a scene stay apart) or near_duplicates (the operating point of near_duplicate_threshold: other shots of a scene join); docs/matching.md (TOML: a [cluster_modes] table; env and flag: JSON)")
 
     # Security
     tls_cert_file: Path | None = Field(None, description="server certificate chain (PEM); with tls_key_file turns TLS on")
@@ -127,15 +128,15 @@ class Settings(BaseSettings):
     storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")
     max_concurrent_streams: int = Field(100, ge=1, description="concurrent RPCs per client connection (HTTP/2)")
 
-    @field_validator("quotas")
+    @field_validator("quotas", "cluster_modes")
     @classmethod
-    def _quota_names(cls, quotas: dict[str, NamespaceQuota]) -> dict[str, NamespaceQuota]:
+    def _namespace_names(cls, by_name: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from imgdedup.core.namespaces import valid_name  # (core imports this module)
 
-        bad = [name for name in quotas if name != "*" and not valid_name(name)]
+        bad = [name for name in by_name if name != "*" and not valid_name(name)]
         if bad:
-            raise ValueError(f"quotas for invalid namespace names: {bad} (1-64 characters of a-z, 0-9, '_', '-'; or '*')")
-        return quotas
+            raise ValueError(f"{info.field_name} for invalid namespace names: {bad} (1-64 characters of a-z, 0-9, '_', '-'; or '*')")
+        return by_name
 
     def default_threshold(self, spec: Any) -> float:
         """The calibrated duplicate (and cluster) threshold: `threshold`, else the model spec's;

@@ -25,7 +25,7 @@ from imgdedup.core.counts import StoredCounts
 from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import DedupError
 from imgdedup.core.linking import LinkRule
-from imgdedup.core.match_modes import MatchMode, MatchModes
+from imgdedup.core.match_modes import ClusterModes, MatchMode, MatchModes
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
@@ -170,11 +170,12 @@ def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 class IndexWriter:
     def __init__(self, store: MilvusStore, *, modes: MatchModes, rule: LinkRule, stored: StoredImages | None = None,
-                 quotas: Mapping[str, NamespaceQuota] | None = None):
+                 quotas: Mapping[str, NamespaceQuota] | None = None, cluster_modes: ClusterModes | None = None):
         self.store = store
         self.modes = modes
         self.point = modes.point
         self.rule = rule  # at the base threshold; each namespace's runs at its own (_rule)
+        self.cluster_modes = cluster_modes or ClusterModes({})
         # Stored images per namespace, counted here as images are written: the operating point
         # and the namespaces' stored-images quotas (core/quotas.py) read them.
         self.counts = StoredCounts(store.count_images)
@@ -199,8 +200,8 @@ class IndexWriter:
         return self.point.threshold(self._stored(namespace))
 
     def _rule(self, namespace: str) -> LinkRule:
-        """The link rule at the namespace's threshold."""
-        t = self.threshold(namespace)
+        """The link rule at the namespace's clustering threshold (its cluster mode's)."""
+        t = self.modes.threshold(self.cluster_modes(namespace), None, self._stored(namespace))
         return self.rule if t == self.rule.threshold else replace(self.rule, threshold=t)
 
     def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> list[list[Hit]]:

@@ -30,7 +30,7 @@ from imgdedup.core.digests import StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
 from imgdedup.core.linking import LinkRule
-from imgdedup.core.match_modes import MatchModes
+from imgdedup.core.match_modes import ClusterModes, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
@@ -94,6 +94,9 @@ class LocalIndex:
     async def open(cls, settings: Settings, spec: ModelSpec, *, rebuild: bool = False, may_write: Callable[[], bool] | None = None) -> "LocalIndex":
         """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write
         (`rebuild`: as if one had been: the last writer may have stopped in the middle of one)."""
+        point = OperatingPoint.of(settings, spec)
+        modes = MatchModes.of(point, spec)
+        cluster_modes = ClusterModes.of(settings.cluster_modes, modes)  # refused before connecting
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings, spec)
         write_pool, read_pool = thread_pool(1, "index-writer"), thread_pool(2, "index-reader")
@@ -108,8 +111,8 @@ class LocalIndex:
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
-        point = OperatingPoint.of(settings, spec)
-        writer = IndexWriter(store, modes=MatchModes.of(point, spec), rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas)
+        writer = IndexWriter(store, modes=modes, rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas,
+                             cluster_modes=cluster_modes)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists() or rebuild:
             log.warning("the last writer stopped in the middle of an index write%s; rebuilding clusters from the images", "" if marker.exists() else " (or may have)")

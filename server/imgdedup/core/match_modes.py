@@ -14,14 +14,15 @@ A call chooses its mode: DUPLICATES (the default: matches at the threshold, as e
 (the threshold is at least `copy_similarity`) or NEAR_DUPLICATES (without a threshold of its
 own, the operating point from `near_duplicate_threshold` instead of the default threshold:
 it still rises as the namespace grows, by the same false-match budget). The mode decides what
-the call reports; clusters follow the server's threshold whatever the callers' modes.
+the call reports; clusters follow their namespace's cluster mode (ClusterModes, the setting
+`cluster_modes`: DUPLICATES unless configured) whatever the callers' modes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from imgdedup.core.errors import FailedPrecondition
 from imgdedup.core.operating_point import OperatingPoint
@@ -86,3 +87,22 @@ class MatchModes:
         if self.copy_similarity is None:
             return None
         return MatchKind.COPY if similarity >= self.copy_similarity else MatchKind.NEAR_DUPLICATE
+
+
+@dataclass(frozen=True)
+class ClusterModes:
+    """What links images into each namespace's clusters: the threshold of a mode (the link rule
+    runs at it), by namespace name, "*" for the namespaces not named, DUPLICATES for the rest."""
+
+    by_name: Mapping[str, MatchMode]
+
+    @classmethod
+    def of(cls, configured: Mapping[str, str], modes: MatchModes) -> ClusterModes:
+        """From the setting (mode names in lower case); refuses modes the model cannot serve."""
+        by_name = {name: MatchMode[mode.upper()] for name, mode in configured.items()}
+        if any(mode != MatchMode.DUPLICATES for mode in by_name.values()) and not modes.calibrated:
+            raise ValueError("cluster_modes other than 'duplicates' need the model's calibration of copies and near-duplicates ([search.kinds] in its spec), which this model does not have")
+        return cls(by_name)
+
+    def __call__(self, namespace: str) -> MatchMode:
+        return self.by_name.get(namespace, self.by_name.get("*", MatchMode.DUPLICATES))
