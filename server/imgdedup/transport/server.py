@@ -71,6 +71,13 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     return [BearerTokenInterceptor(tokens)] if tokens else []
 
 
+def index_label(settings: Settings) -> str:
+    """What the health log calls the index when it does not answer."""
+    if settings.writer_address:
+        return f"the index writer at {settings.writer_address}"
+    return "the elected index writer" if settings.writer_election else "Milvus"
+
+
 async def follow_health(problem, targets, interval_s: float) -> None:
     """Readiness follows what checks need: every (health servicer, service names) in `targets`
     (a list, or a function that gives the current list: an elected writer's server comes and
@@ -235,11 +242,7 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
         def followers() -> list:
             return [(health_servicer, ("", SERVICE_NAME))] + writer_health(writers, engine.index)
 
-        names = {
-            "index": f"the index writer at {settings.writer_address}" if settings.writer_address
-            else "the elected index writer" if settings.writer_election else "Milvus",
-            "model": f"the model on Triton at {settings.triton_url}",
-        }
+        names = {"index": index_label(settings), "model": f"the model on Triton at {settings.triton_url}"}
 
         async def problem():
             part = await engine.health_problem()

@@ -121,7 +121,7 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 async def supervise(settings: Settings) -> None:
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
-    from imgdedup.transport.server import WriterServer, follow_health, interceptors, server_credentials, start_metrics, writer_health
+    from imgdedup.transport.server import WriterServer, follow_health, index_label, interceptors, server_credentials, start_metrics, writer_health
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
     interceptors(settings)
@@ -159,7 +159,7 @@ async def supervise(settings: Settings) -> None:
                 await w.start()
             os.chmod(path, 0o600)  # only this user's fronts (the data dir's owner) may write
             start_metrics(settings)
-            health_task = loop.create_task(follow_health(lambda: _milvus_problem(index), lambda: writer_health(writers, index), settings.storage_check_interval_s))
+            health_task = loop.create_task(follow_health(lambda: _index_problem(index, index_label(settings)), lambda: writer_health(writers, index), settings.storage_check_interval_s))
 
         context = multiprocessing.get_context("spawn")
         events = context.Queue()
@@ -264,5 +264,5 @@ async def _elect(settings: Settings, spec, stop: asyncio.Event, make_writer_serv
     return None
 
 
-async def _milvus_problem(index) -> str | None:
-    return None if await index.healthy() else "Milvus"
+async def _index_problem(index, label: str) -> str | None:
+    return None if await index.healthy() else label
