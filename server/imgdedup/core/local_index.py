@@ -87,6 +87,8 @@ class LocalIndex:
         metrics.QUEUE_DEPTH.labels("index").set_function(self._commits.qsize)
         self._next_count = 0.0
         loop = asyncio.get_running_loop()
+        self._in_hand: list[_Commit] = []  # taken from the queue, not all answered yet
+        self._closing = False
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
 
@@ -139,14 +141,16 @@ class LocalIndex:
     async def drained(self, timeout_s: float) -> None:
         """Until the commit queue is empty (or timeout_s passed)."""
         deadline = time.monotonic() + timeout_s
-        while not self._commits.empty() and time.monotonic() < deadline:
+        while (not self._commits.empty() or self._in_hand) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         if self._digest_task:
             self._digest_task.cancel()
-        # Let queued writes finish: an acknowledged image must be stored.
-        while not self._commits.empty():
+        # Let queued writes finish, and the one in progress: an acknowledged image must be
+        # stored. (A bulk write waiting for company stops waiting and goes.)
+        self._closing = True
+        while not self._commits.empty() or self._in_hand:
             await asyncio.sleep(0.01)
         self._commit_task.cancel()
         await asyncio.gather(self._commit_task, return_exceptions=True)
@@ -245,56 +249,68 @@ class LocalIndex:
         """Drain whatever is queued into one IndexWriter.commit on the writer thread, by
         priority and in turns (FairQueue order): IndexWriter.commit checks the items of a batch
         in list order, so each stream item still sees every earlier item of its stream."""
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._commits.get()]
-            # Items of one inference batch reach this queue over a few loop turns (a stream's
-            # items pass their order tickets one turn each): let them all arrive, so one write
-            # (about five Milvus calls, each ~1 ms of CPU) serves the whole batch.
-            for _ in range(self.settings.max_commit_batch):
-                waiting = self._commits.qsize()
-                await asyncio.sleep(0)
-                if self._commits.qsize() == waiting:
-                    break
-            while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
-                batch.append(self._commits.get_nowait())
-            await self._fill_bulk_write(batch)
-            for commits in self._retry_plan(batch):
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(self._write_pool, self._guarded, self._writer.commit, [c.item for c in commits])
-                    metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
-                    metrics.WRITE_BATCH_SIZE.observe(len(commits))
-                except asyncio.CancelledError:  # closing with a batch on the writer thread: it may land
-                    for c in batch:
-                        if not c.future.done():
-                            c.future.set_exception(StorageUnavailable("the index writer stopped during this write; it may be stored: re-send it (idempotent)"))
-                    raise
-                except Exception as exc:
-                    lost = isinstance(exc, NotTheWriter)
-                    if len(commits) > 1 and not lost:
-                        # Retry one by one so that only the image that breaks the write fails.
-                        # Safe: commit skips ids already stored with the same bytes.
-                        log.warning("index write of %d images failed (%s); retrying one by one", len(commits), exc)
-                        continue
-                    if not lost:
-                        log.exception("index write failed for %r", commits[0].item.image_id)
-                    err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
-                    for c in commits:
-                        if not c.future.done():
-                            c.future.set_exception(err)
-                    if lost:
+            batch = self._in_hand = [await self._commits.get()]
+            try:
+                # Items of one inference batch reach this queue over a few loop turns (a
+                # stream's items pass their order tickets one turn each): let them all arrive, so
+                # one write (about five Milvus calls, each ~1 ms of CPU) serves the whole batch.
+                for _ in range(self.settings.max_commit_batch):
+                    waiting = self._commits.qsize()
+                    await asyncio.sleep(0)
+                    if self._commits.qsize() == waiting:
                         break
+                while len(batch) < self.settings.max_commit_batch and not self._commits.empty():
+                    batch.append(self._commits.get_nowait())
+                await self._fill_bulk_write(batch)
+                await self._write(batch)
+            except asyncio.CancelledError:  # stopped before this batch was written
+                for c in batch:
+                    if not c.future.done():
+                        c.future.set_exception(StorageUnavailable("the index writer stopped; this image was not stored: re-send it"))
+                raise
+            finally:
+                self._in_hand = []
+
+    async def _write(self, batch: list[_Commit]) -> None:
+        """One batch on the writer thread, and its answers."""
+        loop = asyncio.get_running_loop()
+        for commits in self._retry_plan(batch):
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._write_pool, self._guarded, self._writer.commit, [c.item for c in commits])
+                metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+                metrics.WRITE_BATCH_SIZE.observe(len(commits))
+            except asyncio.CancelledError:  # closing with a batch on the writer thread: it may land
+                for c in batch:
+                    if not c.future.done():
+                        c.future.set_exception(StorageUnavailable("the index writer stopped during this write; it may be stored: re-send it (idempotent)"))
+                raise
+            except Exception as exc:
+                lost = isinstance(exc, NotTheWriter)
+                if len(commits) > 1 and not lost:
+                    # Retry one by one so that only the image that breaks the write fails.
+                    # Safe: commit skips ids already stored with the same bytes.
+                    log.warning("index write of %d images failed (%s); retrying one by one", len(commits), exc)
                     continue
-                for c, r in zip(commits, results):
-                    if c.future.done():
-                        continue
-                    if r.error is not None:
-                        c.future.set_exception(r.error)
-                    else:
-                        c.future.set_result(r)
-                if len(commits) == len(batch):
+                if not lost:
+                    log.exception("index write failed for %r", commits[0].item.image_id)
+                err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
+                for c in commits:
+                    if not c.future.done():
+                        c.future.set_exception(err)
+                if lost:
                     break
+                continue
+            for c, r in zip(commits, results):
+                if c.future.done():
+                    continue
+                if r.error is not None:
+                    c.future.set_exception(r.error)
+                else:
+                    c.future.set_result(r)
+            if len(commits) == len(batch):
+                break
 
     async def _fill_bulk_write(self, batch: list[_Commit]) -> None:
         """Let a write of bulk images only wait up to bulk_write_delay_ms for more, while the
@@ -307,16 +323,17 @@ class LocalIndex:
         limit = self.settings.max_commit_batch
         if not delay or not batch[-1].item.more_coming or any(c.priority is not Priority.LOW for c in batch):
             return
-        deadline = asyncio.get_running_loop().time() + delay
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
         while len(batch) < limit:
             if self._commits.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closing:
                     return
-                try:
-                    await asyncio.wait_for(self._commits.wait(), remaining)
+                try:  # in slices, so that close() need not wait out a long delay
+                    await asyncio.wait_for(self._commits.wait(), min(remaining, 0.05))
                 except TimeoutError:
-                    return
+                    continue
             commit = self._commits.get_nowait()  # the highest level first
             batch.append(commit)
             if commit.priority is not Priority.LOW or not commit.item.more_coming:
