@@ -54,15 +54,19 @@ def images(prefix: str, n: int) -> list[tuple[str, bytes]]:
 
 def test_a_streams_window_is_written_in_one_write(served):
     stub, metrics_url = served
-    sent = images("window-", 16)  # under bulk_max_in_flight (32): all on their way at once
+    # bulk_max_in_flight (32) images: all on their way at once, in model batches of 8.
+    sent = images("window-", 32)
     before = writes(metrics_url)
     responses = list(stub.BulkCheck(iter(pb.BulkCheckRequest(image_id=i, image=b, add_to_index=True) for i, b in sent), timeout=120))
     after = writes(metrics_url)
     assert [r.index for r in responses] == list(range(len(sent)))
     assert all(r.WhichOneof("outcome") == "result" and r.result.stored for r in responses)
-    # One write for the whole window: the last image said that nothing more was coming, so the
-    # write went without waiting out the delay (each answer came long before it).
-    assert (after[0] - before[0], after[1] - before[1]) == (1, len(sent))
+    # The window in one write (two, if the server answered an early image before it had read
+    # the later ones): the last image said that nothing more was coming, so the write went
+    # without waiting out the delay (each answer came long before it). Without the wait, the
+    # four model batches make four writes or more.
+    assert after[1] - before[1] == len(sent)
+    assert after[0] - before[0] <= 2, after[0] - before[0]
     assert max(r.result.timings.index_ms for r in responses) < DELAY_MS / 2
 
 

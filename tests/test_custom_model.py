@@ -73,3 +73,14 @@ def test_a_float_nchw_model_serves_from_its_spec_alone(tmp_path):
             assert 0.97 <= same.matches[0].similarity <= 1.0001  # outputs were L2-normalised
     finally:
         srv.stop()
+
+
+@pytest.mark.store_neutral  # the model's spec and the settings
+def test_a_cluster_mode_the_model_cannot_serve_is_refused_at_start(tmp_path):
+    """The tiny model has no [search.kinds]: a `copies` cluster mode would have no threshold."""
+    _tiny_model(tmp_path / "tiny.onnx")
+    (tmp_path / "tiny.toml").write_text(SPEC)
+    srv = ServerProcess(tmp_path / "data", "--model", str(tmp_path / "tiny.toml"), env={"DEDUP_CLUSTER_MODES": '{"*": "copies"}'})
+    with pytest.raises(RuntimeError, match="cluster_modes other than 'duplicates' need the model's calibration"):
+        srv.start()
+    assert srv.proc is not None and srv.proc.wait(60) != 0

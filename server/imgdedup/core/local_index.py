@@ -296,7 +296,9 @@ class LocalIndex:
                 if not lost:
                     log.exception("index write failed for %r", commits[0].item.image_id)
                 err = StorageUnavailable(f"vector database write failed: {exc}") if isinstance(exc, StorageError) else exc
-                for c in commits:
+                # The lease lost in the middle of one-by-one retries: nothing more of the batch
+                # will be written here.
+                for c in batch if lost else commits:
                     if not c.future.done():
                         c.future.set_exception(err)
                 if lost:
@@ -314,14 +316,14 @@ class LocalIndex:
 
     async def _fill_bulk_write(self, batch: list[_Commit]) -> None:
         """Let a write of bulk images only wait up to bulk_write_delay_ms for more, while the
-        last image says more of its stream are on their way: a write's Milvus calls cost less per
+        images say more of their streams are on their way: a write's Milvus calls cost less per
         image the more images share them (the model hands a stream's images over a few at a
         time). An interactive image joins at once and ends the wait; a stream that sends one
         image at a time never waits. (An image behind that fails before it reaches the index,
         e.g. one that does not decode, leaves the write waiting out the delay.)"""
         delay = self.settings.bulk_write_delay_ms / 1000
         limit = self.settings.max_commit_batch
-        if not delay or not batch[-1].item.more_coming or any(c.priority is not Priority.LOW for c in batch):
+        if not delay or not all(c.priority is Priority.LOW and c.item.more_coming for c in batch):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
