@@ -137,15 +137,17 @@ def unary(target: str, images: list[bytes], concurrency: int, total: int) -> dic
     return {"ips": total / elapsed, "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99)}
 
 
-def batch_totals(metrics_url: str | None) -> tuple[float, float]:
-    """(images embedded, inferences run) so far, from the server's Prometheus metrics."""
+def batch_totals(metrics_url: str | None, histogram: str = "dedup_embed_batch_size") -> tuple[float, float]:
+    """(images, batches) so far of a batch-size histogram in the server's Prometheus metrics: by
+    default images embedded and inferences run; "dedup_index_write_batch_size": images written
+    (searched and stored) and index writes."""
     if not metrics_url:
         return 0.0, 0.0
     import urllib.request
 
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("dedup_embed_batch_size_")}
-    return values.get("dedup_embed_batch_size_sum", 0.0), values.get("dedup_embed_batch_size_count", 0.0)
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(f"{histogram}_")}
+    return values.get(f"{histogram}_sum", 0.0), values.get(f"{histogram}_count", 0.0)
 
 
 def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float:
