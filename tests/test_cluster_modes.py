@@ -56,25 +56,49 @@ def _clusters(stub, namespace: str) -> list[set[str]]:
     return sorted(({m.image_id for m in c.members} for c in resp.clusters), key=len, reverse=True)
 
 
-def test_a_copies_namespace_keeps_other_shots_apart_and_still_reports_them(tmp_path):
-    srv = ServerProcess(tmp_path, env={"DEDUP_CLUSTER_MODES": '{"copies-only": "copies"}'}).start()
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory):
+    modes = '{"copies-only": "copies", "near": "near_duplicates"}'
+    srv = ServerProcess(tmp_path_factory.mktemp("dedup-cluster-modes"), env={"DEDUP_CLUSTER_MODES": modes}).start()
     try:
         with channel_for(srv.target) as channel:
-            stub = pb_grpc.DedupServiceStub(channel)
-            photo = rgb("astronaut")
-            images = [("photo", encode(photo)), ("re-encoded", encode(photo, quality=75)), ("rotated-25", _rotated(photo, 25))]
-            answers = {}
-            for namespace in ("grouped", "copies-only"):
-                for image_id, data in images:
-                    answers[namespace, image_id] = check(stub, data, image_id=image_id, add=True, namespace=namespace)
-                assert answers[namespace, "re-encoded"].matches[0].kind == pb.MATCH_KIND_COPY
-            # The rotated photo scores between the threshold and copy_similarity (~0.77): a
-            # duplicate by the threshold, of the near-duplicate kind.
-            for namespace in ("grouped", "copies-only"):
-                rotated = answers[namespace, "rotated-25"]
-                assert rotated.is_duplicate and rotated.matches[0].kind == pb.MATCH_KIND_NEAR_DUPLICATE, rotated
-            assert _clusters(stub, "grouped") == [{"photo", "re-encoded", "rotated-25"}]
-            assert _clusters(stub, "copies-only") == [{"photo", "re-encoded"}, {"rotated-25"}]
-            assert answers["copies-only", "rotated-25"].cluster_id != answers["copies-only", "photo"].cluster_id
+            yield pb_grpc.DedupServiceStub(channel)
     finally:
         assert srv.stop() == 0
+
+
+def test_a_copies_namespace_keeps_other_shots_apart_and_still_reports_them(stub):
+    photo = rgb("astronaut")
+    images = [("photo", encode(photo)), ("re-encoded", encode(photo, quality=75)), ("rotated-25", _rotated(photo, 25))]
+    answers = {}
+    for namespace in ("grouped", "copies-only"):
+        for image_id, data in images:
+            answers[namespace, image_id] = check(stub, data, image_id=image_id, add=True, namespace=namespace)
+        assert answers[namespace, "re-encoded"].matches[0].kind == pb.MATCH_KIND_COPY
+    # The rotated photo scores between the threshold and copy_similarity (~0.77): a duplicate
+    # by the threshold, of the near-duplicate kind.
+    for namespace in ("grouped", "copies-only"):
+        rotated = answers[namespace, "rotated-25"]
+        assert rotated.is_duplicate and rotated.matches[0].kind == pb.MATCH_KIND_NEAR_DUPLICATE, rotated
+    assert _clusters(stub, "grouped") == [{"photo", "re-encoded", "rotated-25"}]
+    assert _clusters(stub, "copies-only") == [{"photo", "re-encoded"}, {"rotated-25"}]
+    assert answers["copies-only", "rotated-25"].cluster_id != answers["copies-only", "photo"].cluster_id
+
+
+def test_a_near_duplicates_namespace_groups_what_scores_under_the_threshold(stub):
+    """A tight crop of a photo (similarity ~0.50) is under the default threshold (0.55) but
+    over near_duplicate_threshold (0.45): apart in a `duplicates` namespace, grouped in a
+    `near_duplicates` one."""
+    photo = rgb("coffee")
+    h, w = photo.shape[:2]
+    crop = encode(np.ascontiguousarray(photo[int(h * 0.25): int(h * 0.75), int(w * 0.3): int(w * 0.75)]), quality=93)
+    for namespace in ("grouped-2", "near"):
+        check(stub, encode(photo), image_id="photo", add=True, namespace=namespace)
+        stored = check(stub, crop, image_id="crop", add=True, namespace=namespace)
+        # The call's own mode (the default) reports no match in either namespace.
+        assert stored.stored and not stored.is_duplicate, stored
+    assert sorted(_clusters(stub, "grouped-2"), key=sorted) == [{"crop"}, {"photo"}]
+    assert _clusters(stub, "near") == [{"photo", "crop"}]
+    # What links them there: a match in the near-duplicates mode, of the near-duplicate kind.
+    other = check(stub, crop, namespace="grouped-2", match_mode=pb.MATCH_MODE_NEAR_DUPLICATES, top_k=2)
+    assert {m.image_id for m in other.matches} == {"crop", "photo"}  # itself (stored), and the photo
