@@ -28,7 +28,7 @@ from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
-from imgdedup.core.match_modes import ClusterModes, MatchKind, MatchMode, MatchModes
+from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
@@ -160,7 +160,6 @@ class DedupEngine:
         self.spec = spec
         self.point = OperatingPoint.of(settings, spec)
         self.modes = MatchModes.of(self.point, spec)
-        ClusterModes.of(settings.cluster_modes, self.modes)  # refused at start in every process, as the writer would
         self.embedder = embedder
         self.index = index
         batch_size, batch_delay_s = settings.batching(embedder.on_gpu)

@@ -104,5 +104,10 @@ class ClusterModes:
             raise ValueError("cluster_modes other than 'duplicates' need the model's calibration of copies and near-duplicates ([search.kinds] in its spec), which this model does not have")
         return cls(by_name)
 
+    @classmethod
+    def from_settings(cls, settings, spec: ModelSpec) -> ClusterModes:
+        """The settings' cluster modes for this model: what a start checks before it opens anything."""
+        return cls.of(settings.cluster_modes, MatchModes.of(OperatingPoint.of(settings, spec), spec))
+
     def __call__(self, namespace: str) -> MatchMode:
         return self.by_name.get(namespace, self.by_name.get("*", MatchMode.DUPLICATES))

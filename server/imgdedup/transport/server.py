@@ -22,6 +22,7 @@ from imgdedup.config import Settings
 from imgdedup.core.backends import IndexBackend
 from imgdedup.core.engine import DedupEngine, EngineSlot
 from imgdedup.core.local_index import LocalIndex
+from imgdedup.core.match_modes import ClusterModes
 from imgdedup.logs import announce
 from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
@@ -69,6 +70,15 @@ def interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     except TokenConfigError as exc:
         raise SystemExit(str(exc)) from None
     return [BearerTokenInterceptor(tokens)] if tokens else []
+
+
+def refuse_unservable(settings: Settings, spec) -> None:
+    """Settings this model cannot serve stop a start before anything opens (in every process:
+    a writer elected later would otherwise fail each term it wins)."""
+    try:
+        ClusterModes.from_settings(settings, spec)
+    except ValueError as exc:
+        raise SystemExit(f"startup failed: {exc}") from None
 
 
 def index_label(settings: Settings) -> str:
@@ -181,6 +191,7 @@ async def serve(settings: Settings, *, announce=announce, on_event=None, signals
     auth = interceptors(settings)
     traced = tracing.setup(settings)  # first: the RPC's span covers the token check too
     spec = load_spec(settings.model)
+    refuse_unservable(settings, spec)
     slot = EngineSlot(settings)
     server = grpc.aio.server(interceptors=traced + auth, options=grpc_options(settings))
     dedup_pb2_grpc.add_DedupServiceServicer_to_server(DedupServicer(slot), server)

@@ -121,7 +121,7 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
 async def supervise(settings: Settings) -> None:
     from imgdedup.core.local_index import LocalIndex
     from imgdedup.runtime import load_spec
-    from imgdedup.transport.server import WriterServer, follow_health, index_label, interceptors, server_credentials, start_metrics, writer_health
+    from imgdedup.transport.server import WriterServer, follow_health, index_label, interceptors, refuse_unservable, server_credentials, start_metrics, writer_health
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
     interceptors(settings)
@@ -142,6 +142,7 @@ async def supervise(settings: Settings) -> None:
             writer_address = settings.writer_address
         else:
             spec = load_spec(settings.model)
+            refuse_unservable(settings, spec)
             if settings.writer_election:
                 index = await _elect(settings, spec, stop, lambda local: WriterServer(settings, local, settings.writer_listen, public=True))
                 if index is None:  # stopped while electing
