@@ -247,10 +247,10 @@ class DedupEngine:
         finally:
             if ticket is not None:
                 ticket.leave()
-            if ticket is not None and not ticket.submitted.is_set():
-                # Failed before reaching the write queue: later items may go once every earlier
-                # item has gone (not at once: they could then overtake those earlier items).
-                StreamOrder.pass_on(ticket.previous, ticket.submitted)
+                if not ticket.submitted.is_set():
+                    # Failed before reaching the write queue: later items may go once every
+                    # earlier item has gone (not at once: they could overtake those items).
+                    StreamOrder.pass_on(ticket.previous, ticket.submitted)
 
     async def _check(self, req: CheckRequest, ticket: Ticket | None) -> CheckOutcome:
         t0 = time.perf_counter()
