@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import cpu_of_tree, machine, server  # noqa: E402
 from pipeline import streams_over_connections  # noqa: E402
+from throughput import synthetic_jpegs  # noqa: E402
 
 from imgdedup.client import DedupClient  # noqa: E402
 
@@ -77,33 +78,6 @@ dim = 2048
 default_threshold = 0.995
 """)
     return spec
-
-
-def synthetic_jpegs(n: int) -> list[bytes]:
-    """Distinct 640x480 JPEGs: smooth colour fields, shapes and grain (photo-like decode cost),
-    made on every core."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunk = 250
-    with ProcessPoolExecutor() as pool:
-        parts = pool.map(_jpegs, [min(chunk, n - i) for i in range(0, n, chunk)], range(0, n, chunk))
-        return [b for part in parts for b in part]
-
-
-def _jpegs(n: int, seed: int) -> list[bytes]:
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        base = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
-        for _ in range(int(rng.integers(3, 8))):
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            centre = (int(rng.integers(0, 640)), int(rng.integers(0, 480)))
-            cv2.circle(base, centre, int(rng.integers(10, 120)), colour, -1)
-        base = np.clip(base.astype(np.int16) + rng.integers(-12, 13, base.shape, dtype=np.int16), 0, 255).astype(np.uint8)
-        out.append(cv2.imencode(".jpg", base, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    return out
 
 
 def model_only(spec_path: Path, seconds: float) -> dict:
@@ -196,7 +170,7 @@ def main() -> None:
 
     if not args.skip_pipeline:
         cores = os.cpu_count() or 1
-        workers = [str(w) for w in (1, min(4, cores), min(8, cores)) if w]
+        workers = [str(w) for w in (1, min(2, cores), min(4, cores), min(8, cores))]
         cmd = [sys.executable, str(Path(__file__).with_name("pipeline.py")), "--bulk-n", "3000", "--n", "400", "--workers", *dict.fromkeys(workers)]
         print(f"\npipeline cost (near-free model) on {cores} cores: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=False, timeout=420)

@@ -15,5 +15,5 @@ if [ -d .whl ]; then
   for t in .whl/*.tar.xz; do [ -e "$t" ] && tar xJf "$t" -C "$site"; done
 fi
 export PYTHONPATH="$PWD/server:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-"$py" -c 'import grpc, google.protobuf, pymilvus, milvus_lite, opentelemetry.trace, torch; print("grpcio", grpc.__version__, "protobuf", google.protobuf.__version__, "torch", torch.__version__)'
+"$py" -c 'import grpc, google.protobuf, pymilvus, milvus_lite, opentelemetry.trace, torch, onnxruntime as ort; print("grpcio", grpc.__version__, "protobuf", google.protobuf.__version__, "torch", torch.__version__, "onnxruntime", ort.__version__, ort.get_available_providers())'
 exec "$py" benchmarks/gpu.py "$@"

@@ -10,7 +10,7 @@ L2-normalised in the graph): a strided sample of the pixels averaged into an 8x8
 projected by a fixed random 192x512 matrix, about 0.05 ms per image. Then it starts its own server
 on 127.0.0.1 (`--model` that spec, a temporary Milvus Lite file) and stops it at the end. Images:
 the photos under --images (default ../shared/dedup-bench's originals, 1,496 distinct photos; else
-scikit-image crops), read into memory first.
+distinct synthetic 640x480 JPEGs), read into memory first.
 
 Prints:
 - the stand-in alone, in this process (ms per image), and how discriminative it is over the
@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
-from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, unary  # noqa: E402
+from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, synthetic_jpegs, unary  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
 from imgdedup.client import DedupClient  # noqa: E402
@@ -270,11 +270,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="`serve --workers` values to compare (none: skip)")
     args = parser.parse_args()
 
-    images = load_images(args.images, args.bulk_n)
+    # Without the benchmark set (a machine it does not travel to), distinct synthetic photos: the
+    # scikit-image crops load_images falls back to are copies of five pictures, which would merge.
+    images = load_images(args.images, args.bulk_n) if args.images.is_dir() else synthetic_jpegs(args.bulk_n)
     stream = images[: args.bulk_n]
     queries = copies(stream, min(args.n, len(stream)))
     print(f"machine: {machine()}")
-    print(f"images: {len(stream)} distinct from {args.images if args.images.is_dir() else 'scikit-image crops'}, "
+    print(f"images: {len(stream)} distinct from {args.images if args.images.is_dir() else 'synthetic 640x480 JPEGs'}, "
           f"mean {statistics.mean(map(len, stream)) / 1024:.0f} KiB" + (f" (asked for {args.bulk_n})" if len(stream) < args.bulk_n else ""))
 
     with tempfile.TemporaryDirectory(prefix="dedup-standin-") as model_dir:

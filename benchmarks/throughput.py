@@ -36,6 +36,33 @@ from imgdedup.client import DedupClient  # noqa: E402
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "dedup-bench" / "dev" / "originals"
 
 
+def synthetic_jpegs(n: int) -> list[bytes]:
+    """Distinct 640x480 JPEGs: smooth colour fields, shapes and grain (photo-like decode cost),
+    made on every core."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = 250
+    with ProcessPoolExecutor() as pool:
+        parts = pool.map(_jpegs, [min(chunk, n - i) for i in range(0, n, chunk)], range(0, n, chunk))
+        return [b for part in parts for b in part]
+
+
+def _jpegs(n: int, seed: int) -> list[bytes]:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        base = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
+        for _ in range(int(rng.integers(3, 8))):
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            centre = (int(rng.integers(0, 640)), int(rng.integers(0, 480)))
+            cv2.circle(base, centre, int(rng.integers(10, 120)), colour, -1)
+        base = np.clip(base.astype(np.int16) + rng.integers(-12, 13, base.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+        out.append(cv2.imencode(".jpg", base, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
 def load_images(folder: Path | None, n: int, seed: int = 0) -> list[bytes]:
     rng = np.random.default_rng(seed)
     if folder and folder.is_dir():
