@@ -41,7 +41,10 @@ SIZE = 288
 SERVER_ENV = {
     "DEDUP_MAX_BATCH_SIZE": "64",
     "DEDUP_MAX_QUEUE_DELAY_MS": "4",
-    "DEDUP_BULK_MAX_IN_FLIGHT": "512",
+    # A deep window per stream keeps the GPU's batches full; the queues hold every stream's window
+    # (4 x 1024 per priority: at the default 1024, 8 streams of 512 would be refused items).
+    "DEDUP_BULK_MAX_IN_FLIGHT": "256",
+    "DEDUP_MAX_QUEUE_SIZE": "4096",
     "DEDUP_INFERENCE_WORKERS": "2",
     "DEDUP_LOG_LEVEL": "WARNING",
 }

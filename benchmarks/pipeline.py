@@ -133,6 +133,7 @@ def build_standin(folder: Path) -> Path:
         initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what opset 17 needs, not the newest the installed onnx writes: older onnxruntimes load it too
     onnx.checker.check_model(model)
     onnx.save(model, folder / "nearfree.onnx")
     (folder / "nearfree.toml").write_text(SPEC)
@@ -196,6 +197,7 @@ def streams_over_connections(target: str, images: list[bytes], streams: int, tag
     from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
     errors = [0] * streams
+    first: list[str] = []
 
     def run(k: int) -> None:
         part = images[k::streams]
@@ -203,7 +205,9 @@ def streams_over_connections(target: str, images: list[bytes], streams: int, tag
         with grpc.insecure_channel(target, options=options) as channel:
             reqs = (pb.BulkCheckRequest(image_id=f"{tag}-{k}-{i}", image=b, add_to_index=True) for i, b in enumerate(part))
             for r in pb_grpc.DedupServiceStub(channel).BulkCheck(reqs, timeout=3600):
-                errors[k] += r.HasField("error")
+                if r.HasField("error"):
+                    errors[k] += 1
+                    first.append(f"{r.error.code} {r.error.message}"[:200])
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
@@ -211,6 +215,8 @@ def streams_over_connections(target: str, images: list[bytes], streams: int, tag
         t.start()
     for t in threads:
         t.join()
+    if first:
+        print(f"  ({tag}: {sum(errors)} item errors, the first: {first[0]})", flush=True)
     return len(images) / (time.perf_counter() - t0), sum(errors)
 
 
