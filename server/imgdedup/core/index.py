@@ -243,7 +243,7 @@ class IndexWriter:
         if missing:
             cluster_of.update({i: r.cluster_id for i, r in self.store.get_images(namespace, missing).items()})
         return [
-            sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if i in cluster_of), key=lambda h: -h.similarity)
+            sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if sim >= floor and i in cluster_of), key=lambda h: -h.similarity)
             for f in found
         ]
 
@@ -282,22 +282,27 @@ class IndexWriter:
         t0 = time.perf_counter()
         # Only candidates that could be a match, a cluster link or support for one (the link
         # rule's floor) matter from here on.
-        all_hits = self._search(namespace, items, limit, floor=min(*thresholds, rule.threshold, rule.floor))
+        floor = min(*thresholds, rule.threshold, rule.floor)
+        all_hits = self._search(namespace, items, limit, floor=floor)
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
         book = _ClusterBook(self.store, namespace)
         batch_rows: list[ImageRow] = []  # stored earlier in this batch, in order
-        batch_views: list[list[np.ndarray]] = []  # their views (whole image first)
+        batch_at: list[int] = []  # the item each of them came from
+        # image_similarity of every pair of the batch's items, in one product (a write of
+        # hundreds of images would otherwise make tens of thousands of small ones).
+        in_batch = _pairwise([i.all_vectors for i in items]) if len(items) > 1 else None
         new_views: dict[str, list[np.ndarray]] = {}
         results: list[CheckResult] = []
-        for item, threshold, hits in zip(items, thresholds, all_hits):
+        for n, (item, threshold, hits) in enumerate(zip(items, thresholds, all_hits)):
             candidates = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in hits if h.image_id != item.image_id]
             if batch_rows:
-                sims = [image_similarity(views, item.all_vectors) for views in batch_views]
+                assert in_batch is not None
+                sims = in_batch[n, batch_at]
                 candidates += [
-                    Hit(r.image_id, float(s), book.resolve(r.cluster_id))
-                    for r, s in zip(batch_rows, sims)
-                    if r.image_id != item.image_id
+                    Hit(batch_rows[k].image_id, float(sims[k]), book.resolve(batch_rows[k].cluster_id))
+                    for k in np.flatnonzero(sims >= floor)
+                    if batch_rows[k].image_id != item.image_id
                 ]
             candidates.sort(key=lambda h: -h.similarity)
             matches = [h for h in candidates if h.similarity >= threshold][: item.top_k]
@@ -315,7 +320,7 @@ class IndexWriter:
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
             row.cluster_id = book.add_image(row, candidates, rule)
             batch_rows.append(row)
-            batch_views.append(item.all_vectors)
+            batch_at.append(n)
             if item.views:
                 new_views[item.image_id] = item.views
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id, threshold=threshold))
@@ -417,13 +422,19 @@ class IndexWriter:
 
 def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]]) -> np.ndarray:
     """image_similarity of every pair of rows (views included), as one matrix."""
+    return _pairwise([[r.vector, *extra.get(r.image_id, [])] for r in rows])
+
+
+def _pairwise(images: list[list[np.ndarray]]) -> np.ndarray:
+    """image_similarity of every pair of images given their views (whole image first), as one
+    matrix (its diagonal is not meaningful)."""
     vectors, starts, with_views = [], [], []
-    for r in rows:
+    for views in images:
         starts.append(len(vectors))
-        vectors += [r.vector, *extra.get(r.image_id, [])]
-        with_views.append(r.image_id in extra)
+        vectors += views
+        with_views.append(len(views) > 1)
     sims = np.stack(vectors) @ np.stack(vectors).T
-    if len(vectors) > len(rows):  # reduce view x view to image x image as image_similarity does
+    if len(vectors) > len(images):  # reduce view x view to image x image as image_similarity does
         both = np.flatnonzero(with_views)
         whole = np.asarray(starts)[both]
         sims[np.ix_(whole, whole)] = -1.0  # (the diagonal too: never used)
