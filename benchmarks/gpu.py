@@ -11,8 +11,8 @@ every process runs the same network) on the PyTorch embedder, fp16 and channels-
   and more concurrent streams, on one server process and on `--workers W` fronts (each with the
   model on the GPU) over one index writer; images/s against the target (>= 3,000 img/s on one
   H100/H200-class GPU);
-- then benchmarks/pipeline.py on the machine's cores (the pipeline's cost with a near-free model),
-  unless --skip-pipeline.
+- then benchmarks/pipeline.py on the machine's cores (the pipeline's cost with a near-free model)
+  and benchmarks/writer.py (the index writer alone), unless --skip-pipeline.
 Without a GPU it runs the same on the CPU (slowly: use a small --n), which is how it is tested.
 """
 
@@ -177,6 +177,10 @@ def main() -> None:
         cmd = [sys.executable, str(Path(__file__).with_name("pipeline.py")), "--bulk-n", "3000", "--n", "400", "--workers", *dict.fromkeys(workers)]
         print(f"\npipeline cost (near-free model) on {cores} cores: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=False, timeout=420)
+        # The one index writer is the ceiling of every front: how many images/s it takes alone here.
+        cmd = [sys.executable, str(Path(__file__).with_name("writer.py")), "--n", "4000"]
+        print(f"\nthe index writer alone: {' '.join(cmd[1:])}", flush=True)
+        subprocess.run(cmd, check=False, timeout=120)
 
 
 if __name__ == "__main__":
