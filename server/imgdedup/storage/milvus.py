@@ -517,7 +517,9 @@ class MilvusStore:
         return self._call(
             "search",
             collection,
-            data=[np.asarray(v, dtype=np.float32) for v in vectors],
+            # Lists of floats: pymilvus packs a numpy row float by float through struct (16 us
+            # for 512-d), a list in 3 (plus 1 for tolist over the whole batch).
+            data=np.asarray(vectors, dtype=np.float32).tolist(),
             limit=limit,
             filter=scope,
             output_fields=fields,
