@@ -125,3 +125,25 @@ def test_regroup_and_pairwise_similarity_agree():
         expected = sorted(sorted(i for i in parent if find(i) == root) for root in {find(i) for i in parent})
         got = sorted(sorted(r.image_id for r in comp) for comp in _regroup(rows, extra, LinkRule(threshold, support=0.0)))
         assert got == expected, trial
+
+
+def test_a_writes_pairwise_matrix_is_image_similarity_of_each_pair():
+    """IndexWriter compares the images of one write with each other in one matrix (_pairwise);
+    every entry off the diagonal must be what image_similarity gives that pair, views and the
+    whole-image rule included (random unit vectors, some images with 1-2 views)."""
+    from imgdedup.core.index import _pairwise, image_similarity
+
+    rng = np.random.default_rng(11)
+
+    def unit(n):
+        v = rng.standard_normal((n, 32)).astype(np.float32)
+        return list(v / np.linalg.norm(v, axis=-1, keepdims=True))
+
+    for trial in range(40):
+        images = [unit(1 + int(rng.integers(0, 3)) * int(rng.random() < 0.4)) for _ in range(int(rng.integers(2, 12)))]
+        got = _pairwise(images)
+        assert got.shape == (len(images), len(images))
+        for i, a in enumerate(images):
+            for j, b in enumerate(images):
+                if i != j:
+                    assert abs(got[i, j] - image_similarity(a, b)) < 1e-5, (trial, i, j)
