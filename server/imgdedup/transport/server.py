@@ -23,6 +23,7 @@ from imgdedup.core.backends import IndexBackend
 from imgdedup.core.engine import DedupEngine, EngineSlot
 from imgdedup.core.local_index import LocalIndex
 from imgdedup.core.match_modes import ClusterModes
+from imgdedup.core.threads import one_blas_thread
 from imgdedup.logs import announce
 from imgdedup.runtime import create_embedder, create_torch_embedder, create_triton_embedder, gpu_options, load_spec
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
@@ -187,6 +188,7 @@ def make_embedder(settings: Settings):
 async def serve(settings: Settings, *, announce=announce, on_event=None, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
     """One server process. `announce` prints the lines tests and scripts read; `on_event`
     (for `--workers`' fronts) hears "listening" and "ready"; `signals` stop it."""
+    one_blas_thread()
     credentials = server_credentials(settings)
     auth = interceptors(settings)
     traced = tracing.setup(settings)  # first: the RPC's span covers the token check too

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from imgdedup.config import Settings
+from imgdedup.core.threads import one_blas_thread
 from imgdedup.logs import announce
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ async def supervise(settings: Settings) -> None:
 
     server_credentials(settings)  # refuse bad TLS or token settings here, not in every front
     interceptors(settings)
+    one_blas_thread()  # the index writer's products (each front calls it in serve())
     count = settings.workers or (os.cpu_count() or 1)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
