@@ -37,7 +37,16 @@ def _connection(target: str) -> grpc.Channel:
 
 def _fronts(parent: int) -> list[int]:
     pids = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in pids if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    return [int(p) for p in pids if "spawn_main" in _cmdline(int(p))]
+
+
+def _cmdline(pid: int) -> str:
+    """A process's command line; "" once it is gone (a killed front can be reaped between
+    pgrep listing it and this read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _connections(fronts: list[int], port: int) -> dict[int, int]:
