@@ -291,7 +291,7 @@ class IndexWriter:
         batch_at: list[int] = []  # the item each of them came from
         # image_similarity of every pair of the batch's items, in one product (a write of
         # hundreds of images would otherwise make tens of thousands of small ones).
-        in_batch = _pairwise([i.all_vectors for i in items]) if len(items) > 1 else None
+        in_batch = _pairwise([i.all_vectors for i in items]) if len(items) > 1 and any(i.add_to_index for i in items) else None
         new_views: dict[str, list[np.ndarray]] = {}
         results: list[CheckResult] = []
         for n, (item, threshold, hits) in enumerate(zip(items, thresholds, all_hits)):
