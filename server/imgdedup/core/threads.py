@@ -56,7 +56,9 @@ def one_blas_thread() -> None:
     """Run numpy's matrix products (OpenBLAS) on the calling thread only, for the whole process.
     OpenBLAS spreads a product over every core and its threads then spin waiting for the next
     one: the index writer's one product per write (a few hundred vectors) cost 0.55 ms of a
-    spinning thread's CPU per image. The server is parallel across requests already."""
+    spinning thread's CPU per image. The server is parallel across requests already. (With
+    pip's numpy, a pthreads OpenBLAS, the limit holds for every thread; an OpenMP build would
+    limit only the calling thread.)"""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
