@@ -32,15 +32,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import _stat, cpu_by_thread, cpu_of_children, machine, server  # noqa: E402
+from _server import cpu_by_thread, cpu_of_children, cpu_of_tree, machine, server  # noqa: E402
 from throughput import free_port  # noqa: E402
 
 from imgdedup.config import Settings  # noqa: E402
-from imgdedup.core.index import IndexWriter, PendingImage  # noqa: E402
-from imgdedup.core.linking import LinkRule  # noqa: E402
-from imgdedup.core.local_index import open_store  # noqa: E402
-from imgdedup.core.match_modes import MatchModes  # noqa: E402
-from imgdedup.core.operating_point import OperatingPoint  # noqa: E402
+from imgdedup.core.digests import StoredImages  # noqa: E402
+from imgdedup.core.index import PendingImage  # noqa: E402
+from imgdedup.core.local_index import build_writer, open_store  # noqa: E402
 from imgdedup.core.threads import one_blas_thread  # noqa: E402
 from imgdedup.runtime import load_spec  # noqa: E402
 
@@ -63,10 +61,11 @@ def run(batch: int, n: int, duplicates: float, spec_name: str) -> dict[str, floa
     with tempfile.TemporaryDirectory(prefix="dedup-writer-") as folder:
         settings = Settings(data_dir=Path(folder))
         spec = load_spec(spec_name)
-        point = OperatingPoint.of(settings, spec)
         store = open_store(settings, spec)
         store.connect()
-        writer = IndexWriter(store, modes=MatchModes.of(point, spec), rule=LinkRule(point.base, support=settings.link_support))
+        stored = StoredImages()
+        stored.load([])  # a new collection: the hash sets the server loads at start are empty
+        writer = build_writer(settings, spec, store, stored)
         try:
             warm = images(2 * batch, duplicates, seed=batch + 1)
             for k in range(0, len(warm), batch):
@@ -137,9 +136,9 @@ def through_service(n: int, fronts: int, duplicates: float, per_request: int = 1
             address = f"127.0.0.1:{port}"
             run_fronts(address, images(256, duplicates, seed=7))  # warm-up
             todo = images(n, duplicates, seed=8)
-            before, total = cpu_by_thread(pid), _stat(f"/proc/{pid}/stat")[1] + cpu_of_children(pid)
+            before, total = cpu_by_thread(pid), cpu_of_tree(pid)
             ips, errors = run_fronts(address, todo)
-            after, total_after = cpu_by_thread(pid), _stat(f"/proc/{pid}/stat")[1] + cpu_of_children(pid)
+            after, total_after = cpu_by_thread(pid), cpu_of_tree(pid)
     by_thread = {k: (after[k] - before.get(k, 0.0)) * 1000 / n for k in after}
     return ips, errors, {k: v for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1]) if v >= 0.005}, (total_after - total) * 1000 / n
 

@@ -65,6 +65,15 @@ def open_store(settings: Settings, spec: ModelSpec) -> MilvusStore:
     )
 
 
+def build_writer(settings: Settings, spec: ModelSpec, store: MilvusStore, stored: StoredImages | None,
+                 cluster_modes: ClusterModes | None = None) -> IndexWriter:
+    """The collection's IndexWriter as the settings configure it (benchmarks/writer.py builds
+    the same one)."""
+    point = OperatingPoint.of(settings, spec)
+    return IndexWriter(store, modes=MatchModes.of(point, spec), rule=LinkRule(point.base, support=settings.link_support), stored=stored,
+                       quotas=settings.quotas, cluster_modes=ClusterModes.from_settings(settings, spec) if cluster_modes is None else cluster_modes)
+
+
 class LocalIndex:
     """Built whole by `open()`: connected, repaired, its committer running."""
 
@@ -96,9 +105,7 @@ class LocalIndex:
     async def open(cls, settings: Settings, spec: ModelSpec, *, rebuild: bool = False, may_write: Callable[[], bool] | None = None) -> "LocalIndex":
         """Connect to Milvus (blocking, on the writer thread) and finish an interrupted write
         (`rebuild`: as if one had been: the last writer may have stopped in the middle of one)."""
-        point = OperatingPoint.of(settings, spec)
-        modes = MatchModes.of(point, spec)
-        cluster_modes = ClusterModes.of(settings.cluster_modes, modes)  # refused before connecting
+        cluster_modes = ClusterModes.from_settings(settings, spec)  # refused before connecting
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings, spec)
         write_pool, read_pool = thread_pool(1, "index-writer"), thread_pool(2, "index-reader")
@@ -113,8 +120,7 @@ class LocalIndex:
         # exact-duplicate path, and the ids' primary keys, so new ids skip the "already
         # stored?" query. The index writer records what it writes.
         stored = StoredImages() if settings.digest_cache else None
-        writer = IndexWriter(store, modes=modes, rule=LinkRule(point.base, support=settings.link_support), stored=stored, quotas=settings.quotas,
-                             cluster_modes=cluster_modes)
+        writer = build_writer(settings, spec, store, stored, cluster_modes)
         marker = settings.data_dir / "index-write-in-progress"
         if marker.exists() or rebuild:
             log.warning("the last writer stopped in the middle of an index write%s; rebuilding clusters from the images", "" if marker.exists() else " (or may have)")
