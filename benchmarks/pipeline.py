@@ -226,14 +226,17 @@ def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[st
     fronts share one front half the time)."""
     streams = 4 * max(workers)
     rows = []
+    parent: dict[str, float] = {}  # the writer process's CPU ms per image by thread, at the largest W > 1
     for w in workers:
         with server(None, "--model", str(spec_path), "--workers", str(w)) as (target, pid):
             with DedupClient(target) as client:
                 client.wait_ready()
             streams_over_connections(target, images[:64], streams, "warm")
-            before = cpu_of_tree(pid)
+            before, threads = cpu_of_tree(pid), cpu_by_thread(pid)
             ips, errors = streams_over_connections(target, images, streams, "bulk")
             rows.append((w, ips, (cpu_of_tree(pid) - before) * 1000 / len(images), errors))
+            if w > 1:
+                parent = {k: (v - threads.get(k, 0.0)) * 1000 / len(images) for k, v in cpu_by_thread(pid).items()}
     base = rows[0][1] if rows and rows[0][0] == 1 else None
     cores = os.cpu_count() or 1
     out = [f"\n--workers scaling: {len(images)} photos as {streams} concurrent BulkCheck streams, one connection each",
@@ -244,6 +247,12 @@ def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[st
         met = "" if not base or w == 1 else ("met" if ips / base >= target else "NOT met")
         out.append(f"{w:7d} {ips:8.1f} {cpu:18.2f} {errors:6d} {ratio:>12} {f'>= {target:.1f}x' if w > 1 else '':>8} {met}")
     out.append(f"  (server CPU: the parent (the index writer when W > 1), its fronts and Milvus Lite; {cores} cores here)")
+    if parent:
+        busy = sum(parent.values())
+        split = ", ".join(f"{k} {v:.2f}" for k, v in sorted(parent.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        # One process, one interpreter lock: its CPU per image bounds what all fronts together can store.
+        out.append(f"  the writer process at {rows[-1][0]} workers, CPU ms per image: {split} (total {busy:.2f}: "
+                   f"at most ~{1000 / busy:,.0f} img/s from one interpreter)")
     return out
 
 

@@ -95,6 +95,10 @@ def test_both_fronts_serve_one_index(workers):
             for other in stubs:  # on every connection, so on both fronts, at once
                 copy = check(other, encode(img[::2, ::2].copy(), quality=70))
                 assert copy.is_duplicate and copy.matches[0].image_id == name and copy.matches[0].cluster_id == stored.cluster_id
+                # The same bytes: exact on both fronts at once, whether a front's copy of the
+                # writer's digest set already holds them or the writer confirms them.
+                same = check(other, encode(img))
+                assert same.exact_duplicate and same.matches[0].image_id == name
         streams = [threading.Thread(target=lambda s=s, k=k: list(s.BulkCheck(
             (pb.BulkCheckRequest(image_id=f"s{k}-{r.image_id}", image=r.image, add_to_index=True) for r in _stream_requests(8)), timeout=300)))
             for k, s in enumerate(stubs)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Hashable, Protocol
+from typing import AsyncIterator, Hashable, Protocol
 
 import numpy as np
 
@@ -39,6 +39,11 @@ class IndexBackend(Protocol):
 
     async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
         """The embedding and extra views of an image of the namespace with exactly these bytes."""
+
+    def watch_digests(self) -> AsyncIterator[np.ndarray] | None:
+        """For a copy of the hash set behind might_hold (core/digests.py: DigestSet.watch): every
+        64-bit key held, then the keys added as they are; None when this index keeps no set of
+        its own (a RemoteIndex, or digest_cache off)."""
 
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
         """Queue a check (and store) in item.namespace; returns at once. The items of one flow

@@ -12,6 +12,11 @@ What it must never do is say "no" for bytes this server stored; bytes stored by 
 sharing the Milvus collection are not in it (they are still found, by the vector search, just
 not flagged exact_duplicate); see the `digest_cache` setting.
 
+A copy can be kept elsewhere: `watch` hands a listener every key held now and then each key
+added (`--workers` fronts keep copies of their writer's set this way: transport/writer_service.py
+WatchDigests), and `add_keys` fills such a copy. A copy may lag its original by a moment, so its
+"no" is confirmed where the original lives (core/index.py: IndexWriter, `exact_checked`).
+
 The id set works alike on image keys (a hash of the id, storage/milvus.py: image_key): a new id
 skips the query that looks for an earlier image with the same id; a "maybe" makes that query.
 
@@ -23,7 +28,7 @@ another's images and the confirming query looks in the caller's namespace only.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -44,6 +49,7 @@ class DigestSet:
         self._recent: set[int] = set()
         # False until the stored digests have been loaded; until then nothing can be ruled out.
         self.loaded = False
+        self._listeners: list[Callable[[int], None]] = []
 
     def __len__(self) -> int:
         with self._lock:
@@ -62,9 +68,42 @@ class DigestSet:
             if self._has(key):
                 return
             self._recent.add(key)
-            if len(self._recent) >= _MERGE_AT:
-                self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, dtype=np.uint64))
-                self._recent.clear()
+            for listener in self._listeners:  # under the lock: none misses a key or sees one twice
+                listener(key)
+            self._merge_if_due()
+
+    def add_keys(self, keys: np.ndarray) -> None:
+        """Add 64-bit keys as `watch` gives them (a copy's side)."""
+        with self._lock:
+            if len(keys) >= _MERGE_AT:
+                self._sorted = np.union1d(self._sorted, keys.astype(np.uint64, copy=False))
+            else:
+                self._recent.update(int(k) for k in keys)
+                self._merge_if_due()
+
+    def reset(self) -> None:
+        """Empty, and not loaded: nothing is ruled out until it is filled again."""
+        with self._lock:
+            self._sorted = np.empty(0, dtype=np.uint64)
+            self._recent.clear()
+            self.loaded = False
+
+    def watch(self, listener: Callable[[int], None]) -> np.ndarray:
+        """Returns every key held now; from then on `listener(key)` is called with each key added,
+        from the adding thread, while the set is locked (so it must be quick). `unwatch` ends it."""
+        with self._lock:
+            self._listeners.append(listener)
+            return np.union1d(self._sorted, np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent)))
+
+    def unwatch(self, listener: Callable[[int], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _merge_if_due(self) -> None:
+        if len(self._recent) >= _MERGE_AT:
+            self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent)))
+            self._recent.clear()
 
     def might_contain(self, sha256_hex: str) -> bool:
         """False only when these bytes are certainly not stored (by this server)."""

@@ -299,6 +299,7 @@ class DedupEngine:
             views=views,
             namespace=req.namespace,
             mode=req.match_mode,
+            exact_checked=maybe_stored,
         )
         with tracer.start_as_current_span("index") as span:
             if ticket is not None and ticket.previous is not None:
@@ -319,7 +320,7 @@ class DedupEngine:
             width=facts.width,
             height=facts.height,
             format=facts.format,
-            exact_duplicate=same is not None,
+            exact_duplicate=same is not None or result.exact,
             decode_ms=(t1 - t0) * 1000,
             embed_ms=(t2 - t1) * 1000,
             index_ms=(t3 - t2) * 1000,

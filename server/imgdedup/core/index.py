@@ -56,6 +56,9 @@ class PendingImage:
     # More images of its stream are on their way to the index behind it (a write of bulk
     # images may wait a little for them: LocalIndex, bulk_write_delay_ms).
     more_coming: bool = False
+    # Whether the front looked these bytes up (find_exact). False when a copy of the digest set
+    # ruled them out, a copy that may lag (a front's): the writer looks again (CheckResult.exact).
+    exact_checked: bool = True
 
     @property
     def all_vectors(self) -> list[np.ndarray]:
@@ -69,6 +72,7 @@ class CheckResult:
     cluster_id: str = ""
     threshold: float = 0.0  # the threshold the matches were found at
     error: DedupError | None = None  # this item was refused (a namespace's stored-images quota)
+    exact: bool = False  # not exact_checked, and the writer holds these very bytes
 
 
 @dataclass
@@ -248,6 +252,18 @@ class IndexWriter:
         ]
 
     # -- check (and store) -------------------------------------------------------------------
+    def _stored_since_checked(self, namespace: str, items: list[PendingImage]) -> set[int]:
+        """Positions of the items whose bytes a lagging copy of the digest set ruled out but
+        that are stored: a query each, for the rare digest the writer's own set cannot rule out."""
+        if self.stored is None:
+            return set()
+        digests = self.stored.digests
+        return {
+            n for n, item in enumerate(items)
+            if not item.exact_checked and digests.might_contain(digest_key(item.sha256, namespace))
+            and self.store.find_by_sha256(namespace, item.sha256) is not None
+        }
+
     def commit(self, items: list[PendingImage]) -> list[CheckResult]:
         """Check (and store) a batch; results in the items' order. Each namespace's items are
         committed on their own, in their order."""
@@ -262,6 +278,7 @@ class IndexWriter:
 
     def _commit(self, namespace: str, items: list[PendingImage]) -> list[CheckResult]:
         now_ms = int(time.time() * 1000)
+        exact = self._stored_since_checked(namespace, items)
         to_store = [i.image_id for i in items if i.add_to_index]
         if self.stored is not None:
             to_store = [i for i in to_store if self.stored.keys.might_contain(image_key(i, namespace))]
@@ -339,9 +356,10 @@ class IndexWriter:
                 raise
             self.counts.changed(namespace, len(batch_rows))
             metrics.STAGE_SECONDS.labels("insert").observe(time.perf_counter() - t2)
-        for r in results:
+        for n, r in enumerate(results):
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
             r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]
+            r.exact = n in exact
         return results
 
     # -- repair ------------------------------------------------------------------------------

@@ -17,16 +17,17 @@ import asyncio
 import base64
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import AsyncIterator, Callable, Hashable
 
 import numpy as np
 
 from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.backends import ClusterView
-from imgdedup.core.digests import StoredImages
+from imgdedup.core.digests import DigestSet, StoredImages
 from imgdedup.core.errors import InvalidArgument, NotFound, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, IndexWriter, PendingImage, image_similarity
 from imgdedup.core.linking import LinkRule
@@ -74,6 +75,39 @@ def build_writer(settings: Settings, spec: ModelSpec, store: MilvusStore, stored
                        quotas=settings.quotas, cluster_modes=ClusterModes.from_settings(settings, spec) if cluster_modes is None else cluster_modes)
 
 
+class _DigestFeed:
+    """Keys a DigestSet adds on the writer thread, handed to the event loop: one wake-up for
+    all the keys added before the loop gets to them (a write batch's, typically)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._keys: list[int] = []
+        self._woken = False
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def deliver(self, key: int) -> None:  # any thread
+        with self._lock:
+            self._keys.append(key)
+            if self._woken:
+                return
+            self._woken = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    def close(self) -> None:  # the loop's thread
+        self.closed = True
+        self._ready.set()
+
+    async def take(self) -> np.ndarray:
+        """The keys added since the last take (waits for one); empty once closed."""
+        await self._ready.wait()
+        self._ready.clear()
+        with self._lock:
+            keys, self._keys, self._woken = self._keys, [], False
+        return np.array(keys, dtype=np.uint64) if not self.closed else np.empty(0, dtype=np.uint64)
+
+
 class LocalIndex:
     """Built whole by `open()`: connected, repaired, its committer running."""
 
@@ -100,6 +134,8 @@ class LocalIndex:
         self._closing = False
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
+        self._digests_loaded = asyncio.Event()
+        self._feeds: set[_DigestFeed] = set()  # watch_digests' listeners
 
     @classmethod
     async def open(cls, settings: Settings, spec: ModelSpec, *, rebuild: bool = False, may_write: Callable[[], bool] | None = None) -> "LocalIndex":
@@ -153,6 +189,8 @@ class LocalIndex:
     async def close(self) -> None:
         if self._digest_task:
             self._digest_task.cancel()
+        for feed in self._feeds:  # their watchers end (and fronts ask again, of whoever writes next)
+            feed.close()
         # Let queued writes finish, and the one in progress: an acknowledged image must be
         # stored. (A bulk write waiting for company stops waiting and goes.)
         self._closing = True
@@ -179,6 +217,7 @@ class LocalIndex:
                 delay = min(delay * 2, 60.0)
                 continue
             self._stored.load(stored)
+            self._digests_loaded.set()
             log.info("hashes of stored images loaded: %d images in %.1f s", len(stored), time.perf_counter() - started)
             return
 
@@ -228,6 +267,31 @@ class LocalIndex:
         if digests is None or not digests.loaded:
             return None
         return digests.might_contain(digest_key(sha256, namespace))
+
+    def watch_digests(self) -> AsyncIterator[np.ndarray] | None:
+        """For a copy of the hash set of stored bytes (a front's): None when this index keeps
+        none; else an iterator whose first item is every key held (once the set is loaded) and
+        each later one the keys added since. It ends when this index closes."""
+        if self._stored is None or self._closing:
+            return None
+        return self._watch(self._stored.digests)
+
+    async def _watch(self, digests: DigestSet) -> AsyncIterator[np.ndarray]:
+        while not self._digests_loaded.is_set():
+            if self._closing:
+                return
+            await asyncio.sleep(0.1)
+        feed = _DigestFeed(asyncio.get_running_loop())
+        self._feeds.add(feed)
+        try:
+            yield digests.watch(feed.deliver)
+            while not feed.closed and not self._closing:
+                keys = await feed.take()
+                if len(keys):
+                    yield keys
+        finally:
+            digests.unwatch(feed.deliver)
+            self._feeds.discard(feed)
 
     async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
         if self.might_hold(namespace, sha256) is False:

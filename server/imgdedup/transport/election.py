@@ -269,6 +269,11 @@ class ElectedIndex:
     async def find_exact(self, namespace: str, sha256: str):
         return await self._current().find_exact(namespace, sha256)
 
+    def watch_digests(self):
+        # Only while this process writes; the watch ends when its LocalIndex closes (the term
+        # ends), and the fronts' next watch finds whoever writes then.
+        return self._delegate.watch_digests() if isinstance(self._delegate, LocalIndex) else None
+
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable):
         return self._current().enqueue(item, priority, flow)
 

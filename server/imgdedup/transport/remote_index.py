@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Hashable
 
 import grpc
+import numpy as np
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -29,9 +30,11 @@ from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup import metrics
 from imgdedup.config import Settings
 from imgdedup.core.backends import ClusterView
+from imgdedup.core.digests import DigestSet
 from imgdedup.core.errors import DedupError, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
+from imgdedup.storage.milvus import digest_key
 from imgdedup.transport.errors import ForwardedError
 from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, namespace_rows, vector_bytes, vector_of
 from imgdedup.transport.writer_service import FRONT_ID_KEY, KEEPALIVE_OPTIONS, SERVICE_NAME
@@ -100,7 +103,7 @@ class _Stream:
                     if r.HasField("error"):
                         future.set_exception(ForwardedError(r.error))
                     else:
-                        future.set_result(CheckResult([hit_of(m) for m in r.matches], r.stored, r.cluster_id, threshold=r.threshold))
+                        future.set_result(CheckResult([hit_of(m) for m in r.matches], r.stored, r.cluster_id, threshold=r.threshold, exact=r.exact_duplicate))
         except grpc.aio.AioRpcError as exc:
             error = _error(exc, self.address)
             log.error("commit stream to the index writer failed: %s", error)
@@ -140,7 +143,13 @@ class RemoteIndex:
         self._wake = asyncio.Event()
         self._stream: _Stream | None = None
         self._exact_asks: list[tuple[str, str, asyncio.Future]] = []
-        self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="commit-sender")
+        # A copy of the writer's hash set of stored bytes (WatchDigests): the digests it rules out
+        # are not asked about (a FindExact call per image cost the writer's process ~0.5 ms of
+        # CPU per image, a third of its share: docs/scale-out.md).
+        self._digests = DigestSet()
+        loop = asyncio.get_running_loop()
+        self._sender = loop.create_task(self._send_loop(), name="commit-sender")
+        self._watcher = loop.create_task(self._watch_digests(), name="digest-watcher")
 
     @classmethod
     async def open(cls, settings: Settings) -> "RemoteIndex":
@@ -182,7 +191,8 @@ class RemoteIndex:
         while (self._outbox or (self._stream and self._stream.waiting)) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._sender.cancel()
-        await asyncio.gather(self._sender, return_exceptions=True)
+        self._watcher.cancel()
+        await asyncio.gather(self._sender, self._watcher, return_exceptions=True)
         self._fail_outbox(StorageUnavailable(why))
         if self._stream is not None:
             self._stream.give_up(StorageUnavailable(why))  # what still waits fails saying why
@@ -206,7 +216,38 @@ class RemoteIndex:
 
     # -- checks ----------------------------------------------------------------------------
     def might_hold(self, namespace: str, sha256: str) -> bool | None:
-        return None  # the hash sets live in the writer (find_exact asks it)
+        if not self._digests.loaded:
+            return None  # find_exact asks the writer
+        return self._digests.might_contain(digest_key(sha256, namespace))
+
+    def watch_digests(self) -> None:
+        return None  # a copy is not handed on: this front's own fronts ask the writer it asks
+
+    async def _watch_digests(self) -> None:
+        """Keep self._digests a copy of the writer's set; while it is not (a broken watch, a new
+        writer), it says nothing and every image is asked about, as before it was loaded."""
+        delay = 0.2
+        while True:
+            call = self._stub.WatchDigests(ipb.WatchDigestsRequest(), metadata=self._metadata)
+            try:
+                async for message in call:
+                    if message.keys:
+                        self._digests.add_keys(np.frombuffer(message.keys, dtype="<u8"))
+                    if message.loaded:
+                        self._digests.loaded = True
+                        log.debug("copy of the writer's digest set loaded: %d keys", len(self._digests))
+                        delay = 0.2
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # it may keep one later (a parent elected writer)
+                    log.debug("the index writer at %s keeps no digest set to copy: %s", self.address, exc.details())
+                    delay = 30.0
+                else:
+                    log.debug("watching the writer's digest set: %s", exc.code().name)
+            finally:
+                call.cancel()
+                self._digests.reset()
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0) if delay < 5.0 else delay
 
     async def find_exact(self, namespace: str, sha256: str):
         """Asked for every image (the hash sets live in the writer), so the digests hashed in
@@ -263,6 +304,7 @@ class RemoteIndex:
             flow=flow_id,
             namespace=item.namespace,
             more_coming=item.more_coming,
+            exact_checked=item.exact_checked,
         )
         future = asyncio.get_running_loop().create_future()
         self._queued[priority] += 1

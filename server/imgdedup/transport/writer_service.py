@@ -16,6 +16,8 @@ import logging
 import weakref
 from typing import AsyncIterator
 
+import grpc
+
 from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
 from imgdedup._proto.dedup.internal.v1 import writer_pb2_grpc as ipb_grpc
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
@@ -29,6 +31,7 @@ from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, 
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ipb.DESCRIPTOR.services_by_name["IndexWriterService"].full_name
+DIGEST_CHUNK = 1 << 16
 FRONT_ID_KEY = "dedup-front-id"  # Commit metadata: which front, the same across its reconnects
 # Both ends ping an idle connection, so a half-open one (a dropped NAT entry, a dead host) is
 # noticed in seconds and its items fail with UNAVAILABLE instead of waiting for ever.
@@ -53,6 +56,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         namespace=it.namespace or DEFAULT_NAMESPACE,
         mode=MatchMode(it.match_mode or MatchMode.DUPLICATES),
         more_coming=it.more_coming,
+        exact_checked=it.exact_checked,
     )
 
 
@@ -63,6 +67,7 @@ def _result(seq: int, r: CheckResult) -> ipb.CommitResult:
         stored=r.stored,
         cluster_id=r.cluster_id,
         threshold=r.threshold,
+        exact_duplicate=r.exact,
     )
 
 
@@ -173,6 +178,20 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
         spaces = list(request.namespaces) or [DEFAULT_NAMESPACE] * len(request.sha256)
         found = await asyncio.gather(*(self.index.find_exact(n or DEFAULT_NAMESPACE, d) for n, d in zip(spaces, request.sha256)), return_exceptions=True)
         return ipb.FindExactResponse(images=[_exact(f) for f in found])
+
+    async def WatchDigests(self, request, context) -> AsyncIterator[ipb.WatchDigestsResponse]:
+        keys = self.index.watch_digests()
+        if keys is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this writer keeps no hash set of stored bytes (digest_cache is off, or it is a front)")
+        first = True
+        async for batch in keys:
+            if first:  # the whole set, in messages of at most 64k keys (512 KiB)
+                for at in range(0, len(batch), DIGEST_CHUNK):
+                    yield ipb.WatchDigestsResponse(keys=batch[at:at + DIGEST_CHUNK].astype("<u8").tobytes())
+                yield ipb.WatchDigestsResponse(loaded=True)
+                first = False
+            else:
+                yield ipb.WatchDigestsResponse(keys=batch.astype("<u8").tobytes())
 
     @_internal
     async def DeleteImages(self, request, context):

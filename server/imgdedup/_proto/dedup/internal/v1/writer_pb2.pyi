@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitItem(_message.Message):
-    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode", "more_coming")
+    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode", "more_coming", "exact_checked")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class CommitItem(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
     MORE_COMING_FIELD_NUMBER: _ClassVar[int]
+    EXACT_CHECKED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     image_id: str
     vector: bytes
@@ -38,7 +39,8 @@ class CommitItem(_message.Message):
     namespace: str
     match_mode: _dedup_pb2.MatchMode
     more_coming: bool
-    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ..., more_coming: _Optional[bool] = ...) -> None: ...
+    exact_checked: bool
+    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ..., more_coming: _Optional[bool] = ..., exact_checked: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("items",)
@@ -47,20 +49,22 @@ class CommitRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[CommitItem, _Mapping]]] = ...) -> None: ...
 
 class CommitResult(_message.Message):
-    __slots__ = ("seq", "matches", "stored", "cluster_id", "error", "threshold")
+    __slots__ = ("seq", "matches", "stored", "cluster_id", "error", "threshold", "exact_duplicate")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EXACT_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     matches: _containers.RepeatedCompositeFieldContainer[_dedup_pb2.Match]
     stored: bool
     cluster_id: str
     error: _status_pb2.Status
     threshold: float
-    def __init__(self, seq: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[_dedup_pb2.Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    exact_duplicate: bool
+    def __init__(self, seq: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[_dedup_pb2.Match, _Mapping]]] = ..., stored: _Optional[bool] = ..., cluster_id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., threshold: _Optional[float] = ..., exact_duplicate: _Optional[bool] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("results",)
@@ -93,6 +97,18 @@ class FindExactResponse(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ExactImage]
     def __init__(self, images: _Optional[_Iterable[_Union[ExactImage, _Mapping]]] = ...) -> None: ...
+
+class WatchDigestsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchDigestsResponse(_message.Message):
+    __slots__ = ("keys", "loaded")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    keys: bytes
+    loaded: bool
+    def __init__(self, keys: _Optional[bytes] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class GetIndexInfoRequest(_message.Message):
     __slots__ = ("namespace",)

@@ -45,6 +45,11 @@ class IndexWriterServiceStub:
                 request_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactRequest.SerializeToString,
                 response_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactResponse.FromString,
                 _registered_method=True)
+        self.WatchDigests = channel.unary_stream(
+                '/dedup.internal.v1.IndexWriterService/WatchDigests',
+                request_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.SerializeToString,
+                response_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.FromString,
+                _registered_method=True)
         self.DeleteImages = channel.unary_unary(
                 '/dedup.internal.v1.IndexWriterService/DeleteImages',
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteImagesRequest.SerializeToString,
@@ -94,6 +99,17 @@ class IndexWriterServiceServicer:
     def FindExact(self, request, context):
         """For each digest, the embeddings of a stored image with exactly those bytes, if any (a front
         asks for the digests of all the images it hashed since its last call at once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDigests(self, request, context):
+        """The writer's hash set of stored bytes (core/digests.py), for a front to keep a copy of: first
+        every key it holds (messages until one with `loaded`), then each key as it is added. A front
+        whose copy rules a digest out asks no FindExact for it; the writer confirms at commit
+        (CommitItem.exact_checked), so a copy a moment behind costs work, never a wrong answer.
+        UNIMPLEMENTED when the writer keeps no set (digest_cache off, or it is itself a front).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +180,11 @@ def add_IndexWriterServiceServicer_to_server(servicer, server):
                     servicer.FindExact,
                     request_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactRequest.FromString,
                     response_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactResponse.SerializeToString,
+            ),
+            'WatchDigests': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDigests,
+                    request_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.FromString,
+                    response_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.SerializeToString,
             ),
             'DeleteImages': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteImages,
@@ -250,6 +271,33 @@ class IndexWriterService:
             '/dedup.internal.v1.IndexWriterService/FindExact',
             dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactRequest.SerializeToString,
             dedup_dot_internal_dot_v1_dot_writer__pb2.FindExactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDigests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dedup.internal.v1.IndexWriterService/WatchDigests',
+            dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.SerializeToString,
+            dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.FromString,
             options,
             channel_credentials,
             insecure,
