@@ -89,14 +89,21 @@ class _DigestFeed:
 
     def deliver(self, key: int) -> None:  # any thread
         with self._lock:
+            if self.closed:
+                return
             self._keys.append(key)
             if self._woken:
                 return
             self._woken = True
-        self._loop.call_soon_threadsafe(self._ready.set)
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:  # the loop is closed (the process is stopping): nobody waits
+            pass
 
     def close(self) -> None:  # the loop's thread
-        self.closed = True
+        with self._lock:
+            self.closed = True
+            self._keys.clear()
         self._ready.set()
 
     async def take(self) -> np.ndarray:
@@ -189,7 +196,9 @@ class LocalIndex:
     async def close(self) -> None:
         if self._digest_task:
             self._digest_task.cancel()
-        for feed in self._feeds:  # their watchers end (and fronts ask again, of whoever writes next)
+        for feed in list(self._feeds):  # their watchers end (and fronts ask again, of whoever writes next)
+            if self._stored is not None:
+                self._stored.digests.unwatch(feed.deliver)
             feed.close()
         # Let queued writes finish, and the one in progress: an acknowledged image must be
         # stored. (A bulk write waiting for company stops waiting and goes.)
@@ -272,14 +281,14 @@ class LocalIndex:
         """For a copy of the hash set of stored bytes (a front's): None when this index keeps
         none; else an iterator whose first item is every key held (once the set is loaded) and
         each later one the keys added since. It ends when this index closes."""
-        if self._stored is None or self._closing:
+        if self._stored is None:
             return None
         return self._watch(self._stored.digests)
 
     async def _watch(self, digests: DigestSet) -> AsyncIterator[np.ndarray]:
-        while not self._digests_loaded.is_set():
+        while not self._digests_loaded.is_set() or self._closing:
             if self._closing:
-                return
+                return  # an empty watch: the front tries again, and finds who writes next
             await asyncio.sleep(0.1)
         feed = _DigestFeed(asyncio.get_running_loop())
         self._feeds.add(feed)

@@ -43,6 +43,11 @@ def _now() -> float:
     return time.clock_gettime(_CLOCK)
 
 
+async def _no_keys():
+    return
+    yield  # an async generator that ends at once
+
+
 def _no_writer() -> StorageUnavailable:
     return StorageUnavailable("no index writer yet: the replicas are electing one; retry", reason="NO_WRITER")
 
@@ -271,8 +276,10 @@ class ElectedIndex:
 
     def watch_digests(self):
         # Only while this process writes; the watch ends when its LocalIndex closes (the term
-        # ends), and the fronts' next watch finds whoever writes then.
-        return self._delegate.watch_digests() if isinstance(self._delegate, LocalIndex) else None
+        # ends). While it follows or waits, an empty watch: the fronts try again soon.
+        if isinstance(self._delegate, LocalIndex):
+            return self._delegate.watch_digests()
+        return _no_keys() if self.settings.digest_cache else None
 
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable):
         return self._current().enqueue(item, priority, flow)

@@ -109,7 +109,9 @@ class IndexWriterServiceServicer:
         every key it holds (messages until one with `loaded`), then each key as it is added. A front
         whose copy rules a digest out asks no FindExact for it; the writer confirms at commit
         (CommitItem.exact_checked), so a copy a moment behind costs work, never a wrong answer.
-        UNIMPLEMENTED when the writer keeps no set (digest_cache off, or it is itself a front).
+        UNIMPLEMENTED when the writer keeps no set (digest_cache off, or it is a front of another
+        writer). A writer that is closing, or waiting to be elected, ends the stream at once: the
+        front watches again a moment later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
