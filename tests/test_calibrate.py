@@ -8,8 +8,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import encode, rgb
+
+pytestmark = pytest.mark.store_neutral  # calibration from embeddings, no store: run in the Lite pass, not again on the Milvus server
 
 
 def test_calibrate_reports_curve_threshold_plot_and_edits(tmp_path):

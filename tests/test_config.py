@@ -8,6 +8,8 @@ import pytest
 
 from imgdedup.config import Settings
 
+pytestmark = pytest.mark.store_neutral  # settings, in this process: run in the Lite pass, not again on the Milvus server
+
 
 def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
     config = tmp_path / "dedup.toml"

@@ -9,7 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.store_neutral  # the container's files, read: run in the Lite pass, not again on the Milvus server
 
 
 def test_hadolint_passes_on_every_dockerfile():

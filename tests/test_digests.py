@@ -7,12 +7,15 @@ import hashlib
 import threading
 
 import numpy as np
+import pytest
 
 from imgdedup.config import Settings
 from imgdedup.core.digests import DigestSet, StoredImages
 from imgdedup.core.index import PendingImage
 from imgdedup.core.local_index import build_writer, open_store
 from imgdedup.runtime import load_spec
+
+pytestmark = pytest.mark.store_neutral  # in this process, on a Lite file of its own: run in the Lite pass, not again on the Milvus server
 
 
 def _sha(i: int) -> str:

@@ -11,6 +11,8 @@ from PIL import Image
 from imgdedup.core.images import ImageError, decode_image, preprocess, sniff_format
 from imgdedup.runtime.spec import ResizePolicy
 
+pytestmark = pytest.mark.store_neutral  # decoding, in this process: run in the Lite pass, not again on the Milvus server
+
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()

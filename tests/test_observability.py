@@ -19,6 +19,9 @@ from conftest import ServerProcess, WORKERS, channel_for, encode, free_port, rgb
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.store_neutral  # traces, request ids and metrics of our own processes: run in the Lite pass, not again on the Milvus server
+
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 

@@ -16,6 +16,9 @@ import pytest
 
 from conftest import ServerProcess, encode, rgb
 
+pytestmark = pytest.mark.store_neutral  # the report, built from what the API lists: run in the Lite pass, not again on the Milvus server
+
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--force-device-scale-factor=1", "--hide-scrollbars"]
 
 

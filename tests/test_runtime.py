@@ -13,6 +13,8 @@ import pytest
 from conftest import check, encode, rgb
 from imgdedup.runtime import create_embedder, load_spec
 
+pytestmark = pytest.mark.store_neutral  # the embedders and their threads: run in the Lite pass, not again on the Milvus server
+
 
 def test_the_all_core_session_and_the_worker_sessions_give_the_same_embeddings():
     # A lone inference runs on its own all-core session, batches under load on narrower ones:

@@ -35,6 +35,9 @@ from imgdedup.config import Settings
 from imgdedup.transport.auth import BearerTokenInterceptor, TokenConfigError, load_tokens
 from imgdedup.transport.server import server_credentials
 
+pytestmark = pytest.mark.store_neutral  # TLS, mTLS and tokens of our own transport: run in the Lite pass, not again on the Milvus server
+
+
 FAST = 10.0  # seconds: a refused handshake or call fails at once; this only bounds a hang
 
 

@@ -15,6 +15,9 @@ from conftest import encode, free_port, rgb
 from imgdedup.runtime import builtin_spec_names, load_spec
 from imgdedup.runtime.base import to_model_input
 
+pytestmark = pytest.mark.store_neutral  # model specs and the command line: run in the Lite pass, not again on the Milvus server
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
