@@ -115,5 +115,9 @@ def test_bytes_a_lagging_copy_ruled_out_are_found_by_the_writer(tmp_path):
         assert not other.exact
         [looked_up] = writer.commit([item("d", v, _sha(1))])  # the front found it itself: not asked again
         assert not looked_up.exact and looked_up.matches
+        # Its own row (a write retried after part of it landed) is not an earlier copy.
+        writer.commit([item("e", w, _sha(3))])
+        [own] = writer.commit([item("e", w, _sha(3), exact_checked=False)])
+        assert own.stored and not own.exact
     finally:
         store.close()

@@ -261,7 +261,7 @@ class IndexWriter:
         return {
             n for n, item in enumerate(items)
             if not item.exact_checked and digests.might_contain(digest_key(item.sha256, namespace))
-            and self.store.find_by_sha256(namespace, item.sha256) is not None
+            and self.store.holds_sha256(namespace, item.sha256, other_than=item.image_id)
         }
 
     def commit(self, items: list[PendingImage]) -> list[CheckResult]:

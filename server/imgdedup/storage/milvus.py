@@ -594,6 +594,14 @@ class MilvusStore:
         rows = self._query_images(_in_ns(namespace, f"sha256 == {quote(digest)}"), with_vectors=True, limit=1)
         return rows[0] if rows else None
 
+    def holds_sha256(self, namespace: str, digest: str, *, other_than: str = "") -> bool:
+        """Whether an image of this namespace with exactly these bytes is stored (other than the
+        image id `other_than`: a write being retried may have stored its own row already)."""
+        expr = f"sha256 == {quote(digest)}"
+        if other_than:
+            expr += f" and image_key != {quote(image_key(other_than, namespace))}"
+        return bool(self._query_images(_in_ns(namespace, expr), with_vectors=False, limit=1))
+
     def all_keys_and_digests(self) -> list[tuple[str, str, str]]:
         """(namespace, image_key, sha256) of every stored image (for the in-memory hash sets)."""
         # Strong: read at start, it must see what the process before this one wrote (Session
