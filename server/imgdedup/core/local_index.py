@@ -141,7 +141,6 @@ class LocalIndex:
         self._closing = False
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
-        self._digests_loaded = asyncio.Event()
         self._feeds: set[_DigestFeed] = set()  # watch_digests' listeners
 
     @classmethod
@@ -226,7 +225,6 @@ class LocalIndex:
                 delay = min(delay * 2, 60.0)
                 continue
             self._stored.load(stored)
-            self._digests_loaded.set()
             log.info("hashes of stored images loaded: %d images in %.1f s", len(stored), time.perf_counter() - started)
             return
 
@@ -286,10 +284,10 @@ class LocalIndex:
         return self._watch(self._stored.digests)
 
     async def _watch(self, digests: DigestSet) -> AsyncIterator[np.ndarray]:
-        while not self._digests_loaded.is_set() or self._closing:
-            if self._closing:
-                return  # an empty watch: the front tries again, and finds who writes next
+        while not digests.loaded and not self._closing:
             await asyncio.sleep(0.1)
+        if self._closing:
+            return  # an empty watch: the front tries again, and finds who writes next
         feed = _DigestFeed(asyncio.get_running_loop())
         self._feeds.add(feed)
         try:

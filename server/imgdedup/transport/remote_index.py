@@ -250,8 +250,8 @@ class RemoteIndex:
             delay = min(2 * delay, 5.0) if delay < 5.0 else delay
 
     async def find_exact(self, namespace: str, sha256: str):
-        """Asked for every image (the hash sets live in the writer), so the digests hashed in
-        one event-loop turn go in one call: under load one call serves a whole batch."""
+        """Asked for the digests this front's copy of the writer's set cannot rule out (all of
+        them while the copy is not loaded); those hashed in one event-loop turn go in one call."""
         if not self._exact_asks:
             asyncio.get_running_loop().call_soon(self._ask_exact)
         future = asyncio.get_running_loop().create_future()
