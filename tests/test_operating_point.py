@@ -14,7 +14,9 @@ from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.operating_point import STEP, OperatingPoint
 from imgdedup.runtime import load_spec
 
-TAIL = load_spec("sscd_disc_mixup").search.tail
+SPEC = load_spec("sscd_disc_mixup")
+TAIL = SPEC.search.tail
+BASE = SPEC.search.default_threshold  # the calibrated default, 0.50
 
 
 def test_the_default_model_has_a_tail_and_its_inverse_is_exact():
@@ -27,9 +29,9 @@ def test_the_default_model_has_a_tail_and_its_inverse_is_exact():
 
 @given(st.integers(1, 10**9), st.integers(1, 10**9), st.sampled_from([1e-4, 0.01, 0.1]))
 def test_the_threshold_never_falls_as_a_namespace_grows_and_keeps_its_promise(n, m, rate):
-    point = OperatingPoint(0.55, TAIL, rate)
+    point = OperatingPoint(BASE, TAIL, rate)
     small, large = sorted((n, m))
-    assert 0.55 <= point.threshold(small) <= point.threshold(large) <= 1.0
+    assert BASE <= point.threshold(small) <= point.threshold(large) <= 1.0
     t = point.threshold(large)
     assert math.isclose(t / STEP, round(t / STEP), abs_tol=1e-6)  # in steps
     if t < 1.0:
@@ -39,11 +41,11 @@ def test_the_threshold_never_falls_as_a_namespace_grows_and_keeps_its_promise(n,
 def test_it_stays_at_the_base_without_a_tail_or_a_budget_and_for_the_sizes_we_measure():
     assert OperatingPoint(0.55, None, 0.01).threshold(10**9) == 0.55
     assert OperatingPoint(0.55, TAIL, 0.0).threshold(10**9) == 0.55
-    point = OperatingPoint(0.55, TAIL, 0.01)
+    point = OperatingPoint(BASE, TAIL, 0.01)
     # The dev benchmark's 14,540 images and the hard set's 3,100 are far below where it moves
-    # (~230k with the default model), so every quality figure in the README holds unchanged.
-    assert point.threshold(15_000) == 0.55 and point.threshold(200_000) == 0.55
-    assert 0.6 < point.threshold(1_000_000) < point.threshold(10_000_000) < 0.9
+    # (~100k with the default model), so every quality figure in the README holds unchanged.
+    assert point.threshold(15_000) == BASE and point.threshold(90_000) == BASE
+    assert BASE < point.threshold(200_000) < 0.6 < point.threshold(1_000_000) < point.threshold(10_000_000) < 0.9
 
 
 def test_a_small_server_reports_its_calibrated_threshold(stub):
@@ -54,22 +56,22 @@ def test_a_small_server_reports_its_calibrated_threshold(stub):
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
     # A budget of 1e-9 false matches per query makes the default model's threshold rise at a
-    # handful of images (0.84 with one stored image, 0.91 with two), as 0.01 does past ~230k.
+    # handful of images (0.84 with one stored image, 0.91 with two), as 0.01 does past ~100k.
     with serving(tmp_path_factory.mktemp("strict"), "--false-matches-per-query", "1e-9") as stub:
         yield stub
 
 
 def test_the_threshold_rises_with_the_stored_images_for_matches_and_clusters(strict_server):
     stub = strict_server
-    point = OperatingPoint(0.55, TAIL, 1e-9)
+    point = OperatingPoint(BASE, TAIL, 1e-9)
     coffee = rgb("coffee")
     h, w = coffee.shape[:2]
     crop = encode(np.ascontiguousarray(coffee[h // 5 : h * 4 // 5, w // 5 : w * 4 // 5]))  # ~0.62 with the photo
 
     first = check(stub, encode(coffee), image_id="coffee", add=True)
-    assert first.threshold == pytest.approx(0.55)  # nothing stored yet: the calibrated default
+    assert first.threshold == pytest.approx(BASE)  # nothing stored yet: the calibrated default
     info = stub.GetInfo(pb.GetInfoRequest())
-    assert info.default_threshold == pytest.approx(0.55)
+    assert info.default_threshold == pytest.approx(BASE)
     assert info.threshold == pytest.approx(point.threshold(1)) and info.threshold > 0.8
 
     plain = check(stub, crop, image_id="crop")
@@ -87,4 +89,4 @@ def test_the_threshold_rises_with_the_stored_images_for_matches_and_clusters(str
     stub.DeleteImages(pb.DeleteImagesRequest(image_ids=["crop"]))
     assert stub.GetInfo(pb.GetInfoRequest()).threshold == pytest.approx(point.threshold(1))
     # Another namespace has its own count.
-    assert stub.GetInfo(pb.GetInfoRequest(namespace="empty")).threshold == pytest.approx(0.55)
+    assert stub.GetInfo(pb.GetInfoRequest(namespace="empty")).threshold == pytest.approx(BASE)

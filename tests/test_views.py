@@ -72,7 +72,7 @@ def test_a_screenshot_matches_its_photo_in_either_order(view_stub):
     assert "coffee" not in [m.image_id for m in photo.matches] and "coffee-shot" not in [m.image_id for m in photo.matches]
     cluster = view_stub.GetCluster(pb.GetClusterRequest(cluster_id=stored.cluster_id))
     assert sorted(m.image_id for m in cluster.members) == ["coffee", "coffee-shot"]
-    assert min(m.similarity for m in cluster.members) >= 0.55  # best pair of views
+    assert min(m.similarity for m in cluster.members) >= shot.threshold  # best pair of views
 
 
 def test_views_follow_their_image_through_deletes(view_stub):
