@@ -28,6 +28,7 @@ from imgdedup.core.linking import LinkRule
 from imgdedup.core.match_modes import ClusterModes, MatchMode, MatchModes
 from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
+from imgdedup.core.view_mirror import ViewMirror
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
 
 # Extra neighbours fetched beyond top_k, so that joining clusters sees enough of them and a
@@ -80,6 +81,7 @@ class _ClusterBook:
     """Cluster rows touched by one write batch, flushed to Milvus at its end."""
 
     store: MilvusStore
+    views: ViewMirror  # the writer's: views are written through it
     namespace: str
     rows: dict[str, ClusterRow] = field(default_factory=dict)
     merged_into: dict[str, str] = field(default_factory=dict)
@@ -133,7 +135,7 @@ class _ClusterBook:
         IndexWriter.rebuild_clusters cannot put right."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
-        self.store.insert_views(self.namespace, new_views)
+        self.views.insert_views(self.namespace, new_views)
         self.store.insert_images(new_images)
         _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
@@ -188,7 +190,9 @@ class IndexWriter:
         # Hashes of the images this server stored (kept up to date here): ids it rules out skip
         # the "already stored?" query (one of the five Milvus calls of a write).
         self.stored = stored
-        # The views collection is searched alongside the images collection, not after it.
+        # Extra views: searched in memory (core/view_mirror.py), or where a namespace has too
+        # many, in Milvus alongside the images collection, not after it.
+        self.views = ViewMirror(store)
         self._view_search = thread_pool(1, "view-search")
 
     def close(self) -> None:
@@ -217,11 +221,15 @@ class IndexWriter:
                 queries.append(v)
                 owners.append(n)
         stacked = np.stack(queries)
-        in_views = self._view_search.submit(self.store.search_views, namespace, stacked, limit)
-        try:
+        if self.views.in_memory(namespace):
             in_images = self.store.search(namespace, stacked, limit)
-        finally:
-            view_hits = in_views.result()
+            view_hits = self.views.search_views(namespace, stacked, limit)
+        else:
+            in_views = self._view_search.submit(self.store.search_views, namespace, stacked, limit)
+            try:
+                in_images = self.store.search(namespace, stacked, limit)
+            finally:
+                view_hits = in_views.result()
         found: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair seen
         cluster_of: dict[str, str] = {}
         for n, hits in zip(owners, in_images):
@@ -234,7 +242,7 @@ class IndexWriter:
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
-        their_views = self.store.views_of(namespace, rescore) if rescore else {}
+        their_views = self.views.views_of(namespace, rescore) if rescore else {}
         if their_views:
             rows = self.store.get_images(namespace, their_views, with_vectors=True)
             cluster_of.update({i: r.cluster_id for i, r in rows.items()})
@@ -303,7 +311,7 @@ class IndexWriter:
         all_hits = self._search(namespace, items, limit, floor=floor)
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
-        book = _ClusterBook(self.store, namespace)
+        book = _ClusterBook(self.store, self.views, namespace)
         batch_rows: list[ImageRow] = []  # stored earlier in this batch, in order
         batch_at: list[int] = []  # the item each of them came from
         # image_similarity of every pair of the batch's items, in one product (a write of
@@ -398,11 +406,11 @@ class IndexWriter:
             self.counts.forget(namespace)  # some may be deleted: count again
             raise
         self.counts.changed(namespace, -len(deleted))
-        self.store.delete_views(namespace, deleted)
+        self.views.delete_views(namespace, deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
         rule = self._rule(namespace)
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
-        extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
+        extra = self.views.views_of(namespace, [m.image_id for m in members]) if members else {}
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -436,6 +444,7 @@ class IndexWriter:
             return self.store.drop_namespace(namespace)
         finally:
             self.counts.forget(namespace)
+            self.views.forget(namespace)
 
 
 def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]]) -> np.ndarray:

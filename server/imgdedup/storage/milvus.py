@@ -578,6 +578,21 @@ class MilvusStore:
             out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
         return out
 
+    def count_views(self, namespace: str) -> int:
+        """Extra views stored in a namespace (Strong: what an earlier writer wrote counts)."""
+        return self._count(self.views, _in_ns(namespace), consistency="Strong")
+
+    def all_views(self, namespace: str) -> dict[str, dict[str, np.ndarray]]:
+        """Every extra view of a namespace: {image_id: {view_key: vector}} (core/view_mirror.py)."""
+        keys = self._query_all(self.views, _in_ns(namespace), ["view_key"], key="view_key", root="", consistency="Strong")
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks([r["view_key"] for r in keys]):  # vectors only of rows that exist, as in views_of
+            found += self._call("query", self.views, filter=_in_list("view_key", chunk), output_fields=["view_key", "image_id", "embedding"], limit=len(chunk))
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for r in found:
+            out.setdefault(str(r["image_id"]), {})[r["view_key"]] = np.asarray(r["embedding"], dtype=np.float32)
+        return out
+
     def delete_views(self, namespace: str, image_ids: list[str]) -> None:
         for chunk in _chunks([image_key(i, namespace) for i in image_ids]):
             self._call("delete", self.views, filter=_in_ns(namespace, _in_list("image_key", chunk)))
