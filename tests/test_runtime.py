@@ -67,5 +67,6 @@ def test_server_threads_carry_their_stage_names_into_the_os(server, stub):
     check(stub, encode(rgb("rocket")))  # every stage has run once
     pid = server.proc.pid
     names = {Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() for tid in os.listdir(f"/proc/{pid}/task")}
-    for stage in ("decode_0", "index-writer_0", "embed_0", "view-search_0"):
+    # (view-search_0 runs only for a namespace with more views than the writer keeps in memory.)
+    for stage in ("decode_0", "index-writer_0", "embed_0"):
         assert stage in names, sorted(names)

@@ -4,12 +4,15 @@ large to copy. Against a real Milvus (a Lite file of its own, or the session's s
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from conftest import backend_env
 from imgdedup.config import Settings
-from imgdedup.core.local_index import open_store
+from imgdedup.core.index import PendingImage
+from imgdedup.core.local_index import build_writer, open_store
 from imgdedup.core.view_mirror import ViewMirror
 from imgdedup.runtime import load_spec
 
@@ -22,6 +25,7 @@ def store(tmp_path):
     settings = Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
     s = open_store(settings, load_spec(settings.model))
     s.connect()
+    s.settings = settings  # for the writer-level test
     try:
         yield s
     finally:
@@ -48,12 +52,12 @@ def _same(mirror: ViewMirror, store, queries: np.ndarray, ids: list[str]) -> Non
 
 def test_the_copy_answers_as_the_views_collection_through_every_write(store):
     rng = np.random.default_rng(7)
-    vs = _units(rng, 12, store.dim)
+    vs = [v * (0.5 + i % 3) for i, v in enumerate(_units(rng, 12, store.dim))]  # not all unit length: cosine
     # Views an earlier writer stored: read when the namespace is first searched.
     store.insert_views(NS, {f"old-{i}": [vs[i]] for i in range(5)})
     mirror = ViewMirror(store)
     # Queries near some views (so the order is not a near tie) and one far from all.
-    near = [vs[1] + 0.3 * _units(rng, 1, store.dim)[0], vs[3] + 0.5 * _units(rng, 1, store.dim)[0]]
+    near = [vs[1] / np.linalg.norm(vs[1]) + 0.3 * _units(rng, 1, store.dim)[0], vs[3] / np.linalg.norm(vs[3]) + 0.5 * _units(rng, 1, store.dim)[0]]
     queries = np.stack([v / np.linalg.norm(v) for v in near] + _units(rng, 1, store.dim))
     ids = [f"old-{i}" for i in range(5)] + ["new", "landed", "nope"]
     assert mirror.in_memory(NS)
@@ -94,3 +98,38 @@ def test_a_namespace_with_more_views_than_the_cap_is_searched_in_milvus(store):
     growing.insert_views(NS, {"img-4": [vs[4]], "img-5": [vs[5]]})
     assert not growing.in_memory(NS)
     _same(growing, store, queries, [f"img-{i}" for i in range(6)])
+
+
+def test_a_namespace_never_stored_in_is_not_kept_and_a_dropped_one_is_read_again(store):
+    """Through the IndexWriter: a photo that matches only a stored screenshot's content view is
+    found; once the namespace is dropped it is not (no view left in memory), and a namespace
+    nobody stored in is searched without being read or kept."""
+    spec = load_spec(store.settings.model)
+    writer = build_writer(store.settings, spec, store, None)
+    rng = np.random.default_rng(9)
+    canvas, content, other = _units(rng, 3, store.dim)
+
+    def item(image_id: str, vector, views=(), add=True) -> PendingImage:
+        return PendingImage(image_id, vector, add, None, 5, 640 * 480, hashlib.sha256(image_id.encode()).hexdigest(), views=list(views), namespace=NS)
+
+    assert writer.views.in_memory("nobody-here") and "nobody-here" not in writer.views._copies
+    [shot] = writer.commit([item("shot", canvas, [content])])
+    assert shot.stored
+    [photo] = writer.commit([item("photo", content, add=False)])
+    assert [m.image_id for m in photo.matches] == ["shot"]  # through the screenshot's view
+    assert writer.views.in_memory(NS)
+
+    writer.drop_namespace(NS)
+    [photo] = writer.commit([item("photo", content, add=False)])
+    assert photo.matches == []
+    # The id stored again, as another image without a view: a view kept from before the drop
+    # would match it.
+    [other_shot] = writer.commit([item("shot", other)])
+    assert other_shot.stored and not other_shot.matches
+    [photo] = writer.commit([item("photo", content, add=False)])
+    assert photo.matches == []
+    [again] = writer.commit([item("shot-2", other, [content])])
+    assert again.stored and [m.image_id for m in again.matches] == ["shot"]  # the same whole vector
+    [photo] = writer.commit([item("photo", content, add=False)])
+    assert [m.image_id for m in photo.matches] == ["shot-2"]
+    writer.close()

@@ -249,6 +249,8 @@ class LocalIndex:
         try:
             await loop.run_in_executor(self._write_pool, self.store.reconnect)
             log.warning("reconnected to Milvus at %s", self.store.uri)
+            # On the writer thread, between writes: Milvus may not hold what the copies hold.
+            await loop.run_in_executor(self._write_pool, self._writer.views.forget_all)
         except Exception as exc:
             log.error("reconnecting to Milvus failed: %s", exc)
             return False

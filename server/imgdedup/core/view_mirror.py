@@ -2,24 +2,29 @@
 
 Few images have an extra view (0.7 % of the dev set's photos; screenshots and padded copies),
 yet every write searched the views collection beside the images collection: one more Milvus
-call per write batch, the slower of the two on Milvus Lite. Measured with the near-free stand-in
-model (benchmarks/pipeline.py, 2-core Intel Xeon VM, 2026-12-04), skipping that search took
-unary CheckDuplicate at concurrency 1 from p50 7.2 to 5.0 ms and one BulkCheck stream from
-~278 to ~305 img/s. So the writer keeps the views of a namespace in memory, searches them
-exactly with one matrix product, and asks Milvus only for namespaces with more views than
-MAX_VIEWS (there the product would cost more than the call).
+call per write batch, the slower of the two on Milvus Lite. With the near-free stand-in model
+(benchmarks/pipeline.py, 2-core Intel Xeon VM, 2026-12-04) this copy took unary CheckDuplicate
+at concurrency 1 from p50 7.2 to 6.0-6.2 ms and one BulkCheck stream from 276-281 to 294-308
+img/s. So the writer keeps the views of a namespace in memory and searches them exactly (one
+matrix product; Milvus's IVF or HNSW index may miss a view, this does not), and asks Milvus only
+for namespaces with more than MAX_VIEWS views, or when all copies together would pass
+MAX_TOTAL_VIEWS (the least recently searched copies are dropped, to be read again when needed).
 
 The writer is the only process that writes views (docs/scale-out.md), and every write of views
-goes through this object on its thread, so the copy stays equal to the collection:
+goes through this object on its thread, so a copy stays equal to the collection:
 - a namespace is read whole (Strong) the first time the writer searches it, so views written
   by an earlier writer (a previous term, a previous process) are in it;
 - a write updates the copy after Milvus took it; a write that fails may have landed in part,
-  so the namespace is forgotten and read again when next searched;
-- a namespace that grows past MAX_VIEWS is forgotten and searched in Milvus from then on.
+  so the namespace is dropped and read again when next searched; so is every namespace after
+  the writer reconnects to Milvus (forget_all);
+- a namespace that grows past MAX_VIEWS is dropped and searched in Milvus from then on.
+The limit is the one the hash sets share (docs/scale-out.md, elections): a write of the previous
+writer that was already in flight when this one took over, landing after this copy was read.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -27,58 +32,74 @@ import numpy as np
 
 from imgdedup.storage.milvus import MilvusStore, view_key
 
-# Views a namespace may have and still be searched in memory: 8,192 x 512 floats is 16 MiB, and
-# a write batch of 32 images searches them in ~1-2 ms on one core.
+# Views of one namespace searched in memory: 8,192 x 512 floats, 16 MiB; a write batch of 32
+# images searches them in ~1-2 ms on one core.
 MAX_VIEWS = 8192
+# Views of all copies together (~4 KiB each at 512-d while a namespace is written: the vectors
+# and, between writes, their matrix).
+MAX_TOTAL_VIEWS = 32768
 
 
 class _Copy:
     """One namespace's views, {image_id: {view_key: vector}}, and, made when searched, one
-    matrix of them (L2-normalised, as COSINE search sees them)."""
+    matrix of them with their norms (cosine, as Milvus's COSINE metric)."""
 
     def __init__(self, views: dict[str, dict[str, np.ndarray]], dim: int):
         self.views = views
         self.dim = dim
-        self._matrix: np.ndarray | None = None
-        self._owners: list[str] = []
+        self._search: tuple[np.ndarray, np.ndarray, list[str]] | None = None
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.views.values())
 
-    def matrix(self) -> tuple[np.ndarray, list[str]]:
-        if self._matrix is None:
-            rows = [(image_id, v) for image_id, keyed in self.views.items() for v in keyed.values()]
-            m = np.asarray([v for _, v in rows], dtype=np.float32).reshape(len(rows), self.dim)
-            norms = np.linalg.norm(m, axis=1, keepdims=True)
-            self._matrix = m / np.where(norms > 0, norms, 1.0)
-            self._owners = [image_id for image_id, _ in rows]
-        return self._matrix, self._owners
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if self._search is None:
+            keys = [(image_id, k) for image_id, keyed in self.views.items() for k in keyed]
+            m = np.empty((len(keys), self.dim), np.float32)
+            for n, (image_id, k) in enumerate(keys):
+                m[n] = self.views[image_id][k]
+                self.views[image_id][k] = m[n]  # the dict's vectors share the matrix's memory
+            norms = np.linalg.norm(m, axis=1)
+            self._search = (m, np.where(norms > 0, norms, 1.0), [image_id for image_id, _ in keys])
+        return self._search
 
     def changed(self) -> None:
-        self._matrix = None
+        self._search = None
 
 
 class ViewMirror:
     """The views API of MilvusStore (search_views, views_of, insert_views, delete_views) for
     the index writer's thread, answered from memory where a namespace is small enough."""
 
-    def __init__(self, store: MilvusStore, max_views: int = MAX_VIEWS):
+    def __init__(self, store: MilvusStore, max_views: int = MAX_VIEWS, max_total: int = MAX_TOTAL_VIEWS):
         self.store = store
         self.max_views = max_views
-        self._copies: dict[str, _Copy] = {}
+        self.max_total = max_total
+        self._copies: OrderedDict[str, _Copy] = OrderedDict()  # least recently searched first
         self._too_large: set[str] = set()
 
     def _copy(self, namespace: str) -> _Copy | None:
-        """The namespace's copy, read from Milvus the first time; None where it is too large."""
+        """The namespace's copy, read from Milvus the first time; None where Milvus is asked."""
+        copy = self._copies.get(namespace)
+        if copy is not None:
+            self._copies.move_to_end(namespace)
+            return copy
         if namespace in self._too_large:
             return None
-        copy = self._copies.get(namespace)
-        if copy is None:
-            if self.store.count_views(namespace) > self.max_views:
-                self._too_large.add(namespace)
-                return None
-            copy = self._copies[namespace] = _Copy(self.store.all_views(namespace), self.store.dim)
+        if not self.store.holds(namespace):
+            return _Copy({}, self.store.dim)  # nothing stored: nothing to read or keep
+        views = self.store.all_views(namespace, at_most=self.max_views)
+        if views is None:
+            self._too_large.add(namespace)
+            return None
+        copy = self._copies[namespace] = _Copy(views, self.store.dim)
+        self._fit()
         return copy
+
+    def _fit(self) -> None:
+        """Drop the least recently searched copies while all of them hold too many views."""
+        while len(self._copies) > 1 and sum(len(c) for c in self._copies.values()) > self.max_total:
+            self._copies.popitem(last=False)
 
     def in_memory(self, namespace: str) -> bool:
         """Whether this namespace's views are searched in memory (read now if never read)."""
@@ -86,20 +107,20 @@ class ViewMirror:
 
     def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """(image_id, similarity) of the nearest extra views, per query vector, most similar
-        first: exact, where Milvus's index may be approximate."""
+        first."""
         copy = self._copy(namespace)
         if copy is None:
             return self.store.search_views(namespace, vectors, limit)
-        matrix, owners = copy.matrix()
+        matrix, norms, owners = copy.matrix()
         if not owners:
             return [[] for _ in vectors]
         q = np.asarray(vectors, dtype=np.float32)
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        sims = q @ matrix.T
+        sims = (q @ matrix.T) / norms
         k = min(limit, len(owners))
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(owners) else np.tile(np.arange(len(owners)), (len(q), 1))
         out = []
-        for row, cols in zip(sims, top):
+        for row in sims:
+            cols = np.argpartition(-row, k - 1)[:k] if k < len(owners) else np.arange(len(owners))
             cols = cols[np.argsort(-row[cols], kind="stable")]
             out.append([(owners[c], float(row[c])) for c in cols])
         return out
@@ -110,9 +131,10 @@ class ViewMirror:
         if copy is None:
             return self.store.views_of(namespace, image_ids)
         # In view-key order, as MilvusStore.views_of gives them.
-        return {i: [v for _, v in sorted(copy.views[i].items())] for i in dict.fromkeys(image_ids) if i in copy.views}
+        return {i: [v.copy() for _, v in sorted(copy.views[i].items())] for i in dict.fromkeys(image_ids) if copy.views.get(i)}
 
     def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
+        views = {image_id: vectors for image_id, vectors in views.items() if vectors}
         if not views:
             return
         with self._forgetting_on_failure(namespace):
@@ -122,11 +144,13 @@ class ViewMirror:
             for image_id, vectors in views.items():  # an upsert by view key, as in Milvus
                 keyed = copy.views.setdefault(image_id, {})
                 for n, v in enumerate(vectors, 1):
-                    keyed[view_key(image_id, n, namespace)] = np.asarray(v, dtype=np.float32)
+                    keyed[view_key(image_id, n, namespace)] = np.array(v, dtype=np.float32)
             copy.changed()
             if len(copy) > self.max_views:
                 self.forget(namespace)
                 self._too_large.add(namespace)
+            else:
+                self._fit()
 
     def delete_views(self, namespace: str, image_ids: list[str]) -> None:
         with self._forgetting_on_failure(namespace):
@@ -140,6 +164,11 @@ class ViewMirror:
         deleted, or after a write that may have landed in part)."""
         self._copies.pop(namespace, None)
         self._too_large.discard(namespace)
+
+    def forget_all(self) -> None:
+        """Drop every copy (after a reconnect: Milvus may not hold what they hold)."""
+        self._copies.clear()
+        self._too_large.clear()
 
     @contextmanager
     def _forgetting_on_failure(self, namespace: str) -> Iterator[None]:

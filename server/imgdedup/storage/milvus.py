@@ -578,18 +578,23 @@ class MilvusStore:
             out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
         return out
 
-    def count_views(self, namespace: str) -> int:
-        """Extra views stored in a namespace (Strong: what an earlier writer wrote counts)."""
-        return self._count(self.views, _in_ns(namespace), consistency="Strong")
+    def holds(self, namespace: str) -> bool:
+        """Whether the namespace has ever held rows here (registered): one that has not has
+        nothing to search."""
+        return namespace in self._holding
 
-    def all_views(self, namespace: str) -> dict[str, dict[str, np.ndarray]]:
-        """Every extra view of a namespace: {image_id: {view_key: vector}} (core/view_mirror.py)."""
-        keys = self._query_all(self.views, _in_ns(namespace), ["view_key"], key="view_key", root="", consistency="Strong")
-        found: list[dict[str, Any]] = []
-        for chunk in _chunks([r["view_key"] for r in keys]):  # vectors only of rows that exist, as in views_of
-            found += self._call("query", self.views, filter=_in_list("view_key", chunk), output_fields=["view_key", "image_id", "embedding"], limit=len(chunk))
+    def all_views(self, namespace: str, *, at_most: int) -> dict[str, dict[str, np.ndarray]] | None:
+        """Every extra view of a namespace, {image_id: {view_key: vector}}, or None when it has
+        more than `at_most` (core/view_mirror.py). Strong: what an earlier writer wrote counts."""
+        scope = _in_ns(namespace)
+        keys = self._call("query", self.views, filter=scope, output_fields=["view_key"], limit=at_most + 1, consistency_level="Strong")
+        if len(keys) > at_most:
+            return None
         out: dict[str, dict[str, np.ndarray]] = {}
-        for r in found:
+        if not keys:  # (vectors only from a collection known to hold rows, as in views_of)
+            return out
+        rows = self._call("query", self.views, filter=scope, output_fields=["view_key", "image_id", "embedding"], limit=at_most + 1, consistency_level="Strong")
+        for r in rows:
             out.setdefault(str(r["image_id"]), {})[r["view_key"]] = np.asarray(r["embedding"], dtype=np.float32)
         return out
 
