@@ -20,12 +20,15 @@ NS = "views-ns"
 
 
 @pytest.fixture()
-def store(tmp_path):
+def settings(tmp_path) -> Settings:
     env = backend_env(tmp_path)
-    settings = Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
+    return Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
+
+
+@pytest.fixture()
+def store(settings):
     s = open_store(settings, load_spec(settings.model))
     s.connect()
-    s.settings = settings  # for the writer-level test
     try:
         yield s
     finally:
@@ -100,12 +103,11 @@ def test_a_namespace_with_more_views_than_the_cap_is_searched_in_milvus(store):
     _same(growing, store, queries, [f"img-{i}" for i in range(6)])
 
 
-def test_a_namespace_never_stored_in_is_not_kept_and_a_dropped_one_is_read_again(store):
+def test_a_namespace_never_stored_in_is_not_kept_and_a_dropped_one_is_read_again(settings, store):
     """Through the IndexWriter: a photo that matches only a stored screenshot's content view is
     found; once the namespace is dropped it is not (no view left in memory), and a namespace
     nobody stored in is searched without being read or kept."""
-    spec = load_spec(store.settings.model)
-    writer = build_writer(store.settings, spec, store, None)
+    writer = build_writer(settings, load_spec(settings.model), store, None)
     rng = np.random.default_rng(9)
     canvas, content, other = _units(rng, 3, store.dim)
 

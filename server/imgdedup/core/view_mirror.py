@@ -6,10 +6,11 @@ call per write batch, the slower of the two on Milvus Lite. With the near-free s
 (benchmarks/pipeline.py, 2-core Intel Xeon VM, 2026-12-04) this copy took unary CheckDuplicate
 at concurrency 1 from p50 7.2 to 6.0-6.2 ms and one BulkCheck stream from 276-281 to 294-308
 img/s (alternating the two builds later on a slower VM: 7.8-8.1 -> 6.9-7.6 ms, 247-255 -> 264-268
-img/s; the README's "Storage" has the figures). So the writer keeps the views of a namespace in memory and searches them exactly (one
-matrix product; Milvus's IVF or HNSW index may miss a view, this does not), and asks Milvus only
-for namespaces with more than MAX_VIEWS views, or when all copies together would pass
-MAX_TOTAL_VIEWS (the least recently searched copies are dropped, to be read again when needed).
+img/s; the README's "Storage" has the figures). So the writer keeps the views of a namespace
+in memory and searches them exactly (one matrix product; Milvus's IVF or HNSW index may miss a
+view, this does not), and asks Milvus only for namespaces with more than MAX_VIEWS views, or
+when all copies together would pass MAX_TOTAL_VIEWS (the least recently searched copies are
+dropped, to be read again when needed).
 
 The writer is the only process that writes views (docs/scale-out.md), and every write of views
 goes through this object on its thread, so a copy stays equal to the collection:

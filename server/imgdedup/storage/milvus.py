@@ -493,7 +493,7 @@ class MilvusStore:
     def _scope(self, namespace: str) -> str | None:
         """The filter a vector search in `namespace` needs: none while it is the only one that
         holds rows; None when it holds none (nothing to search)."""
-        if namespace not in self._holding:
+        if not self.holds(namespace):
             return None
         return "" if len(self._holding) == 1 else _in_ns(namespace)
 
