@@ -38,6 +38,34 @@ def test_an_image_merges_only_the_clusters_it_resembles():
     assert sorted(plain.clusters_to_join([("a", 0.6), ("b", 0.7)], {"a": 4, "b": 4}.__getitem__)) == ["a", "b"]
 
 
+def test_links_through_an_image_with_a_view_need_resemblance():
+    sizes = {"pasted": 3, "background": 2, "alone": 1}
+    # Only a composite (a stored image with an extra view) links "pasted": a copy of the photo
+    # the composite was pasted on does not join, even though it links no other cluster...
+    hits = [("pasted", 0.8), ("pasted", 0.1), ("pasted", 0.05)]
+    assert RULE.clusters_to_join(hits, sizes.__getitem__, through_views={"pasted"}) == []
+    # ...unless it resembles that cluster, as a copy of the pasted photo does.
+    hits = [("pasted", 0.8), ("pasted", 0.6), ("pasted", 0.5)]
+    assert RULE.clusters_to_join(hits, sizes.__getitem__, through_views={"pasted"}) == ["pasted"]
+    # A plain match elsewhere wins over a cluster it does not resemble.
+    hits = [("pasted", 0.9), ("background", 0.6), ("background", 0.5)]
+    assert RULE.clusters_to_join(hits, sizes.__getitem__, through_views={"pasted"}) == ["background"]
+    # Without the rule's support (single linkage) nothing changes.
+    plain = LinkRule(0.55, support=0.0)
+    assert plain.clusters_to_join([("pasted", 0.8)], sizes.__getitem__, through_views={"pasted"}) == ["pasted"]
+
+
+def test_an_image_with_a_view_joins_one_cluster_its_view_first():
+    sizes = {"pasted": 1, "background": 1}
+    hits = [("background", 0.9), ("pasted", 0.7)]
+    # It resembles both; a plain image would merge them.
+    assert RULE.clusters_to_join(hits, sizes.__getitem__) == ["background", "pasted"]
+    # With a view that links "pasted", it joins that cluster alone.
+    assert RULE.clusters_to_join(hits, sizes.__getitem__, own_view=["pasted"]) == ["pasted"]
+    # Its view links nothing: the best match alone, still no merge.
+    assert RULE.clusters_to_join(hits, sizes.__getitem__, own_view=[]) == ["background"]
+
+
 def test_regroup_replays_the_rule_in_insertion_order():
     # 0: photo A; 1: a composite of A and B; 2: a copy of B; 3: photo B. The composite is near
     # A and B, A and B are unrelated.

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     bulk_write_delay_ms: float = Field(10.0, ge=0, le=60_000, description="longest a write of bulk (stream) images waits for more of the stream that are on their way, up to max_commit_batch: larger writes cost less per image; an interactive image ends the wait; 0: no wait")
     link_support: float = Field(0.6, ge=0.0, le=1.0, description="an image that matches several clusters merges only those in which it is near (similarity >= 0.30) this share of the members, up to 8 of them (core/linking.py, docs/matching.md); 0: merge every cluster it matches (single linkage)")
     content_views: bool = Field(True, description="also embed the main content of images on a plain background (screenshots, padded photos) and match on it")
+    inset_views: bool = Field(True, description="also embed a picture pasted into an image (a photo pasted onto another photo) when the image has no content view, and cluster the image with that picture (core/insets.py, docs/matching.md)")
     digest_cache: bool = Field(True, description="keep hashes of stored images' bytes and ids in memory, so only likely exact duplicates and re-sent ids query Milvus; turn off when several servers write one collection")
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="threads that decode and resize images; default: one per core")
     bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")

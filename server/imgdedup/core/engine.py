@@ -27,6 +27,7 @@ from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
+from imgdedup.core.insets import inset_view
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
@@ -347,7 +348,10 @@ class DedupEngine:
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
         resize = self.spec.input.resize
         tensors = [preprocess(decoded, resize)]
-        if self.settings.content_views and (view := content_view(decoded)) is not None:
+        view = content_view(decoded) if self.settings.content_views else None
+        if view is None and self.settings.inset_views:
+            view = inset_view(decoded)
+        if view is not None:
             tensors.append(preprocess(view, resize))
         return tensors
 

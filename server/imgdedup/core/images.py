@@ -46,6 +46,13 @@ class DecodedImage:
     def pixels(self) -> int:
         return self.width * self.height
 
+    def cropped(self, box: tuple[int, int, int, int] | None) -> DecodedImage | None:
+        """The region (x0, y0, x1, y1) of this image as an image of its own (None: None)."""
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        return DecodedImage(rgb=np.ascontiguousarray(self.rgb[y0:y1, x0:x1]), format=self.format, width=x1 - x0, height=y1 - y0)
+
 
 def sniff_format(data: bytes) -> str | None:
     """The container format from magic bytes, or a descriptive name for known non-images."""

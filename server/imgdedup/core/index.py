@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable, Container, Mapping
 
 import numpy as np
 
@@ -96,12 +96,28 @@ class _ClusterBook:
         missing = {c for c in cluster_ids if c not in self.rows and c not in self.merged_into}
         self.rows.update(self.store.get_clusters(self.namespace, missing))
 
-    def add_image(self, image: ImageRow, hits: list[Hit], rule: LinkRule) -> str:
+    def add_image(self, image: ImageRow, hits: list[Hit], rule: LinkRule, viewed: Container[str] = (),
+                  own_view: dict[str, float] | None = None) -> str:
         """Put a new image into a cluster: its own, the one it matches, or a merge of several
-        (the clusters `rule` chooses from its neighbours `hits`)."""
-        resolved = [(self.resolve(h.cluster_id), h.similarity) for h in hits]
-        self.load({c for c, sim in resolved if sim >= rule.threshold})
-        linked = set(rule.clusters_to_join([(c, sim) for c, sim in resolved if c in self.rows], lambda c: self.rows[c].size))
+        (the clusters `rule` chooses from its neighbours `hits`). `viewed`: the hits' images
+        that have an extra view; `own_view`: for an image with an extra view, its similarity
+        through that view to each hit's image (LinkRule.clusters_to_join says why)."""
+        resolved = [(self.resolve(h.cluster_id), h.similarity, h.image_id) for h in hits]
+        self.load({c for c, sim, _ in resolved if sim >= rule.threshold})
+        resolved = [r for r in resolved if r[0] in self.rows]
+        links = [(c, image_id) for c, sim, image_id in resolved if sim >= rule.threshold]
+        plain = {c for c, image_id in links if image_id not in viewed}
+        through_views = {c for c, _ in links} - plain
+        by_view = None
+        if own_view is not None:
+            best: dict[str, float] = {}
+            for c, _, image_id in resolved:
+                sim = own_view.get(image_id, -1.0)
+                if sim >= rule.threshold and sim > best.get(c, -2.0):
+                    best[c] = sim
+            by_view = sorted(best, key=lambda c: -best[c])
+        linked = set(rule.clusters_to_join([(c, sim) for c, sim, _ in resolved], lambda c: self.rows[c].size,
+                                           through_views=through_views, own_view=by_view))
         if not linked:
             cid = new_cluster_id()
             self.rows[cid] = ClusterRow(cid, 0, image.image_id, image.pixels, image.inserted_at_ms, self.namespace)
@@ -212,14 +228,16 @@ class IndexWriter:
         t = self.modes.threshold(self.cluster_modes(namespace), None, self._stored(namespace))
         return self.rule if t == self.rule.threshold else replace(self.rule, threshold=t)
 
-    def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> list[list[Hit]]:
+    def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> tuple[list[list[Hit]], list[dict[str, float]]]:
         """Nearest stored images of each item (all of `namespace`) by image_similarity, most
-        similar first; candidates below `floor` may be left out."""
-        queries, owners = [], []
+        similar first; candidates below `floor` may be left out. Also, per item, the best
+        similarity of each candidate to the item's own extra views (empty for most items)."""
+        queries, owners, is_view = [], [], []
         for n, item in enumerate(items):
-            for v in item.all_vectors:
+            for k, v in enumerate(item.all_vectors):
                 queries.append(v)
                 owners.append(n)
+                is_view.append(k > 0)
         stacked = np.stack(queries)
         if self.views.in_memory(namespace):
             in_images = self.store.search(namespace, stacked, limit)
@@ -231,14 +249,19 @@ class IndexWriter:
             finally:
                 view_hits = in_views.result()
         found: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair seen
+        by_view: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair with the item's own views
         cluster_of: dict[str, str] = {}
-        for n, hits in zip(owners, in_images):
+        for n, view, hits in zip(owners, is_view, in_images):
             for h in hits:
                 cluster_of[h.image_id] = h.cluster_id
                 found[n][h.image_id] = max(found[n].get(h.image_id, -1.0), h.similarity)
-        for n, pairs in zip(owners, view_hits):
+                if view:
+                    by_view[n][h.image_id] = max(by_view[n].get(h.image_id, -1.0), h.similarity)
+        for n, view, pairs in zip(owners, is_view, view_hits):
             for image_id, sim in pairs:
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
+                if view:
+                    by_view[n][image_id] = max(by_view[n].get(image_id, -1.0), sim)
         # An item with a content view is re-scored exactly against candidates that have one too
         # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
@@ -254,10 +277,11 @@ class IndexWriter:
         missing = {image_id for f in found for image_id, sim in f.items() if sim >= floor and image_id not in cluster_of}
         if missing:
             cluster_of.update({i: r.cluster_id for i, r in self.store.get_images(namespace, missing).items()})
-        return [
+        hits = [
             sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if sim >= floor and i in cluster_of), key=lambda h: -h.similarity)
             for f in found
         ]
+        return hits, by_view
 
     # -- check (and store) -------------------------------------------------------------------
     def _stored_since_checked(self, namespace: str, items: list[PendingImage]) -> set[int]:
@@ -308,7 +332,11 @@ class IndexWriter:
         # Only candidates that could be a match, a cluster link or support for one (the link
         # rule's floor) matter from here on.
         floor = min(*thresholds, rule.threshold, rule.floor)
-        all_hits = self._search(namespace, items, limit, floor=floor)
+        all_hits, by_view = self._search(namespace, items, limit, floor=floor)
+        # Stored images with an extra view among those that could link a cluster (the link
+        # rule treats them apart: LinkRule.clusters_to_join).
+        linking = {h.image_id for item, hits in zip(items, all_hits) if item.add_to_index for h in hits if h.similarity >= rule.threshold}
+        viewed = self.views.having_views(namespace, linking) if linking else set()
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
         book = _ClusterBook(self.store, self.views, namespace)
@@ -343,11 +371,20 @@ class IndexWriter:
                 results.append(CheckResult(matches, stored=False, error=self.limits.refused(namespace), threshold=threshold))
                 continue
             row = ImageRow(item.image_id, "", item.pixels, now_ms, item.sha256, item.vector, namespace)
-            row.cluster_id = book.add_image(row, candidates, rule)
+            own_view = None
+            if item.views:
+                own_view = by_view[n]
+                if batch_rows:  # the batch's earlier images, through this one's views
+                    mine = np.stack(item.views)
+                    own_view = dict(own_view)
+                    for r, k in zip(batch_rows, batch_at):
+                        own_view[r.image_id] = float((mine @ np.stack(items[k].all_vectors).T).max())
+            row.cluster_id = book.add_image(row, candidates, rule, viewed, own_view)
             batch_rows.append(row)
             batch_at.append(n)
             if item.views:
                 new_views[item.image_id] = item.views
+                viewed.add(item.image_id)  # for the batch's later images
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id, threshold=threshold))
         if self.stored is not None:
             # Recorded before the write: if it fails part-way, rows may exist that the sets

@@ -16,7 +16,7 @@ the order they were stored, against each other only. Pure functions of similarit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +38,19 @@ class LinkRule:
     def needed(self, size: int) -> float:
         return self.support * min(size, self.sample)
 
-    def clusters_to_join(self, hits: Iterable[tuple[Hashable, float]], size_of: Callable[[Hashable], int]) -> list:
+    def clusters_to_join(self, hits: Iterable[tuple[Hashable, float]], size_of: Callable[[Hashable], int], *,
+                         through_views: Collection[Hashable] = (), own_view: Sequence[Hashable] | None = None) -> list:
         """The clusters a new image joins, given its neighbours as (cluster id, similarity):
         none (it starts a cluster of its own), one, or several to merge, best match first.
-        `size_of` (a cluster's size before this image) is only called when it links two or more."""
+        `size_of` (a cluster's size before this image) is only called for a cluster it must
+        resemble.
+
+        Composites (docs/matching.md): `through_views` are clusters linked only through stored
+        images that have an extra view (a composite's whole image matches the photo it was
+        pasted on, whatever cluster its pasted photo put it in): the image joins one of them
+        only if it resembles it, even alone. `own_view` is given for an image that has an
+        extra view itself: the clusters its view links, best first; such an image joins one
+        cluster, never merges, and the cluster its view links goes first."""
         best: dict = {}
         near: dict = {}
         for cluster_id, sim in hits:
@@ -50,10 +59,16 @@ class LinkRule:
             if sim >= self.floor:
                 near[cluster_id] = near.get(cluster_id, 0) + 1
         linked = sorted((c for c, s in best.items() if s >= self.threshold), key=lambda c: -best[c])
-        if len(linked) <= 1 or self.support <= 0:
+        if self.support <= 0:
             return linked
-        kept = [c for c in linked if near[c] >= self.needed(size_of(c))]
-        return kept or linked[:1]
+        if len(linked) <= 1 and not through_views:
+            return linked
+        must = set(linked) if len(linked) > 1 else set(through_views)
+        kept = [c for c in linked if c not in must or near[c] >= self.needed(size_of(c))]
+        kept = kept or [c for c in linked if c not in through_views][:1]
+        if own_view is None:
+            return kept
+        return [c for c in [*own_view, *kept] if c in kept][:1]
 
     def regroup(self, sims: np.ndarray, order: Sequence[int] | None = None) -> list[list[int]]:
         """Clusters of n images given their n x n similarities, adding them one at a time in

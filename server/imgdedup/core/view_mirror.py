@@ -135,6 +135,13 @@ class ViewMirror:
         # In view-key order, as MilvusStore.views_of gives them.
         return {i: [v.copy() for _, v in sorted(copy.views[i].items())] for i in dict.fromkeys(image_ids) if copy.views.get(i)}
 
+    def having_views(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
+        """Those of these images that have an extra view."""
+        copy = self._copy(namespace)
+        if copy is None:
+            return set(self.store.views_of(namespace, image_ids))
+        return {i for i in image_ids if copy.views.get(i)}
+
     def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
         views = {image_id: vectors for image_id, vectors in views.items() if vectors}
         if not views:

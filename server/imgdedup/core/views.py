@@ -81,9 +81,4 @@ def _background_range(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def content_view(image: DecodedImage) -> DecodedImage | None:
     """The image cropped to its main content (see content_box), or None."""
-    box = content_box(image.rgb)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
-    crop = np.ascontiguousarray(image.rgb[y0:y1, x0:x1])
-    return DecodedImage(rgb=crop, format=image.format, width=x1 - x0, height=y1 - y0)
+    return image.cropped(content_box(image.rgb))

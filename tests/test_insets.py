@@ -1,0 +1,97 @@
+"""Inset views (core/insets.py): a photo pasted onto another photo is found, embedded alone, and
+its composite clusters with it, without merging the two photos' clusters in either order."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import check, encode, rgb, serving
+from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+from imgdedup.core.insets import inset_box
+
+
+def paste(background: np.ndarray, photo: np.ndarray, size: float, x: float, y: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """`photo` pasted onto `background` as AugLy's overlay_onto_background_image does (its
+    height `size` x the background's, its corner at (x, y) x the background's size, clipped at
+    the border), and the box it covers."""
+    h, w = background.shape[:2]
+    ph = int(h * size)
+    pw = int(photo.shape[1] * ph / photo.shape[0])
+    x0, y0 = int(w * x), int(h * y)
+    x1, y1 = min(w, x0 + pw), min(h, y0 + ph)
+    out = background.copy()
+    out[y0:y1, x0:x1] = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)[: y1 - y0, : x1 - x0]
+    return out, (x0, y0, x1, y1)
+
+
+@pytest.mark.parametrize("background, photo, size, x, y", [
+    ("astronaut", "chelsea", 0.35, 0.1, 0.5),
+    ("astronaut", "coffee", 0.4, 0.3, 0.2),
+    ("chelsea", "rocket", 0.4, 0.3, 0.2),
+    ("camera", "coffee", 0.5, 0.45, 0.4),  # runs off the right border: three sides
+])
+def test_the_detector_finds_a_pasted_photo(background, photo, size, x, y):
+    composite, truth = paste(rgb(background), rgb(photo), size, x, y)
+    found = inset_box(composite)
+    assert found is not None
+    tol = 2 * max(composite.shape[:2]) / 256 + 2  # found on a 256-px thumbnail, to a pixel or two
+    assert max(abs(a - b) for a, b in zip(found, truth)) <= tol, (found, truth)
+
+
+def test_the_detector_leaves_photos_alone():
+    # On the dev set's photos it fires on ~7 % (windows, frames: each costs an embedding).
+    for name in ("astronaut", "coffee", "chelsea", "camera", "rocket", "immunohistochemistry", "brick", "grass",
+                 "gravel", "hubble_deep_field", "coins", "moon", "cell", "clock", "colorwheel", "logo"):
+        assert inset_box(rgb(name)) is None, name
+
+
+@pytest.fixture(scope="module")
+def inset_stub(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("insets"), "--inset-views") as stub:
+        yield stub
+
+
+def _clusters(stub, namespace: str) -> list[list[str]]:
+    clusters = stub.ListClusters(pb.ListClustersRequest(namespace=namespace, min_size=1)).clusters
+    return sorted(sorted(m.image_id for m in c.members) for c in clusters)
+
+
+def _astronaut_copy() -> bytes:
+    a = rgb("astronaut")
+    return encode(cv2.resize(a, (400, 400), interpolation=cv2.INTER_AREA), quality=70)
+
+
+def test_a_composite_joins_its_pasted_photo_and_links_no_clusters(inset_stub):
+    stub, ns = inset_stub, "photos-first"
+    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
+    astronaut = check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    chelsea = check(stub, encode(rgb("chelsea")), image_id="chelsea", add=True, namespace=ns)
+    assert astronaut.cluster_id != chelsea.cluster_id
+    # The composite matches both photos (its whole image the one it was pasted on, its inset
+    # view the pasted one) and joins the pasted photo's cluster, merging nothing.
+    both = check(stub, encode(composite), image_id="composite", add=True, namespace=ns, top_k=5)
+    assert {m.image_id for m in both.matches} == {"astronaut", "chelsea"}
+    assert both.cluster_id == chelsea.cluster_id
+    # A copy of the background photo matches the composite too, but it joins its own photo.
+    again = check(stub, _astronaut_copy(), image_id="astronaut-copy", add=True, namespace=ns, top_k=5)
+    assert {m.image_id for m in again.matches} == {"astronaut", "composite"}
+    assert again.cluster_id == astronaut.cluster_id
+    assert _clusters(stub, ns) == [["astronaut", "astronaut-copy"], ["chelsea", "composite"]]
+
+
+def test_a_composite_stored_first_does_not_link_its_two_photos(inset_stub):
+    stub, ns = inset_stub, "composite-first"
+    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
+    first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
+    assert not first.matches
+    # The background photo resembles the whole composite: it joins it.
+    astronaut = check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    assert astronaut.cluster_id == first.cluster_id
+    # The pasted photo matches the composite through its inset view, but that cluster is the
+    # astronaut's: one member of two resembles it, so it starts its own.
+    chelsea = check(stub, encode(rgb("chelsea")), image_id="chelsea", add=True, namespace=ns, top_k=5)
+    assert [m.image_id for m in chelsea.matches] == ["composite"]
+    assert chelsea.cluster_id != first.cluster_id
+    assert _clusters(stub, ns) == [["astronaut", "composite"], ["chelsea"]]
