@@ -135,9 +135,13 @@ class ServerProcess:
         self.listening_lines: list[str] = []
         self._ready = threading.Event()
         self._listening = threading.Event()
+        self._drained = threading.Event()  # its output read to the end
         self.became_ready = False
 
-    def start(self, wait_ready: bool = True) -> "ServerProcess":
+    def start(self, wait_ready: bool = True, wait_listening: bool = True) -> "ServerProcess":
+        """Start it; wait until it listens (unless wait_listening is False: a test of a server
+        that must fail at start, which with --workers may fail before or after it listens)
+        and, with wait_ready, until it is ready."""
         cmd = [sys.executable, "-m", "imgdedup", "serve", "--port", "0", "--data-dir", str(self.data_dir), *self.extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=self.new_session)
         _running.add(self)
@@ -145,6 +149,8 @@ class ServerProcess:
         threading.Thread(target=self._pump, daemon=True).start()
         # Both events are also set when the process exits (_pump): a server that fails at start
         # fails the test at once, not after START_TIMEOUT_S.
+        if not wait_listening:
+            return self
         if not self._listening.wait(START_TIMEOUT_S) or self.port is None:
             self.stop()
             raise RuntimeError("server did not start listening:\n" + "".join(self.output))
@@ -166,6 +172,14 @@ class ServerProcess:
                 self._ready.set()
         self._listening.set()  # exited: nobody need wait any more
         self._ready.set()
+        self._drained.set()
+
+    def exited(self, timeout: float) -> int:
+        """Wait for it to exit and for its output to be read whole; its exit code."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._drained.wait(30)
+        return code
 
     @property
     def target(self) -> str:

@@ -133,15 +133,15 @@ name = "embedding"
 dim = {change.get('dim', 512)}
 l2_normalized = true
 """)
-    srv = triton_server(tmp_path / "data", model_server, "--model", str(spec_file)).start(wait_ready=False)
-    assert srv.proc.wait(120) != 0
+    srv = triton_server(tmp_path / "data", model_server, "--model", str(spec_file)).start(wait_ready=False, wait_listening=False)
+    assert srv.exited(120) != 0
     out = "".join(srv.output)
     assert "startup failed" in out and said in out, out[-3000:]
 
 
 def test_an_unknown_model_name_fails_the_start_after_its_timeout(tmp_path, model_server):
-    srv = triton_server(tmp_path, model_server, "--triton-model", "no-such-model", env={"DEDUP_TRITON_START_TIMEOUT_S": "2"}).start(wait_ready=False)
-    assert srv.proc.wait(120) != 0
+    srv = triton_server(tmp_path, model_server, "--triton-model", "no-such-model", env={"DEDUP_TRITON_START_TIMEOUT_S": "2"}).start(wait_ready=False, wait_listening=False)
+    assert srv.exited(120) != 0
     out = "".join(srv.output)
     assert "model 'no-such-model' on Triton at" in out and "not ready after 2 s" in out, out[-3000:]
 
