@@ -103,6 +103,44 @@ def test_milvus_server_killed_and_restarted_mid_stream(tmp_path, milvus_backend)
     _outage_during_stream(tmp_path, milvus_backend, go_away=milvus_backend.kill, come_back=milvus_backend.start)
 
 
+def test_rows_milvus_loses_while_it_is_away_are_written_again(tmp_path, milvus_backend):
+    """A Milvus 2.3.5 server once lost rows it had acknowledged seconds before a kill -9 (see
+    storage/redo.py). That loss is made here for real, and on purpose: the rows are deleted
+    behind the server's back by a client of the test's own, then Milvus is killed and started
+    again. On reconnecting, the server makes again every write Milvus had not persisted."""
+    from pymilvus import MilvusClient
+
+    from conftest import backend_env
+
+    srv = ServerProcess(tmp_path, env={"DEDUP_STORAGE_CHECK_INTERVAL_S": "0.3", "DEDUP_FLUSH_INTERVAL_S": "3600"}).start()
+    prefix = backend_env(tmp_path)["DEDUP_COLLECTION_PREFIX"]
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            requests = list(_stream_requests(14))
+            acked = {r.image_id for r in stub.BulkCheck(iter(requests), timeout=300) if r.WhichOneof("outcome") == "result" and r.result.stored}
+            assert len(acked) == 14
+            client = MilvusClient(uri=milvus_backend.uri)
+            try:
+                for name, key in ((f"{prefix}_v2_images", "image_key"), (f"{prefix}_v2_clusters", "cluster_id")):
+                    client.delete(name, filter=f'{key} != ""')
+                    assert client.query(name, filter=f'{key} != ""', output_fields=[key], consistency_level="Strong") == []
+            finally:
+                client.close()
+            health = _health(channel)
+            milvus_backend.kill()
+            assert wait_until(lambda: health() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=30, interval=0.05)
+            milvus_backend.start()
+            assert wait_until(lambda: health() == health_pb2.HealthCheckResponse.SERVING, timeout=180, interval=0.2)
+            assert any("made again the" in line and "writes it had not persisted" in line for line in srv.output), "".join(srv.output[-20:])
+            _assert_consistent(stub, acked)
+            again = check(stub, requests[0].image)
+            assert again.exact_duplicate and again.matches[0].image_id == requests[0].image_id
+    finally:
+        milvus_backend.start()  # in any case, for the tests after this one
+        assert srv.stop() == 0
+
+
 def test_link_to_milvus_cut_and_restored_mid_stream(tmp_path):
     """Milvus in a network namespace of its own, joined to ours by a veth pair whose link is
     taken down: packets vanish, no connection is reset, calls time out (milvus_timeout_s)."""

@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics HTTP port on `host`; 0: off")
     grace_period_s: float = Field(10.0, ge=0, description="on SIGTERM, how long running calls may take to finish")
     storage_check_interval_s: float = Field(2.0, gt=0, description="how often Milvus is pinged; health follows it")
+    flush_interval_s: float = Field(30.0, gt=0, description="how often Milvus is asked to persist what was written; until it has, the writer keeps those writes in memory and makes them again after Milvus comes back (docs/scale-out.md)")
     max_concurrent_streams: int = Field(100, ge=1, description="concurrent RPCs per client connection (HTTP/2)")
 
     @field_validator("quotas", "cluster_modes")

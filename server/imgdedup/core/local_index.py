@@ -37,6 +37,7 @@ from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
 from imgdedup.storage.milvus import MilvusStore, StorageError, digest_key
+from imgdedup.storage.redo import FLUSH_AFTER_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ class LocalIndex:
         self._commits: AsyncFairQueue[_Commit] = AsyncFairQueue(settings.max_queue_size)
         metrics.QUEUE_DEPTH.labels("index").set_function(self._commits.qsize)
         self._next_count = 0.0
+        self._next_flush = time.monotonic() + settings.flush_interval_s
+        self._flushing: asyncio.Task | None = None
         loop = asyncio.get_running_loop()
         self._in_hand: list[_Commit] = []  # taken from the queue, not all answered yet
         self._closing = False
@@ -205,7 +208,7 @@ class LocalIndex:
         while not self._commits.empty() or self._in_hand:
             await asyncio.sleep(0.01)
         self._commit_task.cancel()
-        await asyncio.gather(self._commit_task, return_exceptions=True)
+        await asyncio.gather(self._commit_task, *([self._flushing] if self._flushing else []), return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(self._write_pool, self.store.close)
         for pool in (self._write_pool, self._read_pool):
             pool.shutdown(wait=True)
@@ -245,10 +248,11 @@ class LocalIndex:
                     metrics.STORED_IMAGES.set(await loop.run_in_executor(self._read_pool, self.store.count_images, None))
                 except StorageError as exc:  # a slow count says nothing of health
                     log.warning("counting stored images failed: %s", exc)
+            self._maybe_flush()
             return True
         try:
-            await loop.run_in_executor(self._write_pool, self.store.reconnect)
-            log.warning("reconnected to Milvus at %s", self.store.uri)
+            replayed = await loop.run_in_executor(self._write_pool, self.store.reconnect)
+            log.warning("reconnected to Milvus at %s; made again the %d writes it had not persisted", self.store.uri, replayed)
             # On the writer thread, between writes: Milvus may not hold what the copies hold.
             await loop.run_in_executor(self._write_pool, self._writer.views.forget_all)
         except Exception as exc:
@@ -257,6 +261,26 @@ class LocalIndex:
         if self._write_failed:
             await self._repair()
         return False
+
+    def _maybe_flush(self) -> None:
+        """Start a flush when one is due (storage/redo.py): the writes it covers need no longer
+        be kept. In the background, on a reader thread; writes go on."""
+        rows = self.store.unflushed_rows
+        due = time.monotonic() >= self._next_flush or rows >= FLUSH_AFTER_ROWS
+        if not rows or not due or (self._flushing is not None and not self._flushing.done()):
+            return
+
+        async def flush() -> None:
+            started = time.perf_counter()
+            try:
+                gone = await asyncio.get_running_loop().run_in_executor(self._read_pool, self.store.flush)
+            except StorageError as exc:  # Milvus away: the writes stay kept; the next check retries
+                log.warning("flushing Milvus failed: %s", exc)
+            else:
+                log.debug("Milvus flushed %d writes in %.2f s", gone, time.perf_counter() - started)
+            self._next_flush = time.monotonic() + self.settings.flush_interval_s
+
+        self._flushing = asyncio.get_running_loop().create_task(flush(), name="milvus-flush")
 
     async def _repair(self) -> None:
         """After a write that failed part-way (Milvus went away in the middle of it), rebuild the

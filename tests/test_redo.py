@@ -1,0 +1,75 @@
+"""The store keeps every write Milvus acknowledged until a flush covers it, and makes them again,
+in order, after a reconnect (storage/redo.py). Against a real Milvus (a Lite file of its own, or
+the session's server); the loss is made for real, by deleting the rows with the store's own
+pymilvus client behind its redo log."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import backend_env
+from imgdedup.config import Settings
+from imgdedup.core.local_index import open_store
+from imgdedup.runtime import load_spec
+from imgdedup.storage.milvus import ClusterRow, ImageRow
+from imgdedup.storage.redo import RedoLog
+
+NS = "redo-ns"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    env = backend_env(tmp_path)
+    settings = Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
+    s = open_store(settings, load_spec(settings.model))
+    s.connect()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _rows(store, n: int) -> list[ImageRow]:
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(n, store.dim)).astype(np.float32)
+    return [ImageRow(f"img-{i}", f"c-{i}", 100 + i, 1000 + i, f"{i:064x}", vecs[i] / np.linalg.norm(vecs[i]), NS) for i in range(n)]
+
+
+def test_writes_are_made_again_in_order_after_milvus_lost_them(store):
+    rows = _rows(store, 4)
+    store.insert_images(rows)
+    store.upsert_clusters([ClusterRow(r.cluster_id, 1, r.image_id, r.pixels, r.inserted_at_ms, NS) for r in rows])
+    store.rewrite_images([dataclasses.replace(rows[1], cluster_id="c-0")])
+    store.delete_images(NS, ["img-3"])
+    # Milvus loses them all (as a 2.3.5 server did after kill -9), made here with the store's own
+    # client, around its log.
+    for name, key in ((store.images, "image_key"), (store.clusters, "cluster_id")):
+        store._client.delete(name, filter=f'{key} != ""')
+    assert store.get_images(NS, [r.image_id for r in rows]) == {}
+
+    assert store.reconnect() == 5  # the namespace's registration, the insert, the clusters, the rewrite, the delete
+    found = store.get_images(NS, [r.image_id for r in rows], with_vectors=True)
+    assert sorted(found) == ["img-0", "img-1", "img-2"]  # the delete, made again after the insert
+    assert found["img-1"].cluster_id == "c-0"  # the later rewrite wins
+    assert np.allclose(found["img-2"].vector, rows[2].vector, atol=1e-6)
+    assert sorted(store.get_clusters(NS, [r.cluster_id for r in rows])) == ["c-0", "c-1", "c-2", "c-3"]
+    # A flush covers them all: nothing is kept, nothing made again.
+    assert store.unflushed_rows > 0
+    store.flush()
+    assert store.unflushed_rows == 0
+    assert store.reconnect() == 0
+    assert sorted(store.get_images(NS, [r.image_id for r in rows])) == ["img-0", "img-1", "img-2"]
+
+
+def test_the_log_keeps_later_writes_past_a_flush_and_lets_the_oldest_go_past_its_size():
+    log = RedoLog(max_rows=5)
+    log.record("insert", "a", [{"k": 1}, {"k": 2}])
+    mark = log.mark()
+    log.record("delete", "a", "k == 1")  # made while the flush ran: kept
+    assert log.forget_until(mark) == 1
+    assert [(w.method, w.kwargs) for w in log.writes()] == [("delete", {"filter": "k == 1"})]
+    log.record("upsert", "a", [{"k": n} for n in range(5)])
+    assert [w.method for w in log.writes()] == ["upsert"] and log.rows == 5 and log.dropped == 1
