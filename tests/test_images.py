@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import resource
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from imgdedup.core.images import ImageError, decode_image, preprocess, sniff_format
+from imgdedup.core.images import ImageError, decode_image, preprocess, probe_image, sniff_format
 from imgdedup.runtime.spec import ResizePolicy
 
 pytestmark = pytest.mark.store_neutral  # decoding, in this process: run in the Lite pass, not again on the Milvus server
@@ -26,13 +29,32 @@ def _two_tone(w: int = 80, h: int = 40) -> np.ndarray:
     return a
 
 
-def test_exif_orientation_is_applied():
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_is_applied(fmt):
     im = Image.fromarray(_two_tone())
     exif = im.getexif()
     exif[0x0112] = 6  # stored pixels must be rotated 90 degrees clockwise to be upright
-    out = decode_image(_save(im, "JPEG", exif=exif, quality=95), max_pixels=10**8)
+    out = decode_image(_save(im, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {})), max_pixels=10**8)
     assert (out.width, out.height) == (40, 80) and out.rgb.shape == (80, 40, 3)
     assert out.rgb[5, 20, 0] > 200 and out.rgb[75, 20, 0] < 50  # red on top after rotation
+
+
+def test_headers_claiming_too_many_pixels_are_refused_without_allocating_them():
+    # PNG headers of 30,000 and 100,000 pixels square with almost no data. Reading their EXIF with
+    # Pillow's PNG getexif() decoded them: the second took ~30 s and ~10 GB (a test server was
+    # killed for memory in CI). The size is checked first now; this process's peak memory tells.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    for side in (30_000, 100_000):
+        ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+        blob = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
+        with pytest.raises(ImageError) as err:
+            probe_image(blob, max_pixels=60_000_000)
+        assert err.value.reason == "TOO_MANY_PIXELS"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def test_alpha_is_composited_on_white():

@@ -109,12 +109,7 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageFacts:
     if fmt not in SUPPORTED_FORMATS:
         raise ImageError("UNSUPPORTED_FORMAT", f"{fmt} is not supported; supported: {', '.join(SUPPORTED_FORMATS)}")
 
-    width, height, has_alpha, orientation = _probe_header(data, fmt)
-    if width * height > max_pixels:
-        raise ImageError(
-            "TOO_MANY_PIXELS",
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
-        )
+    width, height, has_alpha, orientation = _probe_header(data, fmt, max_pixels)
     if min(width, height) < MIN_SIDE:
         raise ImageError("IMAGE_TOO_SMALL", f"image is {width}x{height}; each side must be at least {MIN_SIDE} px")
     if fmt == "JPEG" and not _jpeg_has_end(data):
@@ -174,27 +169,46 @@ def preprocess(image: DecodedImage, resize: ResizePolicy) -> np.ndarray:
     return cv2.resize(image.rgb, (out_w, out_h), interpolation=interp)
 
 
-def _probe_header(data: bytes, fmt: str) -> tuple[int, int, bool, int]:
-    """(width, height, has_alpha, exif_orientation) from the header alone; nothing decoded."""
+def _probe_header(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int, bool, int]:
+    """(width, height, has_alpha, exif_orientation) from the header alone; nothing decoded. The
+    pixel limit is checked as soon as the size is known, before anything else is read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
+                if width * height > max_pixels:
+                    raise ImageError("TOO_MANY_PIXELS", f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
                 has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                     im.mode == "P" and "transparency" in im.info
                 )
-                orientation = 1
-                if fmt in ("JPEG", "TIFF", "WEBP", "PNG", "AVIF"):
-                    try:
-                        orientation = int(im.getexif().get(0x0112, 1) or 1)
-                    except Exception:
-                        orientation = 1
+                orientation = _orientation(im, fmt)
+    except ImageError:
+        raise
     except Exception as exc:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} header could not be read: {exc}") from None
     if width <= 0 or height <= 0:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} header gives an empty size {width}x{height}")
     return width, height, has_alpha, orientation
+
+
+def _orientation(im: Image.Image, fmt: str) -> int:
+    """The EXIF orientation tag (1: upright). A PNG's is read only from an eXIf chunk before its
+    pixel data (where the PNG spec puts it): Pillow's PngImageFile.getexif() decodes the whole
+    image to look after the pixels, which for a header that claims 100,000 x 100,000 pixels
+    allocated ~10 GB before the data ran out (a test server was killed for memory in CI)."""
+    if fmt not in ("JPEG", "TIFF", "WEBP", "PNG", "AVIF"):
+        return 1
+    try:
+        if fmt == "PNG":
+            exif = Image.Exif()
+            if raw := im.info.get("exif"):
+                exif.load(raw)
+        else:
+            exif = im.getexif()
+        return int(exif.get(0x0112, 1) or 1)
+    except Exception:
+        return 1
 
 
 def _jpeg_has_end(data: bytes) -> bool:
