@@ -24,7 +24,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 @pytest.mark.single_process  # reads one process's metrics, threads or children
 def test_metrics_count_requests_batches_and_writes(tmp_path):
     port = free_port()
-    srv = ServerProcess(tmp_path, "--metrics-port", str(port)).start()
+    srv = ServerProcess(tmp_path, "--metrics-port", str(port), env={"DEDUP_FLUSH_INTERVAL_S": "3600"}).start()
     try:
         with channel_for(srv.target) as channel:
             stub = pb_grpc.DedupServiceStub(channel)
@@ -46,4 +46,5 @@ def test_metrics_count_requests_batches_and_writes(tmp_path):
     assert _value(text, "dedup_embed_batch_size_sum") == 6  # every image but the exact duplicate
     assert 1 <= _value(text, "dedup_embed_batch_size_count") <= 6
     assert _value(text, "dedup_index_write_batch_size_sum") == 7
+    assert _value(text, "dedup_unflushed_rows") == 3  # no flush yet: the namespace's registration, image a and its cluster
     assert _value(text, "dedup_request_seconds_count", method="CheckDuplicate") == 4

@@ -33,6 +33,7 @@ BULK_STREAMS = Gauge("dedup_bulk_streams", "BulkCheck streams open now")
 NAMESPACE_CHECKS = Counter("dedup_namespace_checks_total", "checks (BulkCheck: items) by namespace, refused ones included", ["namespace"])
 QUOTA_REFUSED = Counter("dedup_quota_refused_total", "checks refused by a namespace's quota (images_per_second, stored_images)", ["namespace", "quota"])
 STORED_IMAGES = Gauge("dedup_stored_images", "images stored in the index (as the index writer counts them)")
+UNFLUSHED_ROWS = Gauge("dedup_unflushed_rows", "rows written since Milvus last completed a flush, kept by the index writer to write again (storage/redo.py)")
 
 
 def serve_metrics(host: str, port: int) -> int:

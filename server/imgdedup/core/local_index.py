@@ -136,6 +136,7 @@ class LocalIndex:
         self._write_failed = False
         self._commits: AsyncFairQueue[_Commit] = AsyncFairQueue(settings.max_queue_size)
         metrics.QUEUE_DEPTH.labels("index").set_function(self._commits.qsize)
+        metrics.UNFLUSHED_ROWS.set_function(lambda: store.unflushed_rows)
         self._next_count = 0.0
         self._next_flush = time.monotonic() + settings.flush_interval_s
         self._flushing: asyncio.Task | None = None
