@@ -14,7 +14,7 @@ from conftest import backend_env
 from imgdedup.config import Settings
 from imgdedup.core.local_index import open_store
 from imgdedup.runtime import load_spec
-from imgdedup.storage.milvus import ClusterRow, ImageRow
+from imgdedup.storage.milvus import ClusterRow, ImageRow, StorageError
 from imgdedup.storage.redo import RedoLog
 
 NS = "redo-ns"
@@ -48,7 +48,7 @@ def test_writes_are_made_again_in_order_after_milvus_lost_them(store):
     # client, around its log.
     for name, key in ((store.images, "image_key"), (store.clusters, "cluster_id")):
         store._client.delete(name, filter=f'{key} != ""')
-    assert store.get_images(NS, [r.image_id for r in rows]) == {}
+        assert store._client.query(name, filter=f'{key} != ""', output_fields=[key], consistency_level="Strong") == []
 
     assert store.reconnect() == 5  # the namespace's registration, the insert, the clusters, the rewrite, the delete
     found = store.get_images(NS, [r.image_id for r in rows], with_vectors=True)
@@ -62,6 +62,38 @@ def test_writes_are_made_again_in_order_after_milvus_lost_them(store):
     assert store.unflushed_rows == 0
     assert store.reconnect() == 0
     assert sorted(store.get_images(NS, [r.image_id for r in rows])) == ["img-0", "img-1", "img-2"]
+
+
+def test_a_reconnect_that_cannot_replay_leaves_the_store_unconnected_until_one_can(store):
+    """A store is never connected without having made its writes again: when the replay stops
+    (here: the writer guard says this process no longer writes), the store is left unconnected,
+    and the next reconnect makes them all again."""
+    store.insert_images(_rows(store, 2))
+    store._client.delete(store.images, filter='image_key != ""')
+
+    class NotTheWriter(Exception):
+        pass
+
+    def refuse() -> None:
+        raise NotTheWriter()
+
+    with pytest.raises(NotTheWriter):
+        store.reconnect(refuse)
+    with pytest.raises(StorageError, match="not connected"):
+        store.ping()
+    assert store.reconnect() == 2  # the registration and the insert
+    assert sorted(store.get_images(NS, ["img-0", "img-1"])) == ["img-0", "img-1"]
+
+
+def test_a_flush_that_saw_milvus_fail_lets_nothing_go():
+    """Milvus may have lost acknowledged writes before a flush that then completed on it (a
+    restart between two of the flush's calls): after trouble, a flush forgets nothing."""
+    log = RedoLog()
+    log.record("insert", "a", [{"k": 1}])
+    mark = log.mark()
+    log.trouble()
+    assert log.forget_until(mark) == 0 and log.rows == 1
+    assert log.forget_until(log.mark()) == 1 and log.rows == 0
 
 
 def test_the_log_keeps_later_writes_past_a_flush_and_lets_the_oldest_go_past_its_size():

@@ -252,7 +252,7 @@ class LocalIndex:
             self._maybe_flush()
             return True
         try:
-            replayed = await loop.run_in_executor(self._write_pool, self.store.reconnect)
+            replayed = await loop.run_in_executor(self._write_pool, self._reconnect)
             log.warning("reconnected to Milvus at %s; made again the %d writes it had not persisted", self.store.uri, replayed)
             # On the writer thread, between writes: Milvus may not hold what the copies hold.
             await loop.run_in_executor(self._write_pool, self._writer.views.forget_all)
@@ -268,14 +268,14 @@ class LocalIndex:
         be kept. In the background, on a reader thread; writes go on."""
         rows = self.store.unflushed_rows
         due = time.monotonic() >= self._next_flush or rows >= FLUSH_AFTER_ROWS
-        if not rows or not due or (self._flushing is not None and not self._flushing.done()):
+        if not rows or not due or self._closing or (self._flushing is not None and not self._flushing.done()):
             return
 
         async def flush() -> None:
             started = time.perf_counter()
             try:
                 gone = await asyncio.get_running_loop().run_in_executor(self._read_pool, self.store.flush)
-            except StorageError as exc:  # Milvus away: the writes stay kept; the next check retries
+            except Exception as exc:  # Milvus away: the writes stay kept; the next check retries
                 log.warning("flushing Milvus failed: %s", exc)
             else:
                 log.debug("Milvus flushed %d writes in %.2f s", gone, time.perf_counter() - started)
@@ -466,6 +466,17 @@ class LocalIndex:
             return [(n, *self._counts(n)) for n in self.store.namespace_names()]
 
         return await self._run(self._read_pool, read)
+
+    def _reconnect(self) -> int:
+        """Reconnect, and make again the writes Milvus may have lost, as writes: the writer guard
+        before each, the in-progress marker on disk meanwhile. A replay that fails part-way needs
+        no repair (the store stays unconnected, and the next reconnect replays all of them again,
+        in order); the marker stays for a crash meanwhile."""
+        self._write_marker.touch()
+        replayed = self.store.reconnect(self._check_writer)
+        if not self._write_failed:
+            self._write_marker.unlink(missing_ok=True)
+        return replayed
 
     def _guarded(self, write, *args):
         """Run a write with the in-progress marker on disk (no fsync: it guards against process

@@ -34,7 +34,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -280,34 +280,36 @@ class MilvusStore:
         state = self._call("get_load_state", name)["state"]
         return getattr(state, "name", str(state))
 
-    def reconnect(self) -> int:
+    def reconnect(self, before_write: Callable[[], None] | None = None) -> int:
         """Drop the connection and connect again (a Milvus Lite whose process died is restarted
         on the same file; pymilvus' registry would otherwise hand back the dead socket), then
-        make again the writes Milvus may have lost meanwhile (replay_unflushed). On the writer
-        thread. Returns the writes made again; when those fail, the store is left unconnected
-        (so that the next ping fails and the next reconnect replays)."""
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # already broken
-                pass
-            self._client = None
+        make again the writes Milvus may have lost meanwhile (replay_unflushed; `before_write`
+        runs before each, as before any write). On the writer thread. Returns the writes made
+        again. When any step fails, the store is left unconnected, so that the next ping fails
+        and the next reconnect replays: it is never connected without having replayed."""
+        self._redo.trouble()
+        self._drop_client()
         if self.is_lite:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.uri)
         holding = self._holding
-        self.connect()
-        self._holding |= holding  # namespaces whose registration Milvus may have lost (replayed next)
         try:
-            return self.replay_unflushed()
+            self.connect()
+            self._holding |= holding  # namespaces whose registration Milvus may have lost (replayed next)
+            return self.replay_unflushed(before_write)
         except BaseException:
-            client, self._client = self._client, None
+            self._holding |= holding
+            self._drop_client()
+            raise
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
             try:
                 client.close()
-            except Exception:  # failing anyway
+            except Exception:  # already broken
                 pass
-            raise
 
     def _ensure_collections(self) -> None:
         from pymilvus import DataType, MilvusClient
@@ -491,9 +493,10 @@ class MilvusStore:
                 kwargs["consistency_level"] = "Strong"
         try:
             result = getattr(self._client, method)(*args, **kwargs)
-        except StorageError:
-            raise
         except Exception as exc:
+            self._redo.trouble()
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(f"Milvus {method} failed: {exc}") from exc
         if not self.is_lite and method == "delete":
             # Session reads see this client's writes through the timestamp of its last one, but
@@ -522,11 +525,13 @@ class MilvusStore:
             self._call("flush", name, timeout=self.setup_timeout)
         return self._redo.forget_until(mark)
 
-    def replay_unflushed(self) -> int:
+    def replay_unflushed(self, before_write: Callable[[], None] | None = None) -> int:
         """Make again, in order, every write made since the last completed flush (storage/redo.py):
         after a reconnect, on the writer thread, before any new write. Returns the writes made."""
         writes = self._redo.writes()
         for w in writes:
+            if before_write is not None:
+                before_write()
             self._call(w.method, w.collection, redo=False, timeout=self.setup_timeout, **w.kwargs)
         return len(writes)
 

@@ -54,6 +54,9 @@ class RedoLog:
         self._rows = 0
         self._max_rows = max_rows
         self.dropped = 0  # writes let go unflushed (see MAX_ROWS)
+        # Bumped whenever Milvus may have lost writes (a call failed, a reconnect began): a flush
+        # that saw such a moment does not let go of anything (forget_until).
+        self._epoch = 0
 
     def record(self, method: str, collection: str, what: list[dict[str, Any]] | str) -> None:
         """A write Milvus acknowledged: `insert` or `upsert` of rows, or `delete` by a filter."""
@@ -70,14 +73,24 @@ class RedoLog:
                 if self.dropped == 1:
                     log.warning("more than %d rows written since Milvus last completed a flush: the oldest are no longer kept to be written again", self._max_rows)
 
-    def mark(self) -> int:
+    def trouble(self) -> None:
+        """Milvus failed a call or is being reconnected to: it may have lost what it acknowledged."""
+        with self._lock:
+            self._epoch += 1
+
+    def mark(self) -> tuple[int, int]:
         """The last write recorded: a flush that starts now covers it and every one before."""
         with self._lock:
-            return self._seq
+            return self._seq, self._epoch
 
-    def forget_until(self, seq: int) -> int:
-        """Let go of the writes up to `seq` (a flush completed). Returns how many."""
+    def forget_until(self, mark: tuple[int, int]) -> int:
+        """Let go of the writes up to a mark (a flush that started then completed). Returns how
+        many: none when there was trouble since the mark, for the flush may have run on a Milvus
+        that had already lost some of them (a restart between two calls of the flush)."""
+        seq, epoch = mark
         with self._lock:
+            if epoch != self._epoch:
+                return 0
             keep = [w for w in self._writes if w.seq > seq]
             gone = len(self._writes) - len(keep)
             self._writes = keep
