@@ -28,7 +28,7 @@ from imgdedup.calibrate import embed_named
 from imgdedup.runtime import load_spec
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "dedup-bench"
-THRESHOLDS = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.88, 0.90]
+THRESHOLDS = [0.40, 0.45, 0.475, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.88, 0.90]
 
 
 def embed(names: list[str], folder: Path, model: str) -> dict[str, np.ndarray]:

@@ -65,7 +65,7 @@ def test_modes_and_kinds_through_the_api(stub):
     assert stored.stored
     jpeg = encode(coffee, quality=50)  # ~0.98 with the photo
     crop = _crop(coffee, 0.2)  # ~0.62: a small crop, as far from its photo as another shot is
-    tight = _crop(coffee, 0.27)  # ~0.48: below the default threshold (0.50), above 0.45
+    tight = _crop(coffee, 0.2775)  # ~0.463: below the default threshold (0.475), above 0.45
 
     r = check(stub, jpeg)
     assert [(m.image_id, m.kind) for m in r.matches] == [("modes-coffee", pb.MATCH_KIND_COPY)]

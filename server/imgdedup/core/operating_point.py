@@ -6,7 +6,7 @@ benchmarks/tail.py, kept in its spec as [search.tail]). A threshold fixed for 15
 that grow 70-fold at a million; when a query is stored, each false match merges two clusters.
 So the default threshold of a namespace holding N images is the smallest t (in steps of
 STEP) with N * p(t) <= `false_matches_per_query`, and never below the calibrated default.
-With the default model and 0.01 it stays at 0.50 up to ~100k images, 0.55 at ~230k, 0.65 at 1M
+With the default model and 0.01 it stays at 0.475 up to ~64k images, 0.50 at ~92k, 0.55 at ~230k, 0.65 at 1M
 (docs/matching.md).
 
 A caller's own threshold is used as given. The clusters' threshold (the link rule's) follows
