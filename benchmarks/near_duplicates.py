@@ -72,7 +72,7 @@ def main() -> None:
     head = "   t  " + "".join(f"{k:>13}" for k in columns) + ("   unrelated p(t)  images at the budget" if tail else "")
     print(head)
     for t in THRESHOLDS:
-        row = f"{t:5.2f} " + "".join(f"{(v >= t).mean():13.3f}" for v in columns.values())
+        row = f"{t:5.3g} " + "".join(f"{(v >= t).mean():13.3f}" for v in columns.values())
         if tail is not None:
             p = tail.p(t)
             row += f"   {p:14.2e}  {args.budget / p:>19,.0f}"
