@@ -45,6 +45,7 @@ def test_it_stays_at_the_base_without_a_tail_or_a_budget_and_for_the_sizes_we_me
     # The dev benchmark's 14,540 images and the hard set's 3,100 are far below where it moves
     # (~64k with the default model), so every quality figure in the README holds unchanged.
     assert point.threshold(15_000) == BASE and point.threshold(60_000) == BASE
+    assert point.threshold(95_000) == pytest.approx(0.50)  # where the base of 0.50 would have started rising
     assert BASE < point.threshold(200_000) < 0.6 < point.threshold(1_000_000) < point.threshold(10_000_000) < 0.9
 
 

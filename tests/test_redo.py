@@ -105,3 +105,30 @@ def test_the_log_keeps_later_writes_past_a_flush_and_lets_the_oldest_go_past_its
     assert [(w.method, w.kwargs) for w in log.writes()] == [("delete", {"filter": "k == 1"})]
     log.record("upsert", "a", [{"k": n} for n in range(5)])
     assert [w.method for w in log.writes()] == ["upsert"] and log.rows == 5 and log.dropped == 1
+
+
+def test_a_milvus_that_went_away_and_came_back_is_reconnected_to_and_its_lost_writes_made_again(store):
+    """A Milvus that restarts between two calls is noticed although pymilvus retries the failed
+    call until it succeeds: every failed attempt counts (MilvusStore._watch_connection), ping()
+    fails until a reconnect has made the unflushed writes again, and a flush meanwhile lets none
+    go. Here the store's own Milvus Lite process is killed (a process this test's store started,
+    by its PID); the reconnect starts it again on the same file."""
+    if not store.is_lite:
+        pytest.skip("kills the store's own Milvus Lite process (the Milvus server pass kills its server in test_milvus_server.py)")
+    from milvus_lite.server_manager import server_manager_instance
+
+    store.timeout = store.setup_timeout = 2.0  # how long pymilvus retries a call to the dead process
+    rows = _rows(store, 3)
+    store.insert_images(rows)
+    store.ping()
+    server_manager_instance._servers[str(store.uri)]._p.kill()  # noqa: SLF001 (the process we started)
+    with pytest.raises(StorageError):
+        store.ping()  # the call fails: trouble counted
+    with pytest.raises(StorageError):
+        store.flush()
+    with pytest.raises(StorageError, match="reconnecting"):
+        store.ping()  # and stays failed, without asking Milvus, until a reconnect made the writes again
+    assert store.unflushed_rows == 4  # the registration and three rows
+    assert store.reconnect() == 2  # the registration and the insert
+    store.ping()
+    assert sorted(store.get_images(NS, [r.image_id for r in rows])) == ["img-0", "img-1", "img-2"]

@@ -134,6 +134,7 @@ class LocalIndex:
         # Present while a write is in progress (see the module's docstring).
         self._write_marker = settings.data_dir / "index-write-in-progress"
         self._write_failed = False
+        self._replay_pending = False  # a reconnect has not made the unflushed writes again yet
         self._commits: AsyncFairQueue[_Commit] = AsyncFairQueue(settings.max_queue_size)
         metrics.QUEUE_DEPTH.labels("index").set_function(self._commits.qsize)
         metrics.UNFLUSHED_ROWS.set_function(lambda: store.unflushed_rows)
@@ -187,8 +188,9 @@ class LocalIndex:
 
     @property
     def dirty(self) -> bool:
-        """A write failed part-way and its repair has not run yet."""
-        return self._write_failed
+        """A write failed part-way and its repair has not run yet, or Milvus may hold less than
+        was written (a reconnect that has not made the unflushed writes again)."""
+        return self._write_failed or self._replay_pending
 
     async def drained(self, timeout_s: float) -> None:
         """Until the commit queue is empty (or timeout_s passed)."""
@@ -254,8 +256,6 @@ class LocalIndex:
         try:
             replayed = await loop.run_in_executor(self._write_pool, self._reconnect)
             log.warning("reconnected to Milvus at %s; made again the %d writes it had not persisted", self.store.uri, replayed)
-            # On the writer thread, between writes: Milvus may not hold what the copies hold.
-            await loop.run_in_executor(self._write_pool, self._writer.views.forget_all)
         except Exception as exc:
             log.error("reconnecting to Milvus failed: %s", exc)
             return False
@@ -275,7 +275,7 @@ class LocalIndex:
             started = time.perf_counter()
             try:
                 gone = await asyncio.get_running_loop().run_in_executor(self._read_pool, self.store.flush)
-            except Exception as exc:  # Milvus away: the writes stay kept; the next check retries
+            except Exception as exc:  # Milvus away: the writes stay kept; the next flush covers them
                 log.warning("flushing Milvus failed: %s", exc)
             else:
                 log.debug("Milvus flushed %d writes in %.2f s", gone, time.perf_counter() - started)
@@ -286,13 +286,20 @@ class LocalIndex:
     async def _repair(self) -> None:
         """After a write that failed part-way (Milvus went away in the middle of it), rebuild the
         derived cluster rows from the image rows, as a restart would, without one."""
+        def rebuild() -> tuple[int, int]:
+            # On the writer thread, flag and marker included: a write queued behind the rebuild
+            # may fail (and set the flag again) as soon as it returns.
+            result = self._writer.rebuild_clusters(self._check_writer)
+            self._write_failed = False
+            if not self._replay_pending:
+                self._write_marker.unlink(missing_ok=True)
+            return result
+
         try:
-            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, self._writer.rebuild_clusters, self._check_writer)
+            written, stale = await asyncio.get_running_loop().run_in_executor(self._write_pool, rebuild)
         except Exception as exc:  # Milvus failing again: the marker stays, the next reconnect retries
             log.error("rebuilding clusters after a failed write failed: %s", exc)
             return
-        self._write_failed = False
-        self._write_marker.unlink(missing_ok=True)
         log.warning("clusters rebuilt after a failed write: %d written, %d stale removed", written, stale)
 
     # -- exact duplicates ------------------------------------------------------------------
@@ -469,12 +476,17 @@ class LocalIndex:
 
     def _reconnect(self) -> int:
         """Reconnect, and make again the writes Milvus may have lost, as writes: the writer guard
-        before each, the in-progress marker on disk meanwhile. A replay that fails part-way needs
-        no repair (the store stays unconnected, and the next reconnect replays all of them again,
-        in order); the marker stays for a crash meanwhile."""
-        self._write_marker.touch()
+        before each, the in-progress marker on disk while some wait (for a crash meanwhile). A
+        replay that fails part-way needs no repair: the store stays unconnected, and the next
+        reconnect replays all of them again, in order. Until one has, the index is dirty."""
+        pending = self.store.unflushed_rows > 0
+        if pending:
+            self._replay_pending = True
+            self._write_marker.touch()
         replayed = self.store.reconnect(self._check_writer)
-        if not self._write_failed:
+        self._writer.views.forget_all()  # before the next write: Milvus may not hold what the copies hold
+        self._replay_pending = False
+        if pending and not self._write_failed:
             self._write_marker.unlink(missing_ok=True)
         return replayed
 
@@ -489,8 +501,8 @@ class LocalIndex:
         except BaseException:
             self._write_failed = True  # possibly half-written: keep the marker for the next start
             raise
-        if not self._write_failed:
-            self._write_marker.unlink()
+        if not self._write_failed and not self._replay_pending:
+            self._write_marker.unlink(missing_ok=True)
         return result
 
     # -- reads -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import hashlib
 import logging
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -216,6 +217,11 @@ class MilvusStore:
         # this process writes (the single writer), so it stays true once loaded at connect.
         self._holding: set[str] = set()
         self._redo = RedoLog()
+        self._count_failed_calls = True  # until the connection-error hook is in place
+        # The redo log's trouble count when this connection was last known whole (connected, and
+        # every unflushed write made again): any trouble since, and ping() fails until a
+        # reconnect has replayed (storage/redo.py).
+        self._whole_at = 0
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -246,10 +252,42 @@ class MilvusStore:
                     f"Milvus server {'.'.join(map(str, self.server_version))} at {self.uri} is too old; "
                     f"this server needs {'.'.join(map(str, MIN_SERVER_VERSION))} or later"
                 )
+        self._watch_connection()
         self._ensure_collections()
         self._read_index_kinds()
         self.migrate_v1()
         self._holding = set(self.namespace_names())
+        self._whole_at = self._redo.epoch
+
+    def _watch_connection(self) -> None:
+        """Count every failed attempt of a Milvus call as trouble, the ones pymilvus retries by
+        itself too (gRPC errors: the connection's, not errors Milvus answered): it retries an
+        UNAVAILABLE call until the call's deadline, so a Milvus that
+        restarted in a few seconds (and lost writes it had acknowledged) would otherwise answer
+        the next call as if nothing had happened. pymilvus reports each such failure to its
+        connection handler's `_on_rpc_error` (its hook for the connection manager); we wrap it.
+        Without that hook (another pymilvus), only the calls that fail count."""
+        handler = self._client._get_connection() if hasattr(self._client, "_get_connection") else None
+        inner = getattr(handler, "_on_rpc_error", None)
+        if inner is None:
+            self._count_failed_calls = True
+            log.warning("this pymilvus has no connection-error hook: a Milvus restart is noticed only when a call fails")
+            return
+        import grpc
+
+        logs = getattr(handler, "imgdedup_redo_logs", None)  # pymilvus shares a handler between clients
+        if logs is None:
+            logs = handler.imgdedup_redo_logs = weakref.WeakSet()
+
+            def on_error(error: Exception) -> Any:
+                if isinstance(error, grpc.RpcError):  # the connection's (an error Milvus answered is not trouble)
+                    for redo in list(logs):
+                        redo.trouble()
+                return inner(error)
+
+            handler._on_rpc_error = on_error
+        logs.add(self._redo)
+        self._count_failed_calls = False
 
     def _read_index_kinds(self) -> None:
         for name in (self.images, self.views):
@@ -271,7 +309,13 @@ class MilvusStore:
 
     def ping(self) -> None:
         """Raise StorageError unless Milvus answers with all its collections loaded (a Milvus
-        server that restarted answers before it has loaded them again)."""
+        server that restarted answers before it has loaded them again), and unless a call
+        failed since the connection was last whole (Milvus may have restarted and lost writes:
+        the reconnect that follows makes them again)."""
+        if self._client is None:
+            raise StorageError("Milvus is not connected")
+        if self._redo.epoch != self._whole_at:
+            raise StorageError("a Milvus call failed since the store connected (Milvus may have restarted): reconnecting")
         for name in self.collections:
             if (state := self._load_state(name)) != "Loaded":
                 raise StorageError(f"collection {name!r} is not loaded ({state})")
@@ -297,7 +341,10 @@ class MilvusStore:
         try:
             self.connect()
             self._holding |= holding  # namespaces whose registration Milvus may have lost (replayed next)
-            return self.replay_unflushed(before_write)
+            whole_at = self._whole_at = self._redo.epoch - 1  # not whole until the replay is done
+            replayed = self.replay_unflushed(before_write)
+            self._whole_at = whole_at + 1  # trouble during the replay: the next ping reconnects again
+            return replayed
         except BaseException:
             self._holding |= holding
             self._drop_client()
@@ -481,7 +528,8 @@ class MilvusStore:
     def _call(self, method: str, *args: Any, redo: bool = True, **kwargs: Any) -> Any:
         """A pymilvus call with this store's timeout and consistency; an acknowledged write is
         kept in the redo log (storage/redo.py) unless `redo` is false (a replay)."""
-        if self._client is None:
+        client = self._client  # once: a reconnect on another thread may drop it meanwhile
+        if client is None:
             raise StorageError("Milvus is not connected")
         kwargs.setdefault("timeout", self.timeout)
         collection = args[0] if args else None
@@ -492,9 +540,10 @@ class MilvusStore:
             if time.monotonic() < self._strong_until.get(collection, 0.0):
                 kwargs["consistency_level"] = "Strong"
         try:
-            result = getattr(self._client, method)(*args, **kwargs)
+            result = getattr(client, method)(*args, **kwargs)
         except Exception as exc:
-            self._redo.trouble()
+            if self._count_failed_calls:
+                self._redo.trouble()
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"Milvus {method} failed: {exc}") from exc
@@ -519,11 +568,13 @@ class MilvusStore:
 
     def flush(self) -> int:
         """Ask Milvus to persist every collection and wait; then let go of the writes it covers.
-        Any thread (writes go on meanwhile). Returns the writes let go."""
+        Any thread (writes go on meanwhile). Returns the writes let go: none when the
+        connection was not whole when the flush began or had trouble while it ran (Milvus may
+        have lost some of them before the flush; the reconnect makes them again)."""
         mark = self._redo.mark()
         for name in self.collections:
             self._call("flush", name, timeout=self.setup_timeout)
-        return self._redo.forget_until(mark)
+        return self._redo.forget_until(mark) if mark[1] == self._whole_at else 0
 
     def replay_unflushed(self, before_write: Callable[[], None] | None = None) -> int:
         """Make again, in order, every write made since the last completed flush (storage/redo.py):

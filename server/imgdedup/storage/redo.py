@@ -12,7 +12,9 @@ So the store keeps, in order, every write (insert, upsert, delete) it made since
 it saw complete, and after it reconnects makes them all again (an insert as an upsert), on the
 writer thread before any new write. Replayed in order on top of whatever Milvus kept, they leave
 every row they touch as this process last wrote it, and rows they do not touch were persisted
-by that flush. A flush runs every `flush_interval_s` (sooner past FLUSH_AFTER_ROWS rows).
+by that flush. A flush runs every `flush_interval_s` (sooner past FLUSH_AFTER_ROWS rows); it
+lets nothing go if there was trouble (a failed attempt of any Milvus call, a reconnect) since the
+connection was last whole (docs/scale-out.md).
 
 What this does not cover: a crash of the writer process itself together with Milvus (the log is
 in memory), and a writer that took over from another (it has only its own writes). Milvus Lite
@@ -77,6 +79,10 @@ class RedoLog:
         """Milvus failed a call or is being reconnected to: it may have lost what it acknowledged."""
         with self._lock:
             self._epoch += 1
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
 
     def mark(self) -> tuple[int, int]:
         """The last write recorded: a flush that starts now covers it and every one before."""
