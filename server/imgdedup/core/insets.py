@@ -18,7 +18,8 @@ MIN_CONTRAST.
 Measured offline (2026-12-05, 2-core AMD EPYC VM) at these settings: the pasted photo found
 (IoU > 0.5 with the truth) in 63.5 % of the hard set's 200 composites, nearly all with a crop
 that scores >= 0.5 with its photo; fired on 8.0 % of the dev set's 1,496 photos (windows,
-frames: each costs one more embedding); ~1 ms per photo. Other settings traded along one curve
+frames: each costs one more embedding); ~1 ms per photo (0.76 since its edge counts come from
+OpenCV's integral image: same boxes on all 1,496 dev photos and 200 composites). Other settings traded along one curve
 (found / fired on photos): 0.54 / 0.045, 0.42 / 0.03 (a stricter contrast), 0.58 / 0.11 (a
 192-px thumbnail). The server runs it only on images without a content view (core/views.py), so
 an image has one extra view at most. Through the API: docs/matching.md, "Composites".
@@ -65,10 +66,10 @@ def _edges(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cumulative(e: np.ndarray) -> np.ndarray:
-    """Edge counts along axis 0, from 0: c[j] - c[i] counts rows i..j-1."""
-    c = np.zeros((e.shape[0] + 1, e.shape[1]), np.int32)
-    np.cumsum(e, axis=0, out=c[1:])
-    return c
+    """Edge counts along axis 0, from 0: c[j] - c[i] counts rows i..j-1. From OpenCV's integral
+    image (sums over rows and columns) by a difference of neighbouring columns: a fifth of the
+    time of numpy's cumsum of a bool array along axis 0 (0.025 against 0.11 ms per thumbnail)."""
+    return np.diff(cv2.integral(np.ascontiguousarray(e).view(np.uint8)), axis=1)
 
 
 def _candidates(c: np.ndarray, run: int) -> np.ndarray:
