@@ -118,6 +118,30 @@ def backend_env(data_dir: Path) -> dict[str, str]:
     return {"DEDUP_MILVUS_URI": _milvus_server.uri, "DEDUP_COLLECTION_PREFIX": prefix}
 
 
+def backend_settings(data_dir: Path):
+    """In-process Settings on the session's Milvus (what backend_env gives a server process)."""
+    from imgdedup.config import Settings
+
+    env = backend_env(data_dir)
+    return Settings(data_dir=data_dir, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
+
+
+@pytest.fixture()
+def milvus_store(tmp_path):
+    """A MilvusStore connected to the session's Milvus (a Lite file of this test's own, or the
+    session's server under a prefix of its own); closed at the end."""
+    from imgdedup.core.local_index import open_store
+    from imgdedup.runtime import load_spec
+
+    settings = backend_settings(tmp_path)
+    store = open_store(settings, load_spec(settings.model))
+    store.connect()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 class ServerProcess:
     """`python -m imgdedup serve` as a child process; stopped by its own PID."""
 

@@ -10,10 +10,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import backend_env
-from imgdedup.config import Settings
-from imgdedup.core.local_index import open_store
-from imgdedup.runtime import load_spec
 from imgdedup.storage.milvus import ClusterRow, ImageRow, StorageError
 from imgdedup.storage.redo import RedoLog
 
@@ -21,15 +17,8 @@ NS = "redo-ns"
 
 
 @pytest.fixture()
-def store(tmp_path):
-    env = backend_env(tmp_path)
-    settings = Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
-    s = open_store(settings, load_spec(settings.model))
-    s.connect()
-    try:
-        yield s
-    finally:
-        s.close()
+def store(milvus_store):
+    return milvus_store
 
 
 def _rows(store, n: int) -> list[ImageRow]:

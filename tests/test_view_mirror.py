@@ -9,10 +9,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from conftest import backend_env
+from conftest import backend_settings
 from imgdedup.config import Settings
 from imgdedup.core.index import PendingImage
-from imgdedup.core.local_index import build_writer, open_store
+from imgdedup.core.local_index import build_writer
 from imgdedup.core.view_mirror import ViewMirror
 from imgdedup.runtime import load_spec
 
@@ -21,18 +21,12 @@ NS = "views-ns"
 
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
-    env = backend_env(tmp_path)
-    return Settings(data_dir=tmp_path, **({"milvus_uri": env["DEDUP_MILVUS_URI"], "collection_prefix": env["DEDUP_COLLECTION_PREFIX"]} if env else {}))
+    return backend_settings(tmp_path)
 
 
 @pytest.fixture()
-def store(settings):
-    s = open_store(settings, load_spec(settings.model))
-    s.connect()
-    try:
-        yield s
-    finally:
-        s.close()
+def store(milvus_store):
+    return milvus_store
 
 
 def _units(rng, n: int, dim: int) -> list[np.ndarray]:
