@@ -19,9 +19,9 @@ Measured offline (2026-12-05, 2-core AMD EPYC VM) at these settings: the pasted 
 (IoU > 0.5 with the truth) in 63.5 % of the hard set's 200 composites, nearly all with a crop
 that scores >= 0.5 with its photo; fired on 8.0 % of the dev set's 1,496 photos (windows,
 frames: each costs one more embedding); ~1 ms per photo (0.76 since its edge counts come from
-OpenCV's integral image: same boxes on all 1,496 dev photos and 200 composites). Other settings traded along one curve
-(found / fired on photos): 0.54 / 0.045, 0.42 / 0.03 (a stricter contrast), 0.58 / 0.11 (a
-192-px thumbnail). The server runs it only on images without a content view (core/views.py), so
+OpenCV's integral image: same boxes on all 1,496 dev photos and 200 composites). Other settings
+traded along one curve (found / fired on photos): 0.54 / 0.045, 0.42 / 0.03 (a stricter
+contrast), 0.58 / 0.11 (a 192-px thumbnail). The server runs it only on images without a content view (core/views.py), so
 an image has one extra view at most. Through the API: docs/matching.md, "Composites".
 """
 

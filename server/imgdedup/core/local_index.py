@@ -291,8 +291,7 @@ class LocalIndex:
             # may fail (and set the flag again) as soon as it returns.
             result = self._writer.rebuild_clusters(self._check_writer)
             self._write_failed = False
-            if not self._replay_pending:
-                self._write_marker.unlink(missing_ok=True)
+            self._unmark_if_clean()
             return result
 
         try:
@@ -486,9 +485,13 @@ class LocalIndex:
         replayed = self.store.reconnect(self._check_writer)
         self._writer.views.forget_all()  # before the next write: Milvus may not hold what the copies hold
         self._replay_pending = False
-        if pending and not self._write_failed:
-            self._write_marker.unlink(missing_ok=True)
+        self._unmark_if_clean()
         return replayed
+
+    def _unmark_if_clean(self) -> None:
+        """Remove the in-progress marker unless the index is dirty (on the writer thread)."""
+        if not self.dirty:
+            self._write_marker.unlink(missing_ok=True)
 
     def _guarded(self, write, *args):
         """Run a write with the in-progress marker on disk (no fsync: it guards against process
@@ -501,8 +504,7 @@ class LocalIndex:
         except BaseException:
             self._write_failed = True  # possibly half-written: keep the marker for the next start
             raise
-        if not self._write_failed and not self._replay_pending:
-            self._write_marker.unlink(missing_ok=True)
+        self._unmark_if_clean()
         return result
 
     # -- reads -----------------------------------------------------------------------------

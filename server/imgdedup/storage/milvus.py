@@ -270,7 +270,6 @@ class MilvusStore:
         handler = self._client._get_connection() if hasattr(self._client, "_get_connection") else None
         inner = getattr(handler, "_on_rpc_error", None)
         if inner is None:
-            self._count_failed_calls = True
             log.warning("this pymilvus has no connection-error hook: a Milvus restart is noticed only when a call fails")
             return
         import grpc
@@ -341,12 +340,11 @@ class MilvusStore:
         try:
             self.connect()
             self._holding |= holding  # namespaces whose registration Milvus may have lost (replayed next)
-            whole_at = self._whole_at = self._redo.epoch - 1  # not whole until the replay is done
+            whole_at, self._whole_at = self._redo.epoch, -1  # not whole until the replay is done
             replayed = self.replay_unflushed(before_write)
-            self._whole_at = whole_at + 1  # trouble during the replay: the next ping reconnects again
+            self._whole_at = whole_at  # trouble during the replay: the next ping reconnects again
             return replayed
         except BaseException:
-            self._holding |= holding
             self._drop_client()
             raise
 
