@@ -96,3 +96,14 @@ def test_dct_scaled_jpeg_decoding_keeps_full_size_facts():
     out = decode_image(_save(Image.fromarray(big), "JPEG"), max_pixels=10**8, target_size=288)
     assert (out.width, out.height) == (1600, 1200)  # reported at full resolution
     assert min(out.rgb.shape[:2]) >= 288  # decoded smaller, never below the model input
+
+
+@pytest.mark.parametrize("quality, low, high", [(95, 0, 8), (50, 50, 65), (20, 135, 150), (5, 220, 240)])
+def test_the_header_gives_a_jpegs_quantisation(quality, low, high):
+    # libjpeg's tables, scaled by the quality: the mean luminance step (58 at quality 50).
+    data = _save(Image.fromarray(_two_tone()), "JPEG", quality=quality)
+    assert low <= probe_image(data, max_pixels=10**6).jpeg_quantization <= high
+
+
+def test_other_formats_have_no_quantisation():
+    assert probe_image(_save(Image.fromarray(_two_tone()), "PNG"), max_pixels=10**6).jpeg_quantization == 0.0

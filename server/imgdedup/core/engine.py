@@ -350,7 +350,7 @@ class DedupEngine:
         tensors = [preprocess(decoded, resize)]
         view = content_view(decoded) if self.settings.content_views else None
         if view is None and self.settings.inset_views:
-            view = inset_view(decoded)
+            view = inset_view(decoded, jpeg_quantization=facts.jpeg_quantization)
         if view is not None:
             tensors.append(preprocess(view, resize))
         return tensors

@@ -93,6 +93,9 @@ class ImageFacts:
     height: int
     has_alpha: bool
     orientation: int
+    # A JPEG's mean luminance quantisation step (libjpeg's tables: ~12 at quality 90, 58 at
+    # 50, 142 at 20, 196 at 10); 0 for other formats. How coarse its 8x8 blocks are.
+    jpeg_quantization: float = 0.0
 
     @property
     def pixels(self) -> int:
@@ -109,14 +112,14 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageFacts:
     if fmt not in SUPPORTED_FORMATS:
         raise ImageError("UNSUPPORTED_FORMAT", f"{fmt} is not supported; supported: {', '.join(SUPPORTED_FORMATS)}")
 
-    width, height, has_alpha, orientation = _probe_header(data, fmt, max_pixels)
+    width, height, has_alpha, orientation, quantization = _probe_header(data, fmt, max_pixels)
     if min(width, height) < MIN_SIDE:
         raise ImageError("IMAGE_TOO_SMALL", f"image is {width}x{height}; each side must be at least {MIN_SIDE} px")
     if fmt == "JPEG" and not _jpeg_has_end(data):
         raise ImageError("TRUNCATED_IMAGE", "the JPEG data is truncated (no end-of-image marker)")
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
         width, height = height, width
-    return ImageFacts(fmt, width, height, has_alpha, orientation)
+    return ImageFacts(fmt, width, height, has_alpha, orientation, quantization)
 
 
 def decode_image(data: bytes, *, max_pixels: int, target_size: int = 0, facts: ImageFacts | None = None) -> DecodedImage:
@@ -169,9 +172,10 @@ def preprocess(image: DecodedImage, resize: ResizePolicy) -> np.ndarray:
     return cv2.resize(image.rgb, (out_w, out_h), interpolation=interp)
 
 
-def _probe_header(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int, bool, int]:
-    """(width, height, has_alpha, exif_orientation) from the header alone; nothing decoded. The
-    pixel limit is checked as soon as the size is known, before anything else is read."""
+def _probe_header(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int, bool, int, float]:
+    """(width, height, has_alpha, exif_orientation, jpeg_quantization) from the header alone;
+    nothing decoded. The pixel limit is checked as soon as the size is known, before anything
+    else is read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -183,13 +187,22 @@ def _probe_header(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int, boo
                     im.mode == "P" and "transparency" in im.info
                 )
                 orientation = _orientation(im, fmt)
+                quantization = _luminance_quantization(im) if fmt == "JPEG" else 0.0
     except ImageError:
         raise
     except Exception as exc:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} header could not be read: {exc}") from None
     if width <= 0 or height <= 0:
         raise ImageError("CORRUPT_IMAGE", f"the {fmt} header gives an empty size {width}x{height}")
-    return width, height, has_alpha, orientation
+    return width, height, has_alpha, orientation, quantization
+
+
+def _luminance_quantization(im: Image.Image) -> float:
+    """The mean step of a JPEG's first (luminance) quantisation table, which Pillow reads with
+    the header; 0 when there is none."""
+    tables = getattr(im, "quantization", None) or {}
+    table = tables.get(0) or next(iter(tables.values()), None)
+    return float(sum(table)) / len(table) if table else 0.0
 
 
 def _orientation(im: Image.Image, fmt: str) -> int:
