@@ -303,8 +303,7 @@ class MilvusStore:
                     self._client.flush(name, timeout=self.timeout)
             except Exception:  # closing must not raise
                 log.exception("flush on close failed")
-            self._client.close()
-            self._client = None
+        self._drop_client()
 
     def ping(self) -> None:
         """Raise StorageError unless Milvus answers with all its collections loaded (a Milvus
