@@ -40,6 +40,9 @@ temporary directory) and grows through the sizes. At each size:
               (the first size: since the empty collections); peak MiB: VmHWM of the process that
               inserted and indexed (before the restart).
 Then a "10M on paper" extrapolation per combination and the issue's target check at the largest size.
+`--sweep 32 64 128` searches the largest size's index again with each of these values of its search
+parameter (HNSW's ef, IVF's nprobe), single queries with the store's read consistency: p50/p99,
+recall@10 and planted per value, from one build (a 1M HNSW build takes ~12 min here).
 Index kinds Milvus Lite rejects (2.5.1 takes FLAT, IVF_FLAT, AUTOINDEX) are skipped with Milvus'
 reason. The server start-up includes ~30 s of etcd session TTL: the PyPI 2.3.5 server does not end
 on SIGTERM (not in 150 s, tried), so each stop ends in SIGKILL, as after a crash.
@@ -285,11 +288,21 @@ class Row:
 
 
 @dataclass
+class Sweep:
+    value: int  # the search parameter's value (ef or nprobe)
+    p50: float
+    p99: float
+    recall: float
+    planted: float
+
+
+@dataclass
 class Result:
     backend: str
     spec: IndexSpec
     rss_empty: float = math.nan
     rows: list[Row] = field(default_factory=list)
+    sweep: list[Sweep] = field(default_factory=list)  # at the largest size
     skipped: str = ""
     failed: str = ""
     killed: bool = False  # the server's restarts followed a SIGKILL
@@ -370,6 +383,34 @@ def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     row.planted = planted / data.n_planted
 
 
+def sweep_parameter(store: MilvusStore, data: Data, values: list[int]) -> list[Sweep]:
+    """The same single-query searches with each value of the index's search parameter (HNSW's ef,
+    IVF's nprobe), at the store's read consistency (Strong on Lite, Session on a server)."""
+    params = store._search_params(store.images, K)
+    key = "ef" if "ef" in params else "nprobe" if "nprobe" in params else None
+    if key is None:
+        print(f"sweep: the index has no ef or nprobe to vary ({params})", file=sys.stderr, flush=True)
+        return []
+    consistency = "Strong" if store.is_lite else "Session"
+    out = []
+    for value in values:
+        search_params = {"metric_type": "COSINE", "params": {**params, key: max(value, K) if key == "ef" else value}}
+        lat, recall, planted = [], 0, 0
+        for i, q in enumerate(data.queries):
+            t = time.perf_counter()
+            hits = store._call("search", store.images, data=[q], limit=K, output_fields=["image_id"],
+                               search_params=search_params, consistency_level=consistency)[0]
+            lat.append((time.perf_counter() - t) * 1000)
+            got = {int(h["entity"]["image_id"][1:]): float(h["distance"]) for h in hits}
+            recall += len(got.keys() & set(data.top_ids[i].tolist()))
+            planted += sum(1 for v, sim in got.items() if v in data.planted_of[i] and sim >= PLANTED_MIN_SIM)
+        p50, p99 = (float(x) for x in np.percentile(lat, [50, 99]))
+        out.append(Sweep(value, p50, p99, recall / (K * len(data.queries)), planted / data.n_planted))
+        print(f"  sweep {key}={value}: p50 {p50:.2f} ms, p99 {p99:.2f}, recall@10 {out[-1].recall:.3f}, planted {out[-1].planted:.3f}",
+              file=sys.stderr, flush=True)
+    return out
+
+
 def run_combination(result: Result, number: int, args: argparse.Namespace, root: Path) -> None:
     """Measure one (backend, index) into result, row by row (a failure keeps the rows measured)."""
     kind, spec = result.backend, result.spec
@@ -410,6 +451,8 @@ def run_combination(result: Result, number: int, args: argparse.Namespace, root:
             result.rows.append(row)
             print(f"{tag} {size:,}: start-up {row.start_s:.1f} s, p50 {row.p50:.2f} ms, recall@10 {row.recall:.3f}, "
                   f"planted {row.planted:.3f}, RSS {row.rss:.0f} MiB", file=sys.stderr, flush=True)
+        if args.sweep:
+            result.sweep = sweep_parameter(store, data, args.sweep)
     except Exception as exc:  # the other combinations still run
         result.failed = f"{type(exc).__name__}: {exc}"
         print(f"{tag} FAILED: {result.failed}", file=sys.stderr, flush=True)
@@ -494,6 +537,15 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         print(f"  10M on paper, {res.backend} {res.spec}: {memory}, {search}, insert ~{ten_m / big.insert_rate / 3600:.1f} h, "
               f"ready (flush+index) ~{_affine(small, big, 'ready_s', ten_m) / 60:.0f} min, "
               f"start-up ~{_affine(small, big, 'start_s', ten_m):.0f} s")
+    for res in results:
+        if res.sweep and res.rows:
+            key = "ef" if res.spec.kind.startswith("HNSW") else "nprobe"
+            print()
+            print(f"search-parameter sweep, {res.backend} {res.spec} at {res.rows[-1].size:,} (single queries, the store's read consistency):")
+            print(f"  {key:>6} {'p50 ms':>7} {'p99 ms':>7} {'R@10':>6} {'planted':>7}  target")
+            for w in res.sweep:
+                verdict = "met" if w.p50 <= TARGET_P50_MS and w.recall >= TARGET_RECALL else "NOT met"
+                print(f"  {w.value:>6} {w.p50:>7.2f} {w.p99:>7.2f} {w.recall:>6.3f} {w.planted:>7.3f}  {verdict}")
     print()
     print(f"target (issue): search p50 <= {TARGET_P50_MS:g} ms with recall@10 >= {TARGET_RECALL} at 1M vectors; "
           "measured at the largest size run:")
@@ -519,6 +571,8 @@ def main() -> None:
                         help="milvus.yaml settings of the server backend, e.g. dataCoord.segment.sealProportion=1.0")
     parser.add_argument("--copies", type=int, default=5, help="planted near-duplicates per query")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", type=int, nargs="+", default=[], metavar="VALUE",
+                        help="search the largest size again with each of these values of the index's ef or nprobe")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temporary Milvus data goes (default: the system's)")
     args = parser.parse_args()
     args.sizes = sorted(set(args.sizes))
