@@ -388,36 +388,46 @@ def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     row.planted = planted / data.n_planted
 
 
-def sweep_parameter(store: MilvusStore, data: Data, values: list[int]) -> list[Sweep]:
+def sweep_key(index_type: str) -> str | None:
+    """The search parameter --sweep varies for an index kind."""
+    kind = index_type.upper()
+    return "ef" if kind.startswith("HNSW") else "nprobe" if kind.startswith("IVF") else None
+
+
+def sweep_parameter(store: MilvusStore, data: Data, values: list[int], into: list[Sweep]) -> None:
     """The same single-query searches with each value of the index's search parameter (HNSW's ef,
-    IVF's nprobe), at the store's read consistency (Strong on Lite, Session on a server)."""
-    params = store._search_params(store.images, K)
-    key = "ef" if "ef" in params else "nprobe" if "nprobe" in params else None
+    IVF's nprobe), at the store's read consistency (Strong on Lite, Session on a server), into
+    `into` as each is measured (a value that fails ends the sweep, keeping the others)."""
+    key = sweep_key(store.index_type)
     if key is None:
-        print(f"sweep: the index has no ef or nprobe to vary ({params})", file=sys.stderr, flush=True)
-        return []
+        print(f"sweep: a {store.index_type} index has no ef or nprobe to vary", file=sys.stderr, flush=True)
+        return
+    params = store._search_params(store.images, K)
     consistency = "Strong" if store.is_lite else "Session"
-    out = []
     for value in values:
-        search_params = {"metric_type": "COSINE", "params": {**params, key: max(value, K) if key == "ef" else value}}
+        value = max(value, K) if key == "ef" else value  # HNSW keeps at least as many candidates as results
+        search_params = {"metric_type": "COSINE", "params": {**params, key: value}}
         lat, recall, found = [], 0, set()
-        for i, q in enumerate(data.queries):
-            t = time.perf_counter()
-            hits = store._call("search", store.images, data=[q], limit=K, output_fields=["image_id"],
-                               search_params=search_params, consistency_level=consistency)[0]
-            lat.append((time.perf_counter() - t) * 1000)
-            got = {int(h["entity"]["image_id"][1:]): float(h["distance"]) for h in hits}
-            recall += len(got.keys() & set(data.top_ids[i].tolist()))
-            found |= {v for v, sim in got.items() if v in data.planted_of[i] and sim >= PLANTED_MIN_SIM}
+        try:
+            for i, q in enumerate(data.queries):
+                t = time.perf_counter()
+                hits = store._call("search", store.images, data=[q], limit=K, output_fields=["image_id", "cluster_id"],
+                                   search_params=search_params, consistency_level=consistency)[0]
+                lat.append((time.perf_counter() - t) * 1000)
+                got = {int(h["entity"]["image_id"][1:]): float(h["distance"]) for h in hits}
+                recall += len(got.keys() & set(data.top_ids[i].tolist()))
+                found |= {v for v, sim in got.items() if v in data.planted_of[i] and sim >= PLANTED_MIN_SIM}
+        except Exception as exc:  # the values measured so far stay in the report
+            print(f"  sweep {key}={value} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
         p50, p99 = (float(x) for x in np.percentile(lat, [50, 99]))
         by_sim = []
         for lo, hi in PLANTED_BANDS:
             band = [v for v, sim in data.planted_sim.items() if lo <= sim < hi]
             by_sim.append(sum(v in found for v in band) / max(1, len(band)))
-        out.append(Sweep(value, p50, p99, recall / (K * len(data.queries)), len(found) / data.n_planted, by_sim))
-        print(f"  sweep {key}={value}: p50 {p50:.2f} ms, p99 {p99:.2f}, recall@10 {out[-1].recall:.3f}, planted {out[-1].planted:.3f} "
+        into.append(Sweep(value, p50, p99, recall / (K * len(data.queries)), len(found) / data.n_planted, by_sim))
+        print(f"  sweep {key}={value}: p50 {p50:.2f} ms, p99 {p99:.2f}, recall@10 {into[-1].recall:.3f}, planted {into[-1].planted:.3f} "
               f"(by cosine band: {' '.join(f'{x:.3f}' for x in by_sim)})", file=sys.stderr, flush=True)
-    return out
 
 
 def run_combination(result: Result, number: int, args: argparse.Namespace, root: Path) -> None:
@@ -461,7 +471,7 @@ def run_combination(result: Result, number: int, args: argparse.Namespace, root:
             print(f"{tag} {size:,}: start-up {row.start_s:.1f} s, p50 {row.p50:.2f} ms, recall@10 {row.recall:.3f}, "
                   f"planted {row.planted:.3f}, RSS {row.rss:.0f} MiB", file=sys.stderr, flush=True)
         if args.sweep:
-            result.sweep = sweep_parameter(store, data, args.sweep)
+            sweep_parameter(store, data, args.sweep, result.sweep)
     except Exception as exc:  # the other combinations still run
         result.failed = f"{type(exc).__name__}: {exc}"
         print(f"{tag} FAILED: {result.failed}", file=sys.stderr, flush=True)
@@ -548,7 +558,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
               f"start-up ~{_affine(small, big, 'start_s', ten_m):.0f} s")
     for res in results:
         if res.sweep and res.rows:
-            key = "ef" if res.spec.kind.startswith("HNSW") else "nprobe"
+            key = sweep_key(res.spec.kind)
             print()
             print(f"search-parameter sweep, {res.backend} {res.spec} at {res.rows[-1].size:,} (single queries, the store's read consistency):")
             bands = " ".join(f"{f'{lo:.2f}-{hi:.2f}':>9}" for lo, hi in PLANTED_BANDS)

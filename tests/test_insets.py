@@ -10,7 +10,8 @@ import pytest
 from conftest import check, encode, rgb, serving
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.images import decode_image, probe_image
-from imgdedup.core.insets import MAX_JPEG_QUANTIZATION, inset_box, inset_view
+from imgdedup.core.insets import MAX_JPEG_QUANTIZATION, inset_box
+from imgdedup.core.views import extra_view
 
 
 def paste(background: np.ndarray, photo: np.ndarray, size: float, x: float, y: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -48,22 +49,25 @@ def test_the_detector_leaves_photos_alone():
         assert inset_box(rgb(name)) is None, name
 
 
+def _extra_view(data: bytes):
+    """The extra view the server's engine embeds for these bytes (core/engine.py: _decode)."""
+    facts = probe_image(data, max_pixels=10**8)
+    decoded = decode_image(data, max_pixels=10**8, target_size=288, facts=facts)
+    return facts, decoded, extra_view(decoded, facts)
+
+
 def test_coarse_jpegs_are_not_searched():
     # At quality 5 the 8x8 block borders are straight edges everywhere: the detector finds a
     # "picture" in these three photos (as in 45 of the hard set's 200 quality 5-15 copies, whose
     # blocky crops of different photos matched each other), so such JPEGs get no inset view.
     for name in ("coffee", "chelsea", "immunohistochemistry"):
-        data = encode(rgb(name), quality=5)
-        facts = probe_image(data, max_pixels=10**8)
-        decoded = decode_image(data, max_pixels=10**8, target_size=288, facts=facts)
+        facts, decoded, view = _extra_view(encode(rgb(name), quality=5))
         assert facts.jpeg_quantization > MAX_JPEG_QUANTIZATION
         assert inset_box(decoded.rgb) is not None, name
-        assert inset_view(decoded, jpeg_quantization=facts.jpeg_quantization) is None, name
+        assert view is None, name
     # A pasted photo in a JPEG of ordinary quality is still found.
     composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
-    data = encode(composite, quality=75)
-    facts = probe_image(data, max_pixels=10**8)
-    assert inset_view(decode_image(data, max_pixels=10**8, facts=facts), jpeg_quantization=facts.jpeg_quantization) is not None
+    assert _extra_view(encode(composite, quality=75))[2] is not None
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,13 @@ from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
 from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
-from imgdedup.core.insets import inset_view
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
-from imgdedup.core.views import content_view
+from imgdedup.core.views import extra_view
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.tracing import tracer
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit
@@ -348,9 +347,7 @@ class DedupEngine:
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
         resize = self.spec.input.resize
         tensors = [preprocess(decoded, resize)]
-        view = content_view(decoded) if self.settings.content_views else None
-        if view is None and self.settings.inset_views:
-            view = inset_view(decoded, jpeg_quantization=facts.jpeg_quantization)
+        view = extra_view(decoded, facts, content=self.settings.content_views, insets=self.settings.inset_views)
         if view is not None:
             tensors.append(preprocess(view, resize))
         return tensors

@@ -198,11 +198,17 @@ def _probe_header(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int, boo
 
 
 def _luminance_quantization(im: Image.Image) -> float:
-    """The mean step of a JPEG's first (luminance) quantisation table, which Pillow reads with
-    the header; 0 when there is none."""
-    tables = getattr(im, "quantization", None) or {}
-    table = tables.get(0) or next(iter(tables.values()), None)
-    return float(sum(table)) / len(table) if table else 0.0
+    """The mean step of the quantisation table of a JPEG's first component (luminance, or grey),
+    which Pillow reads with the header; 0 when there is none. A hint, never a reason to refuse
+    an image: anything unexpected gives 0."""
+    try:
+        tables = im.quantization or {}
+        layers = getattr(im, "layer", None) or []  # (component id, h, v, table id) per component
+        table = tables.get(layers[0][3]) if layers else None
+        table = table or tables.get(0) or next(iter(tables.values()), None)
+        return float(sum(table)) / len(table) if table else 0.0
+    except Exception:
+        return 0.0
 
 
 def _orientation(im: Image.Image, fmt: str) -> int:

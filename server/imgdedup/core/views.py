@@ -24,7 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from imgdedup.core.images import DecodedImage
+from imgdedup.core.images import DecodedImage, ImageFacts
+from imgdedup.core.insets import inset_view
 
 THUMB_SIDE = 256
 # A pixel differs from the background by more than this in some channel (0-255).
@@ -82,3 +83,13 @@ def _background_range(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def content_view(image: DecodedImage) -> DecodedImage | None:
     """The image cropped to its main content (see content_box), or None."""
     return image.cropped(content_box(image.rgb))
+
+
+def extra_view(image: DecodedImage, facts: ImageFacts, *, content: bool = True, insets: bool = True) -> DecodedImage | None:
+    """The one extra view an image gets, if any: its content on a plain background (`content`),
+    else the picture pasted into it (`insets`, core/insets.py; never in a JPEG so coarse that its
+    8x8 blocks look like a pasted picture's edges: ImageFacts.jpeg_quantization)."""
+    view = content_view(image) if content else None
+    if view is None and insets:
+        view = inset_view(image, jpeg_quantization=facts.jpeg_quantization)
+    return view
