@@ -62,4 +62,4 @@ def test_writer_election_settings_that_can_work_are_taken():
 
 def test_hnsw_is_taken_with_a_milvus_server():
     s = Settings.load(None, index_type="HNSW", milvus_uri="http://milvus:19530")
-    assert (s.hnsw_m, s.hnsw_ef_construction, s.search_ef) == (16, 200, 128)
+    assert (s.hnsw_m, s.hnsw_ef_construction, s.search_ef) == (32, 200, 128)

@@ -182,7 +182,7 @@ class MilvusStore:
         index_type: str = "IVF_FLAT",
         nlist: int = 128,
         nprobe: int = 32,
-        hnsw_m: int = 16,
+        hnsw_m: int = 32,
         ef_construction: int = 200,
         ef: int = 128,
     ):
