@@ -42,7 +42,8 @@ temporary directory) and grows through the sizes. At each size:
 Then a "10M on paper" extrapolation per combination and the issue's target check at the largest size.
 `--sweep 32 64 128` searches the largest size's index again with each of these values of its search
 parameter (HNSW's ef, IVF's nprobe), single queries with the store's read consistency: p50/p99,
-recall@10 and planted per value, from one build (a 1M HNSW build takes ~12 min here).
+recall@10 and planted per value, from one build (a 1M HNSW build took ~15 min at M 16 and ~35 min at
+M 32 on two cores, 2026-12-05).
 Index kinds Milvus Lite rejects (2.5.1 takes FLAT, IVF_FLAT, AUTOINDEX) are skipped with Milvus'
 reason. The server start-up includes ~30 s of etcd session TTL: the PyPI 2.3.5 server does not end
 on SIGTERM (not in 150 s, tried), so each stop ends in SIGKILL, as after a crash.
@@ -380,12 +381,18 @@ def measure_search(store: MilvusStore, data: Data, row: Row) -> None:
     lat = []
     for q in queries:
         t = time.perf_counter()
-        store._call("search", store.images, data=[q], limit=K, output_fields=["image_id", "cluster_id"],
-                    search_params={"metric_type": "COSINE", "params": params}, consistency_level="Session")
+        _search_one(store, q, params, "Session")
         lat.append((time.perf_counter() - t) * 1000)
     row.session_p50, row.session_p95 = (float(x) for x in np.percentile(lat, [50, 95]))
     row.recall = recall / (K * len(queries))
     row.planted = planted / data.n_planted
+
+
+def _search_one(store: MilvusStore, query: np.ndarray, params: dict[str, Any], consistency: str) -> dict[int, float]:
+    """One query through the store's client with these search parameters: {row number: cosine}."""
+    hits = store._call("search", store.images, data=[query], limit=K, output_fields=["image_id", "cluster_id"],
+                       search_params={"metric_type": "COSINE", "params": params}, consistency_level=consistency)[0]
+    return {int(h["entity"]["image_id"][1:]): float(h["distance"]) for h in hits}
 
 
 def sweep_key(index_type: str) -> str | None:
@@ -406,15 +413,12 @@ def sweep_parameter(store: MilvusStore, data: Data, values: list[int], into: lis
     consistency = "Strong" if store.is_lite else "Session"
     for value in values:
         value = max(value, K) if key == "ef" else value  # HNSW keeps at least as many candidates as results
-        search_params = {"metric_type": "COSINE", "params": {**params, key: value}}
         lat, recall, found = [], 0, set()
         try:
             for i, q in enumerate(data.queries):
                 t = time.perf_counter()
-                hits = store._call("search", store.images, data=[q], limit=K, output_fields=["image_id", "cluster_id"],
-                                   search_params=search_params, consistency_level=consistency)[0]
+                got = _search_one(store, q, {**params, key: value}, consistency)
                 lat.append((time.perf_counter() - t) * 1000)
-                got = {int(h["entity"]["image_id"][1:]): float(h["distance"]) for h in hits}
                 recall += len(got.keys() & set(data.top_ids[i].tolist()))
                 found |= {v for v, sim in got.items() if v in data.planted_of[i] and sim >= PLANTED_MIN_SIM}
         except Exception as exc:  # the values measured so far stay in the report
