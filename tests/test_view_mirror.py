@@ -35,11 +35,12 @@ def _units(rng, n: int, dim: int) -> list[np.ndarray]:
 
 
 def _same(mirror: ViewMirror, store, queries: np.ndarray, ids: list[str]) -> None:
-    """The mirror's search and views_of equal the collection's."""
+    """The mirror's search, views_of and inset_images equal the collection's."""
     ours, theirs = mirror.search_views(NS, queries, 16), store.search_views(NS, queries, 16)
-    assert [[i for i, _ in hits] for hits in ours] == [[i for i, _ in hits] for hits in theirs]
+    assert [[(i, inset) for i, _, inset in hits] for hits in ours] == [[(i, inset) for i, _, inset in hits] for hits in theirs]
     for a, b in zip(ours, theirs):
-        assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-4)
+        assert np.allclose([s for _, s, _ in a], [s for _, s, _ in b], atol=1e-4)
+    assert mirror.inset_images(NS, ids) == store.inset_images(NS, ids)
     mine, stored = mirror.views_of(NS, ids), store.views_of(NS, ids)
     assert mine.keys() == stored.keys()
     for image_id in mine:
@@ -61,14 +62,16 @@ def test_the_copy_answers_as_the_views_collection_through_every_write(store):
     _same(mirror, store, queries, ids)
     assert mirror.search_views(NS, queries, 1)[0][0][0] == "old-1"
 
-    mirror.insert_views(NS, {"new": [vs[5], vs[6]]})  # two views of one image
-    _same(mirror, store, queries, ids)
+    mirror.insert_views(NS, {"new": [vs[5], vs[6]], "inset": [vs[9]]}, insets={"inset"})  # two views of one image; an inset view
+    _same(mirror, store, queries, ids + ["inset"])
+    assert mirror.inset_images(NS, ids + ["inset"]) == {"inset"}
+    assert {(i, inset) for hits in mirror.search_views(NS, queries, 16) for i, _, inset in hits if i in ("inset", "new")} == {("inset", True), ("new", False)}
     mirror.insert_views(NS, {"old-1": [vs[7]]})  # an upsert of view 1: old-1 moves away
     _same(mirror, store, queries, ids)
     assert mirror.search_views(NS, queries, 1)[0][0][0] != "old-1"
     mirror.delete_views(NS, ["old-3", "new", "nope"])
     _same(mirror, store, queries, ids)
-    assert "old-3" not in {i for hits in mirror.search_views(NS, queries, 16) for i, _ in hits}
+    assert "old-3" not in {i for hits in mirror.search_views(NS, queries, 16) for i, _, _ in hits}
 
     # A write Milvus refuses (a vector of the wrong size) may have landed in part: the copy is
     # dropped and read again, so what did land is found.
@@ -76,7 +79,7 @@ def test_the_copy_answers_as_the_views_collection_through_every_write(store):
         mirror.insert_views(NS, {"bad": [np.ones(3, np.float32)]})
     store.insert_views(NS, {"landed": [vs[8]]})
     _same(mirror, store, queries, ids)
-    assert "landed" in {i for hits in mirror.search_views(NS, queries, 16) for i, _ in hits}
+    assert "landed" in {i for hits in mirror.search_views(NS, queries, 16) for i, _, _ in hits}
     # Another namespace has views of its own.
     assert mirror.search_views("elsewhere", queries, 16) == [[], [], []]
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import ServerProcess, channel_for, check, encode, rgb
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc
-from imgdedup.core.views import content_box
+from imgdedup.core.images import decode_image, probe_image
+from imgdedup.core.views import content_box, extra_view
 
 
 def screenshot(photo: np.ndarray) -> np.ndarray:
@@ -43,6 +44,10 @@ def test_the_detector_finds_the_photo_and_leaves_ordinary_photos_alone():
     tol = max(shot.shape) / 256 + 2  # found on a 256-px thumbnail: one thumbnail pixel, plus the frame
     assert max(abs(x0 - tx0), abs(y0 - ty0), abs(x1 - (tx0 + w)), abs(y1 - (ty0 + h))) <= tol
     assert content_box(padded(rgb("astronaut"))) is not None
+    data = encode(shot)
+    facts = probe_image(data, max_pixels=10**8)
+    view = extra_view(decode_image(data, max_pixels=10**8, facts=facts), facts)
+    assert view is not None and not view.inset  # a content view, not an inset view
     # Most photos have no plain border. (Some do, e.g. skimage's rocket against a dark sky: they
     # get an extra view, which costs an embedding and changes no answer.)
     for name in ("astronaut", "coffee", "chelsea", "camera", "immunohistochemistry"):
@@ -109,6 +114,7 @@ def test_regroup_and_pairwise_similarity_agree():
     for trial in range(30):
         rows = [ImageRow(f"i{k}", "c", 1, 0, "", v) for k, v in enumerate(unit(8))]
         extra = {f"i{k}": list(unit(int(rng.integers(1, 3)))) for k in rng.choice(8, 4, replace=False)}
+        insets = {i for i in extra if rng.random() < 0.5}  # inset views: their pairs count from INSET_PAIR_MIN
         views = {r.image_id: [r.vector, *extra.get(r.image_id, [])] for r in rows}
         threshold = 0.3
         parent = {r.image_id: r.image_id for r in rows}
@@ -120,10 +126,11 @@ def test_regroup_and_pairwise_similarity_agree():
 
         for a in rows:
             for b in rows:
-                if a.image_id < b.image_id and image_similarity(views[a.image_id], views[b.image_id]) >= threshold:
+                kinds = {"a_inset": a.image_id in insets, "b_inset": b.image_id in insets}
+                if a.image_id < b.image_id and image_similarity(views[a.image_id], views[b.image_id], **kinds) >= threshold:
                     parent[find(a.image_id)] = find(b.image_id)
         expected = sorted(sorted(i for i in parent if find(i) == root) for root in {find(i) for i in parent})
-        got = sorted(sorted(r.image_id for r in comp) for comp in _regroup(rows, extra, LinkRule(threshold, support=0.0)))
+        got = sorted(sorted(r.image_id for r in comp) for comp in _regroup(rows, extra, LinkRule(threshold, support=0.0), insets))
         assert got == expected, trial
 
 
@@ -141,9 +148,10 @@ def test_a_writes_pairwise_matrix_is_image_similarity_of_each_pair():
 
     for trial in range(40):
         images = [unit(1 + int(rng.integers(0, 3)) * int(rng.random() < 0.4)) for _ in range(int(rng.integers(2, 12)))]
-        got = _pairwise(images)
+        insets = [len(views) > 1 and rng.random() < 0.5 for views in images]
+        got = _pairwise(images, insets)
         assert got.shape == (len(images), len(images))
         for i, a in enumerate(images):
             for j, b in enumerate(images):
                 if i != j:
-                    assert abs(got[i, j] - image_similarity(a, b)) < 1e-5, (trial, i, j)
+                    assert abs(got[i, j] - image_similarity(a, b, a_inset=insets[i], b_inset=insets[j])) < 1e-5, (trial, i, j)

@@ -37,8 +37,9 @@ class IndexBackend(Protocol):
         not; True: quite likely (skip decoding until find_exact says no); None: cannot tell
         cheaply."""
 
-    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        """The embedding and extra views of an image of the namespace with exactly these bytes."""
+    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray], bool] | None:
+        """The embedding and extra views of an image of the namespace with exactly these bytes,
+        and whether those views are inset views."""
 
     def watch_digests(self) -> AsyncIterator[np.ndarray] | None:
         """For a copy of the hash set behind might_hold (core/digests.py: DigestSet.watch): every

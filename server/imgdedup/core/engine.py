@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Hashable
+from typing import Awaitable, Callable, Hashable, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+
+
+class ModelInputs(NamedTuple):
+    tensors: list[np.ndarray]  # the whole image, then its extra view (if any)
+    inset: bool  # that view is an inset view (core/views.py: ExtraView)
 
 
 @dataclass(slots=True)
@@ -266,20 +271,21 @@ class DedupEngine:
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
             with self._batcher.announce(priority), tracer.start_as_current_span("decode"):  # another image of this level is on its way
-                facts, digest, maybe_stored, tensors = await self._decoding(priority, flow, self._prepare, req.namespace, req.image)
+                facts, digest, maybe_stored, inputs = await self._decoding(priority, flow, self._prepare, req.namespace, req.image)
                 # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only
                 # bytes the digest set cannot rule out are looked up (see core/digests.py).
                 same = await self.index.find_exact(req.namespace, digest) if maybe_stored else None
-                if same is None and tensors is None:
-                    tensors = await self._decoding(priority, flow, self._decode, req.image, facts)
+                if same is None and inputs is None:
+                    inputs = await self._decoding(priority, flow, self._decode, req.image, facts)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("decode").observe(t1 - t0)
         if same is not None:
             metrics.EXACT_DUPLICATES.inc()
-            vector, views = same
+            vector, views, inset = same
         else:
+            tensors, inset = inputs
             # The whole image and its extra views (core/views.py) batch together.
             with tracer.start_as_current_span("embed") as span:
                 span.set_attribute("dedup.views", len(tensors))
@@ -297,6 +303,7 @@ class DedupEngine:
             pixels=facts.pixels,
             sha256=digest,
             views=views,
+            inset=inset and bool(views),
             namespace=req.namespace,
             mode=req.match_mode,
             exact_checked=maybe_stored,
@@ -331,7 +338,7 @@ class DedupEngine:
         """Run fn(*args) on the decode pool, in its turn."""
         return asyncio.wrap_future(self._decode_pool.submit(fn, *args, priority=priority, flow=flow))
 
-    def _prepare(self, namespace: str, data: bytes) -> tuple[ImageFacts, str, bool, list[np.ndarray] | None]:
+    def _prepare(self, namespace: str, data: bytes) -> tuple[ImageFacts, str, bool, ModelInputs | None]:
         """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
 
         Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
@@ -342,15 +349,15 @@ class DedupEngine:
             return facts, digest, True, None  # probably an exact duplicate: decode only if it is not
         return facts, digest, hint is None, self._decode(data, facts)
 
-    def _decode(self, data: bytes, facts: ImageFacts) -> list[np.ndarray]:
+    def _decode(self, data: bytes, facts: ImageFacts) -> ModelInputs:
         """Model inputs: the whole image, then its extra views (if any)."""
         decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
         resize = self.spec.input.resize
         tensors = [preprocess(decoded, resize)]
         view = extra_view(decoded, facts, content=self.settings.content_views, insets=self.settings.inset_views)
         if view is not None:
-            tensors.append(preprocess(view, resize))
-        return tensors
+            tensors.append(preprocess(view.image, resize))
+        return ModelInputs(tensors, inset=view is not None and view.inset)
 
     async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, ticket: Ticket | None = None) -> CheckResult:
         """Queue a write. Interactive writes go first; a stream's are FIFO (one flow), so the

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Container, Mapping
+from typing import Callable, Container, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class PendingImage:
     pixels: int
     sha256: str
     views: list[np.ndarray] = field(default_factory=list)  # extra views (core/views.py)
+    inset: bool = False  # its extra views are inset views (core/insets.py), not content views
     namespace: str = DEFAULT_NAMESPACE
     mode: MatchMode = MatchMode.DUPLICATES  # with threshold, decides the threshold (core/match_modes.py)
     # More images of its stream are on their way to the index behind it (a write of bulk
@@ -142,7 +143,7 @@ class _ClusterBook:
         self.dirty.discard(source)
         self.dirty.add(target)
 
-    def flush(self, new_images: list[ImageRow], new_views: dict[str, list[np.ndarray]]) -> None:
+    def flush(self, new_images: list[ImageRow], new_views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
         """Write new images (their extra views just before), re-home members of merged
         clusters, then the cluster rows.
 
@@ -151,7 +152,7 @@ class _ClusterBook:
         IndexWriter.rebuild_clusters cannot put right."""
         for img in new_images:
             img.cluster_id = self.resolve(img.cluster_id)
-        self.views.insert_views(self.namespace, new_views)
+        self.views.insert_views(self.namespace, new_views, insets)
         self.store.insert_images(new_images)
         _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
@@ -179,14 +180,29 @@ def _better_representative(pixels: int, inserted_at_ms: int, current: ClusterRow
     return (pixels, -inserted_at_ms) > (current.rep_pixels, -current.rep_inserted_at_ms)
 
 
-def image_similarity(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    """Similarity of two images given their views (whole image first, then extra views): the
-    best pair, except that two images which both have a content view are compared by pairs
-    involving a content view only: their whole images are mostly background (two screenshots
-    of different photos in the same app look alike as wholes)."""
+# Two images whose extra views are both inset views (core/insets.py) match through that pair of
+# views only from this similarity. The detector also fires where no photo was pasted (an emoji or
+# sticker drawn on a photo, a caption's band, a thumbnail's frame), and two such crops of
+# different photos look alike: on the hard set (benchmarks/make_hard.py; offline, 2026-12-05) 24
+# of the 26 inset-inset pairs at >= 0.475 that no other pair of the two images' views reached
+# were of different photos (same emoji, up to 0.604), the 2 of one photo scored 0.66 and 0.73;
+# pairs with a content view were nearly all true (121 of 125). Through the API: docs/matching.md.
+INSET_PAIR_MIN = 0.65
+
+
+def image_similarity(a: list[np.ndarray], b: list[np.ndarray], *, a_inset: bool = False, b_inset: bool = False) -> float:
+    """Similarity of two images given their views (whole image first, then extra views, inset
+    views where `a_inset`/`b_inset`, else content views): the best pair, except that two images
+    which both have a content view are compared by pairs involving one only (their whole images
+    are mostly background: two screenshots of different photos in the same app look alike as
+    wholes), and that two inset views count from INSET_PAIR_MIN."""
     sims = np.stack(a) @ np.stack(b).T
     if len(a) > 1 and len(b) > 1:
-        sims[0, 0] = -1.0
+        if not (a_inset or b_inset):
+            sims[0, 0] = -1.0
+        elif a_inset and b_inset:
+            views = sims[1:, 1:]
+            views[views < INSET_PAIR_MIN] = -1.0
     return float(sims.max())
 
 
@@ -258,7 +274,9 @@ class IndexWriter:
                 if view:
                     by_view[n][h.image_id] = max(by_view[n].get(h.image_id, -1.0), h.similarity)
         for n, view, pairs in zip(owners, is_view, view_hits):
-            for image_id, sim in pairs:
+            for image_id, sim, inset in pairs:
+                if view and inset and items[n].inset and sim < INSET_PAIR_MIN:
+                    continue  # two inset views: image_similarity
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
                 if view:
                     by_view[n][image_id] = max(by_view[n].get(image_id, -1.0), sim)
@@ -268,10 +286,11 @@ class IndexWriter:
         their_views = self.views.views_of(namespace, rescore) if rescore else {}
         if their_views:
             rows = self.store.get_images(namespace, their_views, with_vectors=True)
+            insets = self.views.inset_images(namespace, their_views)
             cluster_of.update({i: r.cluster_id for i, r in rows.items()})
             for item, f in zip(items, found):
                 for image_id in f.keys() & rows.keys() if item.views else ():
-                    f[image_id] = image_similarity(item.all_vectors, [rows[image_id].vector, *their_views[image_id]])
+                    f[image_id] = image_similarity(item.all_vectors, [rows[image_id].vector, *their_views[image_id]], a_inset=item.inset, b_inset=image_id in insets)
         # Hits found only through a view carry no cluster id: take their image's (and drop a
         # view whose image row is missing: left by a crash, it is ignored).
         missing = {image_id for f in found for image_id, sim in f.items() if sim >= floor and image_id not in cluster_of}
@@ -344,8 +363,9 @@ class IndexWriter:
         batch_at: list[int] = []  # the item each of them came from
         # image_similarity of every pair of the batch's items, in one product (a write of
         # hundreds of images would otherwise make tens of thousands of small ones).
-        in_batch = _pairwise([i.all_vectors for i in items]) if len(items) > 1 and any(i.add_to_index for i in items) else None
+        in_batch = _pairwise([i.all_vectors for i in items], [i.inset for i in items]) if len(items) > 1 and any(i.add_to_index for i in items) else None
         new_views: dict[str, list[np.ndarray]] = {}
+        new_insets: set[str] = set()
         results: list[CheckResult] = []
         for n, (item, threshold, hits) in enumerate(zip(items, thresholds, all_hits)):
             candidates = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in hits if h.image_id != item.image_id]
@@ -378,12 +398,17 @@ class IndexWriter:
                     mine = np.stack(item.views)
                     own_view = dict(own_view)
                     for r, k in zip(batch_rows, batch_at):
-                        own_view[r.image_id] = float((mine @ np.stack(items[k].all_vectors).T).max())
+                        sims = mine @ np.stack(items[k].all_vectors).T
+                        if item.inset and items[k].inset:  # two inset views: image_similarity
+                            sims[:, 1:][sims[:, 1:] < INSET_PAIR_MIN] = -1.0
+                        own_view[r.image_id] = float(sims.max())
             row.cluster_id = book.add_image(row, candidates, rule, viewed, own_view)
             batch_rows.append(row)
             batch_at.append(n)
             if item.views:
                 new_views[item.image_id] = item.views
+                if item.inset:
+                    new_insets.add(item.image_id)
                 viewed.add(item.image_id)  # for the batch's later images
             results.append(CheckResult(matches, stored=True, cluster_id=row.cluster_id, threshold=threshold))
         if self.stored is not None:
@@ -395,7 +420,7 @@ class IndexWriter:
         metrics.STAGE_SECONDS.labels("cluster").observe(t2 - t1)
         if batch_rows or book.dirty:
             try:
-                book.flush(batch_rows, new_views)
+                book.flush(batch_rows, new_views, new_insets)
             except BaseException:
                 self.counts.forget(namespace)  # part may be written: count again
                 raise
@@ -448,6 +473,7 @@ class IndexWriter:
         rule = self._rule(namespace)
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
         extra = self.views.views_of(namespace, [m.image_id for m in members]) if members else {}
+        insets = self.views.inset_images(namespace, extra) if extra else set()
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -459,7 +485,7 @@ class IndexWriter:
                 emptied.append(cid)
                 continue
             rows.sort(key=lambda m: (m.inserted_at_ms, m.image_id))
-            components = _regroup(rows, extra, rule)
+            components = _regroup(rows, extra, rule, insets)
             components.sort(key=len, reverse=True)
             for n, component in enumerate(components):
                 new_cid = cid if n == 0 else new_cluster_id()
@@ -484,28 +510,35 @@ class IndexWriter:
             self.views.forget(namespace)
 
 
-def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]]) -> np.ndarray:
-    """image_similarity of every pair of rows (views included), as one matrix."""
-    return _pairwise([[r.vector, *extra.get(r.image_id, [])] for r in rows])
+def _similarities(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> np.ndarray:
+    """image_similarity of every pair of rows (views included; `insets`: the images whose
+    views are inset views), as one matrix."""
+    return _pairwise([[r.vector, *extra.get(r.image_id, [])] for r in rows], [r.image_id in insets for r in rows])
 
 
-def _pairwise(images: list[list[np.ndarray]]) -> np.ndarray:
-    """image_similarity of every pair of images given their views (whole image first), as one
-    matrix (its diagonal is not meaningful)."""
-    vectors, starts, with_views = [], [], []
-    for views in images:
+def _pairwise(images: list[list[np.ndarray]], insets: Sequence[bool] = ()) -> np.ndarray:
+    """image_similarity of every pair of images given their views (whole image first; `insets`:
+    per image, whether its views are inset views), as one matrix (its diagonal is not
+    meaningful)."""
+    vectors, starts, with_content = [], [], []
+    for n, views in enumerate(images):
         starts.append(len(vectors))
         vectors += views
-        with_views.append(len(views) > 1)
+        with_content.append(len(views) > 1 and not (n < len(insets) and insets[n]))
     sims = np.stack(vectors) @ np.stack(vectors).T
     if len(vectors) > len(images):  # reduce view x view to image x image as image_similarity does
-        both = np.flatnonzero(with_views)
-        whole = np.asarray(starts)[both]
+        whole = np.asarray(starts)[np.flatnonzero(with_content)]
         sims[np.ix_(whole, whole)] = -1.0  # (the diagonal too: never used)
+        inset_views = [k for n, views in enumerate(images) if n < len(insets) and insets[n] for k in range(starts[n] + 1, starts[n] + len(views))]
+        if inset_views:
+            pairs = np.ix_(inset_views, inset_views)
+            block = sims[pairs]
+            block[block < INSET_PAIR_MIN] = -1.0
+            sims[pairs] = block
         sims = np.maximum.reduceat(np.maximum.reduceat(sims, starts, axis=0), starts, axis=1)
     return sims
 
 
-def _regroup(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], rule: LinkRule) -> list[list[ImageRow]]:
+def _regroup(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], rule: LinkRule, insets: Container[str] = ()) -> list[list[ImageRow]]:
     """The clusters `rule` makes of rows (in the order given: the order they were stored)."""
-    return [[rows[i] for i in group] for group in rule.regroup(_similarities(rows, extra))]
+    return [[rows[i] for i in group] for group in rule.regroup(_similarities(rows, extra, insets))]

@@ -333,16 +333,17 @@ class LocalIndex:
             digests.unwatch(feed.deliver)
             self._feeds.discard(feed)
 
-    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    async def find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray], bool] | None:
         if self.might_hold(namespace, sha256) is False:
             return None
         return await self._run(self._read_pool, self._find_exact, namespace, sha256)
 
-    def _find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    def _find_exact(self, namespace: str, sha256: str) -> tuple[np.ndarray, list[np.ndarray], bool] | None:
         row = self.store.find_by_sha256(namespace, sha256)
         if row is None or row.vector is None:
             return None
-        return row.vector, self.store.views_of(namespace, [row.image_id]).get(row.image_id, [])
+        views = self.store.views_of(namespace, [row.image_id]).get(row.image_id, [])
+        return row.vector, views, bool(views) and row.image_id in self.store.inset_images(namespace, [row.image_id])
 
     # -- writes ----------------------------------------------------------------------------
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
@@ -530,6 +531,7 @@ class LocalIndex:
         rows = self.store.get_clusters(namespace, cluster_ids)
         members = self.store.images_in_clusters(namespace, [c for c in cluster_ids if c in rows], with_vectors=True)
         extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
+        insets = self.store.inset_images(namespace, extra) if extra else set()
         by_cluster: dict[str, list] = {}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)
@@ -540,7 +542,10 @@ class LocalIndex:
             row, mem = rows[cid], by_cluster.get(cid, [])
             rep = next((m for m in mem if m.image_id == row.representative_id), None)
             of = {m.image_id: [m.vector, *extra.get(m.image_id, [])] for m in mem}
-            scored = [(m.image_id, 1.0 if m is rep else image_similarity(of[m.image_id], of[rep.image_id]) if rep is not None else 0.0) for m in mem]
+            scored = [
+                (m.image_id, 1.0 if m is rep else image_similarity(of[m.image_id], of[rep.image_id], a_inset=m.image_id in insets, b_inset=rep.image_id in insets) if rep is not None else 0.0)
+                for m in mem
+            ]
             scored.sort(key=lambda x: (x[0] != row.representative_id, -x[1], x[0]))
             views.append(ClusterView(cid, row.size, row.representative_id, scored))
         return views

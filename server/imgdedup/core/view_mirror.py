@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 import numpy as np
 
-from imgdedup.storage.milvus import MilvusStore, view_key
+from imgdedup.storage.milvus import MilvusStore, is_inset_key, view_key
 
 # Views of one namespace searched in memory: 8,192 x 512 floats, 16 MiB; a write batch of 32
 # images searches them in ~1-2 ms on one core.
@@ -44,17 +44,19 @@ MAX_TOTAL_VIEWS = 32768
 
 class _Copy:
     """One namespace's views, {image_id: {view_key: vector}}, and, made when searched, one
-    matrix of them with their norms (cosine, as Milvus's COSINE metric)."""
+    matrix of them with their norms (cosine, as Milvus's COSINE metric), their images and
+    whether each is an inset view."""
 
-    def __init__(self, views: dict[str, dict[str, np.ndarray]], dim: int):
+    def __init__(self, views: dict[str, dict[str, np.ndarray]], dim: int, namespace: str):
         self.views = views
         self.dim = dim
-        self._search: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+        self.namespace = namespace
+        self._search: tuple[np.ndarray, np.ndarray, list[str], list[bool]] | None = None
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.views.values())
 
-    def matrix(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, list[str], list[bool]]:
         if self._search is None:
             keys = [(image_id, k) for image_id, keyed in self.views.items() for k in keyed]
             m = np.empty((len(keys), self.dim), np.float32)
@@ -62,8 +64,12 @@ class _Copy:
                 m[n] = self.views[image_id][k]
                 self.views[image_id][k] = m[n]  # the dict's vectors share the matrix's memory
             norms = np.linalg.norm(m, axis=1)
-            self._search = (m, np.where(norms > 0, norms, 1.0), [image_id for image_id, _ in keys])
+            insets = [is_inset_key(k, image_id, self.namespace) for image_id, k in keys]
+            self._search = (m, np.where(norms > 0, norms, 1.0), [image_id for image_id, _ in keys], insets)
         return self._search
+
+    def is_inset(self, image_id: str) -> bool:
+        return any(is_inset_key(k, image_id, self.namespace) for k in self.views.get(image_id, ()))
 
     def changed(self) -> None:
         self._search = None
@@ -89,12 +95,12 @@ class ViewMirror:
         if namespace in self._too_large:
             return None
         if not self.store.holds(namespace):
-            return _Copy({}, self.store.dim)  # nothing stored: nothing to read or keep
+            return _Copy({}, self.store.dim, namespace)  # nothing stored: nothing to read or keep
         views = self.store.all_views(namespace, at_most=self.max_views)
         if views is None:
             self._too_large.add(namespace)
             return None
-        copy = self._copies[namespace] = _Copy(views, self.store.dim)
+        copy = self._copies[namespace] = _Copy(views, self.store.dim, namespace)
         self._fit()
         return copy
 
@@ -107,13 +113,13 @@ class ViewMirror:
         """Whether this namespace's views are searched in memory (read now if never read)."""
         return self._copy(namespace) is not None
 
-    def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
-        """(image_id, similarity) of the nearest extra views, per query vector, most similar
-        first."""
+    def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float, bool]]]:
+        """(image_id, similarity, whether it is an inset view) of the nearest extra views, per
+        query vector, most similar first."""
         copy = self._copy(namespace)
         if copy is None:
             return self.store.search_views(namespace, vectors, limit)
-        matrix, norms, owners = copy.matrix()
+        matrix, norms, owners, insets = copy.matrix()
         if not owners:
             return [[] for _ in vectors]
         q = np.asarray(vectors, dtype=np.float32)
@@ -124,7 +130,7 @@ class ViewMirror:
         for row in sims:
             cols = np.argpartition(-row, k - 1)[:k] if k < len(owners) else np.arange(len(owners))
             cols = cols[np.argsort(-row[cols], kind="stable")]
-            out.append([(owners[c], float(row[c])) for c in cols])
+            out.append([(owners[c], float(row[c]), insets[c]) for c in cols])
         return out
 
     def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
@@ -135,6 +141,13 @@ class ViewMirror:
         # In view-key order, as MilvusStore.views_of gives them.
         return {i: [v.copy() for _, v in sorted(copy.views[i].items())] for i in dict.fromkeys(image_ids) if copy.views.get(i)}
 
+    def inset_images(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
+        """Those of these images whose extra views are inset views."""
+        copy = self._copy(namespace)
+        if copy is None:
+            return self.store.inset_images(namespace, image_ids)
+        return {i for i in image_ids if copy.is_inset(i)}
+
     def having_views(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
         """Those of these images that have an extra view."""
         copy = self._copy(namespace)
@@ -142,18 +155,18 @@ class ViewMirror:
             return set(self.store.views_of(namespace, image_ids))
         return {i for i in image_ids if copy.views.get(i)}
 
-    def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
+    def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
         views = {image_id: vectors for image_id, vectors in views.items() if vectors}
         if not views:
             return
         with self._forgetting_on_failure(namespace):
-            self.store.insert_views(namespace, views)
+            self.store.insert_views(namespace, views, insets)
         copy = self._copies.get(namespace)
         if copy is not None:
             for image_id, vectors in views.items():  # an upsert by view key, as in Milvus
                 keyed = copy.views.setdefault(image_id, {})
                 for n, v in enumerate(vectors, 1):
-                    keyed[view_key(image_id, n, namespace)] = np.array(v, dtype=np.float32)
+                    keyed[view_key(image_id, n, namespace, inset=image_id in insets)] = np.array(v, dtype=np.float32)
             copy.changed()
             if len(copy) > self.max_views:
                 self.forget(namespace)

@@ -21,6 +21,8 @@ found on one copy and not on another costs no match: whole images still compare.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -85,11 +87,17 @@ def content_view(image: DecodedImage) -> DecodedImage | None:
     return image.cropped(content_box(image.rgb))
 
 
-def extra_view(image: DecodedImage, facts: ImageFacts, *, content: bool = True, insets: bool = True) -> DecodedImage | None:
+class ExtraView(NamedTuple):
+    image: DecodedImage
+    inset: bool  # an inset view (core/insets.py), not a content view: matched apart (core/index.py: INSET_PAIR_MIN)
+
+
+def extra_view(image: DecodedImage, facts: ImageFacts, *, content: bool = True, insets: bool = True) -> ExtraView | None:
     """The one extra view an image gets, if any: its content on a plain background (`content`),
     else the picture pasted into it (`insets`, core/insets.py; never in a JPEG so coarse that its
     8x8 blocks look like a pasted picture's edges: ImageFacts.jpeg_quantization)."""
     view = content_view(image) if content else None
-    if view is None and insets:
-        view = inset_view(image, jpeg_quantization=facts.jpeg_quantization)
-    return view
+    if view is not None:
+        return ExtraView(view, inset=False)
+    view = inset_view(image, jpeg_quantization=facts.jpeg_quantization) if insets else None
+    return ExtraView(view, inset=True) if view is not None else None

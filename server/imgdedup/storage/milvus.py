@@ -10,8 +10,9 @@ methods below take it, and filter on it. Why one set rather than a set per names
   builds SQL from primary keys without escaping, so a delete or upsert of an id with a quote in
   it fails.
 - `<prefix>_v2_views`: extra embeddings of some stored images (e.g. the photo inside a
-  screenshot, see core/views.py), keyed by a hash of (namespace, image_id, view number),
-  pointing at their image by image_key/image_id. Derived data: written before the image row,
+  screenshot, see core/views.py), keyed by a hash of (namespace, image_id, view number, and
+  whether it is an inset view: `view_key`, so the key tells the kind and the schema is the
+  first one's), pointing at their image by image_key/image_id. Derived data: written before the image row,
   deleted after it, and a view whose image row is missing is ignored, so a crash in between
   leaves nothing visible.
 - `<prefix>_v2_clusters`: one row per cluster (singletons included): size and representative.
@@ -35,7 +36,7 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Container, Iterable
 
 import numpy as np
 
@@ -120,6 +121,10 @@ class Hit:
     cluster_id: str
 
 
+# Extra views an image may have (core/views.py gives one today); is_inset_key looks this far.
+MAX_VIEWS_PER_IMAGE = 4
+
+
 def _ns_key(namespace: str) -> bytes:
     """The BLAKE2b key of a namespace's hashes: none for `default` (so its keys are the first
     layout's, and migrate_v1 copies rows unchanged), the name for the others (at most 64 bytes,
@@ -132,9 +137,18 @@ def image_key(image_id: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     return hashlib.blake2b(image_id.encode("utf-8", "surrogatepass"), digest_size=16, key=_ns_key(namespace)).hexdigest()
 
 
-def view_key(image_id: str, view: int, namespace: str = DEFAULT_NAMESPACE) -> str:
-    """The primary key of an image's extra view number `view` (1, 2, ...)."""
-    return hashlib.blake2b(f"{view}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view", key=_ns_key(namespace)).hexdigest()
+def view_key(image_id: str, view: int, namespace: str = DEFAULT_NAMESPACE, *, inset: bool = False) -> str:
+    """The primary key of an image's extra view number `view` (1, 2, ...). An inset view
+    (core/insets.py) is keyed apart from a content view, so that its key tells its kind
+    (is_inset_key); keys of content views are those of every view stored before the kinds were
+    told apart (2026-12-05), which so read as content views, as they were treated."""
+    name = f"i{view}" if inset else str(view)
+    return hashlib.blake2b(f"{name}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view", key=_ns_key(namespace)).hexdigest()
+
+
+def is_inset_key(key: str, image_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
+    """Whether `key` is the key of one of this image's inset views (see view_key)."""
+    return any(key == view_key(image_id, n, namespace, inset=True) for n in range(1, MAX_VIEWS_PER_IMAGE + 1))
 
 
 def digest_key(sha256: str, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -620,10 +634,14 @@ class MilvusStore:
             for hits in results
         ]
 
-    def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
-        """(image_id, similarity) of the nearest extra views, per query vector."""
-        results = self._search(self.views, namespace, vectors, limit, ["image_id"])
-        return [[(str(h["entity"]["image_id"]), float(h["distance"])) for h in hits] for hits in results]
+    def search_views(self, namespace: str, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float, bool]]]:
+        """(image_id, similarity, whether it is an inset view) of the nearest extra views, per
+        query vector."""
+        results = self._search(self.views, namespace, vectors, limit, ["image_id", "view_key"])
+        return [
+            [(image_id := str(h["entity"]["image_id"]), float(h["distance"]), is_inset_key(str(h["entity"]["view_key"]), image_id, namespace)) for h in hits]
+            for hits in results
+        ]
 
     def _search(self, collection: str, namespace: str, vectors: np.ndarray, limit: int, fields: list[str]) -> Any:
         scope = self._scope(namespace)
@@ -658,11 +676,12 @@ class MilvusStore:
             return {"ef": max(self.ef, limit)}  # HNSW keeps at least as many candidates as results
         return {}
 
-    def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]]) -> None:
-        """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable)."""
+    def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
+        """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable);
+        those of the images in `insets` are inset views (view_key)."""
         rows = [
             {
-                "view_key": view_key(image_id, n, namespace),
+                "view_key": view_key(image_id, n, namespace, inset=image_id in insets),
                 "namespace": namespace,
                 "image_key": image_key(image_id, namespace),
                 "image_id": image_id,
@@ -692,6 +711,15 @@ class MilvusStore:
         for r in sorted(found, key=lambda r: r["view_key"]):
             out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
         return out
+
+    def inset_images(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
+        """Those of these images whose extra views are inset views (view_key)."""
+        ids = list(dict.fromkeys(image_ids))
+        found: set[str] = set()
+        for chunk in _chunks([image_key(i, namespace) for i in ids]):
+            rows = self._call("query", self.views, filter=_in_ns(namespace, _in_list("image_key", chunk)), output_fields=["view_key", "image_id"], limit=QUERY_WINDOW)
+            found.update(str(r["image_id"]) for r in rows if is_inset_key(str(r["view_key"]), str(r["image_id"]), namespace))
+        return found
 
     def holds(self, namespace: str) -> bool:
         """Whether the namespace has ever held rows here (registered): one that has not has

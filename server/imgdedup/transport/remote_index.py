@@ -261,7 +261,7 @@ class RemoteIndex:
             raise ForwardedError(image.error)
         if not image.found:
             return None
-        return vector_of(image.vector), [vector_of(v) for v in image.views]
+        return vector_of(image.vector), [vector_of(v) for v in image.views], image.inset_views
 
     def _ask_exact(self) -> None:
         asks, self._exact_asks = self._exact_asks, []
@@ -294,6 +294,7 @@ class RemoteIndex:
             image_id=item.image_id,
             vector=vector_bytes(item.vector),
             views=[vector_bytes(v) for v in item.views],
+            inset_views=item.inset,
             add_to_index=item.add_to_index,
             threshold=item.threshold or 0.0,
             match_mode=item.mode,

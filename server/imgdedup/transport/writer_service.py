@@ -53,6 +53,7 @@ def _pending(it: ipb.CommitItem) -> PendingImage:
         pixels=it.pixels,
         sha256=it.sha256,
         views=[vector_of(v) for v in it.views],
+        inset=it.inset_views and len(it.views) > 0,
         namespace=it.namespace or DEFAULT_NAMESPACE,
         mode=MatchMode(it.match_mode or MatchMode.DUPLICATES),
         more_coming=it.more_coming,
@@ -76,8 +77,8 @@ def _exact(found) -> ipb.ExactImage:
         return ipb.ExactImage(error=to_status(found))
     if found is None:
         return ipb.ExactImage()
-    vector, views = found
-    return ipb.ExactImage(found=True, vector=vector_bytes(vector), views=[vector_bytes(v) for v in views])
+    vector, views, inset = found
+    return ipb.ExactImage(found=True, vector=vector_bytes(vector), views=[vector_bytes(v) for v in views], inset_views=inset)
 
 
 def _internal(method):

@@ -26,7 +26,7 @@ from imgdedup._proto.dedup.v1 import dedup_pb2 as dedup_dot_v1_dot_dedup__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64\x65\x64up/internal/v1/writer.proto\x12\x11\x64\x65\x64up.internal.v1\x1a\x14\x64\x65\x64up/v1/dedup.proto\x1a\x17google/rpc/status.proto\"\xbe\x02\n\nCommitItem\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12\r\n\x05views\x18\x04 \x03(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x0e\n\x06pixels\x18\x08 \x01(\x03\x12\x0e\n\x06sha256\x18\t \x01(\t\x12$\n\x08priority\x18\n \x01(\x0e\x32\x12.dedup.v1.Priority\x12\x0c\n\x04\x66low\x18\x0b \x01(\x04\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\'\n\nmatch_mode\x18\r \x01(\x0e\x32\x13.dedup.v1.MatchMode\x12\x13\n\x0bmore_coming\x18\x0e \x01(\x08\x12\x15\n\rexact_checked\x18\x0f \x01(\x08\"=\n\rCommitRequest\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.dedup.internal.v1.CommitItem\"\xb0\x01\n\x0c\x43ommitResult\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x07matches\x18\x02 \x03(\x0b\x32\x0f.dedup.v1.Match\x12\x0e\n\x06stored\x18\x03 \x01(\x08\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xact_duplicate\x18\x07 \x01(\x08\"B\n\x0e\x43ommitResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.dedup.internal.v1.CommitResult\"6\n\x10\x46indExactRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\x12\x12\n\nnamespaces\x18\x02 \x03(\t\"]\n\nExactImage\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05views\x18\x03 \x03(\x0c\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"B\n\x11\x46indExactResponse\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.dedup.internal.v1.ExactImage\"\x15\n\x13WatchDigestsRequest\"4\n\x14WatchDigestsResponse\x12\x0c\n\x04keys\x18\x01 \x01(\x0c\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\"(\n\x13GetIndexInfoRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"X\n\x14GetIndexInfoResponse\x12\x16\n\x0emilvus_backend\x18\x01 \x01(\t\x12\x16\n\x0eindexed_images\x18\x02 \x01(\x03\x12\x10\n\x08\x63lusters\x18\x03 \x01(\x03\x32\x8c\x06\n\x12IndexWriterService\x12Q\n\x06\x43ommit\x12 .dedup.internal.v1.CommitRequest\x1a!.dedup.internal.v1.CommitResponse(\x01\x30\x01\x12V\n\tFindExact\x12#.dedup.internal.v1.FindExactRequest\x1a$.dedup.internal.v1.FindExactResponse\x12\x61\n\x0cWatchDigests\x12&.dedup.internal.v1.WatchDigestsRequest\x1a\'.dedup.internal.v1.WatchDigestsResponse0\x01\x12M\n\x0c\x44\x65leteImages\x12\x1d.dedup.v1.DeleteImagesRequest\x1a\x1e.dedup.v1.DeleteImagesResponse\x12M\n\x0cListClusters\x12\x1d.dedup.v1.ListClustersRequest\x1a\x1e.dedup.v1.ListClustersResponse\x12<\n\nGetCluster\x12\x1b.dedup.v1.GetClusterRequest\x1a\x11.dedup.v1.Cluster\x12_\n\x0cGetIndexInfo\x12&.dedup.internal.v1.GetIndexInfoRequest\x1a\'.dedup.internal.v1.GetIndexInfoResponse\x12S\n\x0eListNamespaces\x12\x1f.dedup.v1.ListNamespacesRequest\x1a .dedup.v1.ListNamespacesResponse\x12V\n\x0f\x44\x65leteNamespace\x12 .dedup.v1.DeleteNamespaceRequest\x1a!.dedup.v1.DeleteNamespaceResponseB7\n\x15\x64\x65v.dedup.internal.v1P\x01Z\x1c\x64\x65\x64up/internal/v1;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64\x65\x64up/internal/v1/writer.proto\x12\x11\x64\x65\x64up.internal.v1\x1a\x14\x64\x65\x64up/v1/dedup.proto\x1a\x17google/rpc/status.proto\"\xd3\x02\n\nCommitItem\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12\r\n\x05views\x18\x04 \x03(\x0c\x12\x14\n\x0c\x61\x64\x64_to_index\x18\x05 \x01(\x08\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x0e\n\x06pixels\x18\x08 \x01(\x03\x12\x0e\n\x06sha256\x18\t \x01(\t\x12$\n\x08priority\x18\n \x01(\x0e\x32\x12.dedup.v1.Priority\x12\x0c\n\x04\x66low\x18\x0b \x01(\x04\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\'\n\nmatch_mode\x18\r \x01(\x0e\x32\x13.dedup.v1.MatchMode\x12\x13\n\x0bmore_coming\x18\x0e \x01(\x08\x12\x15\n\rexact_checked\x18\x0f \x01(\x08\x12\x13\n\x0binset_views\x18\x10 \x01(\x08\"=\n\rCommitRequest\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.dedup.internal.v1.CommitItem\"\xb0\x01\n\x0c\x43ommitResult\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12 \n\x07matches\x18\x02 \x03(\x0b\x32\x0f.dedup.v1.Match\x12\x0e\n\x06stored\x18\x03 \x01(\x08\x12\x12\n\ncluster_id\x18\x04 \x01(\t\x12!\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xact_duplicate\x18\x07 \x01(\x08\"B\n\x0e\x43ommitResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.dedup.internal.v1.CommitResult\"6\n\x10\x46indExactRequest\x12\x0e\n\x06sha256\x18\x01 \x03(\t\x12\x12\n\nnamespaces\x18\x02 \x03(\t\"r\n\nExactImage\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05views\x18\x03 \x03(\x0c\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\x12\x13\n\x0binset_views\x18\x05 \x01(\x08\"B\n\x11\x46indExactResponse\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.dedup.internal.v1.ExactImage\"\x15\n\x13WatchDigestsRequest\"4\n\x14WatchDigestsResponse\x12\x0c\n\x04keys\x18\x01 \x01(\x0c\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\"(\n\x13GetIndexInfoRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"X\n\x14GetIndexInfoResponse\x12\x16\n\x0emilvus_backend\x18\x01 \x01(\t\x12\x16\n\x0eindexed_images\x18\x02 \x01(\x03\x12\x10\n\x08\x63lusters\x18\x03 \x01(\x03\x32\x8c\x06\n\x12IndexWriterService\x12Q\n\x06\x43ommit\x12 .dedup.internal.v1.CommitRequest\x1a!.dedup.internal.v1.CommitResponse(\x01\x30\x01\x12V\n\tFindExact\x12#.dedup.internal.v1.FindExactRequest\x1a$.dedup.internal.v1.FindExactResponse\x12\x61\n\x0cWatchDigests\x12&.dedup.internal.v1.WatchDigestsRequest\x1a\'.dedup.internal.v1.WatchDigestsResponse0\x01\x12M\n\x0c\x44\x65leteImages\x12\x1d.dedup.v1.DeleteImagesRequest\x1a\x1e.dedup.v1.DeleteImagesResponse\x12M\n\x0cListClusters\x12\x1d.dedup.v1.ListClustersRequest\x1a\x1e.dedup.v1.ListClustersResponse\x12<\n\nGetCluster\x12\x1b.dedup.v1.GetClusterRequest\x1a\x11.dedup.v1.Cluster\x12_\n\x0cGetIndexInfo\x12&.dedup.internal.v1.GetIndexInfoRequest\x1a\'.dedup.internal.v1.GetIndexInfoResponse\x12S\n\x0eListNamespaces\x12\x1f.dedup.v1.ListNamespacesRequest\x1a .dedup.v1.ListNamespacesResponse\x12V\n\x0f\x44\x65leteNamespace\x12 .dedup.v1.DeleteNamespaceRequest\x1a!.dedup.v1.DeleteNamespaceResponseB7\n\x15\x64\x65v.dedup.internal.v1P\x01Z\x1c\x64\x65\x64up/internal/v1;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025dev.dedup.internal.v1P\001Z\034dedup/internal/v1;internalv1'
   _globals['_COMMITITEM']._serialized_start=101
-  _globals['_COMMITITEM']._serialized_end=419
-  _globals['_COMMITREQUEST']._serialized_start=421
-  _globals['_COMMITREQUEST']._serialized_end=482
-  _globals['_COMMITRESULT']._serialized_start=485
-  _globals['_COMMITRESULT']._serialized_end=661
-  _globals['_COMMITRESPONSE']._serialized_start=663
-  _globals['_COMMITRESPONSE']._serialized_end=729
-  _globals['_FINDEXACTREQUEST']._serialized_start=731
-  _globals['_FINDEXACTREQUEST']._serialized_end=785
-  _globals['_EXACTIMAGE']._serialized_start=787
-  _globals['_EXACTIMAGE']._serialized_end=880
-  _globals['_FINDEXACTRESPONSE']._serialized_start=882
-  _globals['_FINDEXACTRESPONSE']._serialized_end=948
-  _globals['_WATCHDIGESTSREQUEST']._serialized_start=950
-  _globals['_WATCHDIGESTSREQUEST']._serialized_end=971
-  _globals['_WATCHDIGESTSRESPONSE']._serialized_start=973
-  _globals['_WATCHDIGESTSRESPONSE']._serialized_end=1025
-  _globals['_GETINDEXINFOREQUEST']._serialized_start=1027
-  _globals['_GETINDEXINFOREQUEST']._serialized_end=1067
-  _globals['_GETINDEXINFORESPONSE']._serialized_start=1069
-  _globals['_GETINDEXINFORESPONSE']._serialized_end=1157
-  _globals['_INDEXWRITERSERVICE']._serialized_start=1160
-  _globals['_INDEXWRITERSERVICE']._serialized_end=1940
+  _globals['_COMMITITEM']._serialized_end=440
+  _globals['_COMMITREQUEST']._serialized_start=442
+  _globals['_COMMITREQUEST']._serialized_end=503
+  _globals['_COMMITRESULT']._serialized_start=506
+  _globals['_COMMITRESULT']._serialized_end=682
+  _globals['_COMMITRESPONSE']._serialized_start=684
+  _globals['_COMMITRESPONSE']._serialized_end=750
+  _globals['_FINDEXACTREQUEST']._serialized_start=752
+  _globals['_FINDEXACTREQUEST']._serialized_end=806
+  _globals['_EXACTIMAGE']._serialized_start=808
+  _globals['_EXACTIMAGE']._serialized_end=922
+  _globals['_FINDEXACTRESPONSE']._serialized_start=924
+  _globals['_FINDEXACTRESPONSE']._serialized_end=990
+  _globals['_WATCHDIGESTSREQUEST']._serialized_start=992
+  _globals['_WATCHDIGESTSREQUEST']._serialized_end=1013
+  _globals['_WATCHDIGESTSRESPONSE']._serialized_start=1015
+  _globals['_WATCHDIGESTSRESPONSE']._serialized_end=1067
+  _globals['_GETINDEXINFOREQUEST']._serialized_start=1069
+  _globals['_GETINDEXINFOREQUEST']._serialized_end=1109
+  _globals['_GETINDEXINFORESPONSE']._serialized_start=1111
+  _globals['_GETINDEXINFORESPONSE']._serialized_end=1199
+  _globals['_INDEXWRITERSERVICE']._serialized_start=1202
+  _globals['_INDEXWRITERSERVICE']._serialized_end=1982
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommitItem(_message.Message):
-    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode", "more_coming", "exact_checked")
+    __slots__ = ("seq", "image_id", "vector", "views", "add_to_index", "threshold", "top_k", "pixels", "sha256", "priority", "flow", "namespace", "match_mode", "more_coming", "exact_checked", "inset_views")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class CommitItem(_message.Message):
     MATCH_MODE_FIELD_NUMBER: _ClassVar[int]
     MORE_COMING_FIELD_NUMBER: _ClassVar[int]
     EXACT_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    INSET_VIEWS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     image_id: str
     vector: bytes
@@ -40,7 +41,8 @@ class CommitItem(_message.Message):
     match_mode: _dedup_pb2.MatchMode
     more_coming: bool
     exact_checked: bool
-    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ..., more_coming: _Optional[bool] = ..., exact_checked: _Optional[bool] = ...) -> None: ...
+    inset_views: bool
+    def __init__(self, seq: _Optional[int] = ..., image_id: _Optional[str] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., add_to_index: _Optional[bool] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., pixels: _Optional[int] = ..., sha256: _Optional[str] = ..., priority: _Optional[_Union[_dedup_pb2.Priority, str]] = ..., flow: _Optional[int] = ..., namespace: _Optional[str] = ..., match_mode: _Optional[_Union[_dedup_pb2.MatchMode, str]] = ..., more_coming: _Optional[bool] = ..., exact_checked: _Optional[bool] = ..., inset_views: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("items",)
@@ -81,16 +83,18 @@ class FindExactRequest(_message.Message):
     def __init__(self, sha256: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExactImage(_message.Message):
-    __slots__ = ("found", "vector", "views", "error")
+    __slots__ = ("found", "vector", "views", "error", "inset_views")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INSET_VIEWS_FIELD_NUMBER: _ClassVar[int]
     found: bool
     vector: bytes
     views: _containers.RepeatedScalarFieldContainer[bytes]
     error: _status_pb2.Status
-    def __init__(self, found: _Optional[bool] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    inset_views: bool
+    def __init__(self, found: _Optional[bool] = ..., vector: _Optional[bytes] = ..., views: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., inset_views: _Optional[bool] = ...) -> None: ...
 
 class FindExactResponse(_message.Message):
     __slots__ = ("images",)
