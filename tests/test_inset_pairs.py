@@ -15,7 +15,9 @@ import pytest
 from conftest import backend_settings
 from imgdedup.core.index import INSET_PAIR_MIN, PendingImage, image_similarity
 from imgdedup.core.local_index import build_writer
+from imgdedup.core.view_mirror import ViewMirror
 from imgdedup.runtime import load_spec
+from imgdedup.storage.milvus import is_inset_key, view_key
 
 NS = "inset-pairs"
 
@@ -67,7 +69,10 @@ def test_the_rule_in_image_similarity():
         assert image_similarity([b, a], [whole, -a], **kinds) == pytest.approx(0.7, abs=1e-5)
 
 
-def test_two_inset_views_link_only_when_near_alike_across_writes(writer):
+@pytest.mark.parametrize("views_in", ["memory", "milvus"])
+def test_two_inset_views_link_only_when_near_alike_across_writes(writer, views_in):
+    if views_in == "milvus":  # a namespace with more views than the writer keeps in memory
+        writer.views = ViewMirror(writer.store, max_views=0)
     (w1, w2, w3, _), sticker, alike, same = _setup(writer, 2)
     [first] = writer.commit([_item("photo-with-emoji", w1, sticker, inset=True)])
     assert first.stored
@@ -82,11 +87,39 @@ def test_two_inset_views_link_only_when_near_alike_across_writes(writer):
     writer.views.forget_all()
     [other] = writer.commit([_item("other-photo-same-emoji", w2, alike, inset=True, add=False)])
     assert other.matches == []
+    assert writer.views.in_memory(NS) is (views_in == "memory")
+
+
+@pytest.mark.parametrize("views_in", ["memory", "milvus"])
+def test_images_with_inset_views_still_match_as_wholes(writer, views_in):
+    """A copy with an emoji (an inset view) and its photo with a window frame taken for one:
+    their whole images match, across writes and within one; two screenshots (content views)
+    do not match by their whole canvases."""
+    if views_in == "milvus":
+        writer.views = ViewMirror(writer.store, max_views=0)
+    rng = np.random.default_rng(70)  # not _setup's seed: its first draw would be w1 itself
+    (w1, _, _, _), _, _, _ = _setup(writer, 7)
+    copy_whole = _near(rng, w1, 0.7)
+    views = [x / np.linalg.norm(x) for x in rng.normal(size=(4, writer.store.dim)).astype(np.float32)]  # unrelated
+    [photo] = writer.commit([_item("photo", w1, views[0], inset=True)])
+    [copy] = writer.commit([_item("copy", copy_whole, views[1], inset=True, add=False)])
+    assert [m.image_id for m in copy.matches] == ["photo"]
+    assert copy.matches[0].similarity == pytest.approx(0.7, abs=1e-3)
+    [shot] = writer.commit([_item("shot", copy_whole, views[1], inset=False, add=False)])
+    assert [m.image_id for m in shot.matches] == ["photo"]  # one content view, one inset: wholes count
+    [screenshot] = writer.commit([_item("screenshot", w1, views[2], inset=False)])
+    [other] = writer.commit([_item("other-screenshot", copy_whole, views[3], inset=False, add=False)])
+    assert "screenshot" not in [m.image_id for m in other.matches]  # two content views: not as wholes
+    # Within one write too (wholes nothing stored resembles).
+    fresh, view_a, view_b = (x / np.linalg.norm(x) for x in rng.normal(size=(3, writer.store.dim)).astype(np.float32))
+    a, b = writer.commit([_item("a", fresh, view_a, inset=True), _item("b", _near(rng, fresh, 0.7), view_b, inset=True)])
+    assert [m.image_id for m in a.matches] == [] and [m.image_id for m in b.matches] == ["a"]
+    assert b.cluster_id == a.cluster_id
 
 
 def test_two_inset_views_link_only_when_near_alike_within_one_write(writer):
     (w1, w2, w3, _), sticker, alike, same = _setup(writer, 3)
-    also_alike = _near(np.random.default_rng(6), sticker, 0.60)  # ~0.36 with `alike`
+    also_alike = _near(np.random.default_rng(6), sticker, 0.60)  # 0.33 with `alike`
     a, b, c = writer.commit([
         _item("a", w1, sticker, inset=True),
         _item("b", w2, alike, inset=True),
@@ -110,6 +143,15 @@ def test_a_delete_regroups_by_the_same_rule(writer):
     writer.delete(NS, ["c"])
     rows = writer.store.get_images(NS, ["a", "b"])
     assert rows["a"].cluster_id != rows["b"].cluster_id
+
+
+def test_view_keys_of_content_views_are_those_stored_before_kinds():
+    """Views stored before the kinds were kept have these keys and must read as content views."""
+    assert view_key("img", 1) == "2de9268ea70e4fb2addd40bb85ce2b60"
+    assert view_key("img", 1, "tenant-a") == "4c6f9f8341fe247d9faa7c59e859d4e7"
+    assert not is_inset_key(view_key("img", 1), "img")
+    assert is_inset_key(view_key("img", 1, inset=True), "img")
+    assert not is_inset_key(view_key("img", 1, "tenant-a", inset=True), "img")  # another namespace's
 
 
 def test_the_kind_crosses_the_writer_protocol():

@@ -280,8 +280,9 @@ class IndexWriter:
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
                 if view:
                     by_view[n][image_id] = max(by_view[n].get(image_id, -1.0), sim)
-        # An item with a content view is re-scored exactly against candidates that have one too
-        # (image_similarity leaves their whole-image pair out). Rare: one or two extra queries.
+        # An item with an extra view is re-scored exactly against candidates that have one too
+        # (image_similarity leaves their whole-image pair out between two content views, and
+        # counts two inset views from INSET_PAIR_MIN). Rare: a few extra queries.
         rescore = {image_id for item, f in zip(items, found) if item.views for image_id, sim in f.items() if sim >= floor}
         their_views = self.views.views_of(namespace, rescore) if rescore else {}
         if their_views:

@@ -50,7 +50,9 @@ class _Copy:
     def __init__(self, views: dict[str, dict[str, np.ndarray]], dim: int, namespace: str):
         self.views = views
         self.dim = dim
-        self.namespace = namespace
+        # Keys of the inset views, told once from the keys read (is_inset_key hashes), then
+        # kept by the writes: a search's matrix, remade after each write, only looks them up.
+        self.inset_keys = {k for image_id, keyed in views.items() for k in keyed if is_inset_key(k, image_id, namespace)}
         self._search: tuple[np.ndarray, np.ndarray, list[str], list[bool]] | None = None
 
     def __len__(self) -> int:
@@ -64,12 +66,12 @@ class _Copy:
                 m[n] = self.views[image_id][k]
                 self.views[image_id][k] = m[n]  # the dict's vectors share the matrix's memory
             norms = np.linalg.norm(m, axis=1)
-            insets = [is_inset_key(k, image_id, self.namespace) for image_id, k in keys]
+            insets = [k in self.inset_keys for _, k in keys]
             self._search = (m, np.where(norms > 0, norms, 1.0), [image_id for image_id, _ in keys], insets)
         return self._search
 
     def is_inset(self, image_id: str) -> bool:
-        return any(is_inset_key(k, image_id, self.namespace) for k in self.views.get(image_id, ()))
+        return any(k in self.inset_keys for k in self.views.get(image_id, ()))
 
     def changed(self) -> None:
         self._search = None
@@ -166,7 +168,10 @@ class ViewMirror:
             for image_id, vectors in views.items():  # an upsert by view key, as in Milvus
                 keyed = copy.views.setdefault(image_id, {})
                 for n, v in enumerate(vectors, 1):
-                    keyed[view_key(image_id, n, namespace, inset=image_id in insets)] = np.array(v, dtype=np.float32)
+                    key = view_key(image_id, n, namespace, inset=image_id in insets)
+                    keyed[key] = np.array(v, dtype=np.float32)
+                    if image_id in insets:
+                        copy.inset_keys.add(key)
             copy.changed()
             if len(copy) > self.max_views:
                 self.forget(namespace)
@@ -178,8 +183,11 @@ class ViewMirror:
         with self._forgetting_on_failure(namespace):
             self.store.delete_views(namespace, image_ids)
         copy = self._copies.get(namespace)
-        if copy is not None and [i for i in image_ids if copy.views.pop(i, None) is not None]:
-            copy.changed()
+        if copy is not None:
+            gone = [keyed for i in image_ids if (keyed := copy.views.pop(i, None)) is not None]
+            if gone:
+                copy.inset_keys.difference_update(k for keyed in gone for k in keyed)
+                copy.changed()
 
     def forget(self, namespace: str) -> None:
         """Drop the copy: the next search reads the namespace again (e.g. after it was

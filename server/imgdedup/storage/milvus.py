@@ -679,6 +679,8 @@ class MilvusStore:
     def insert_views(self, namespace: str, views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
         """Store extra views: {image_id: [vector of view 1, view 2, ...]} (upsert: re-runnable);
         those of the images in `insets` are inset views (view_key)."""
+        if any(len(vectors) > MAX_VIEWS_PER_IMAGE for vectors in views.values()):
+            raise ValueError(f"an image has at most {MAX_VIEWS_PER_IMAGE} extra views (is_inset_key looks no further)")
         rows = [
             {
                 "view_key": view_key(image_id, n, namespace, inset=image_id in insets),
