@@ -76,7 +76,7 @@ def test_two_inset_views_link_only_when_near_alike_across_writes(writer, views_i
     (w1, w2, w3, _), sticker, alike, same = _setup(writer, 2)
     [first] = writer.commit([_item("photo-with-emoji", w1, sticker, inset=True)])
     assert first.stored
-    assert writer.store.inset_images(NS, ["photo-with-emoji"]) == {"photo-with-emoji"}  # the kind is kept
+    assert writer.store.views_of(NS, ["photo-with-emoji"])["photo-with-emoji"].inset  # the kind is kept
     [other] = writer.commit([_item("other-photo-same-emoji", w2, alike, inset=True, add=False)])
     assert other.matches == []
     [content] = writer.commit([_item("screenshot", w2, alike, inset=False, add=False)])
@@ -127,7 +127,7 @@ def test_two_inset_views_link_only_when_near_alike_within_one_write(writer):
     ])
     assert b.matches == [] and b.cluster_id != a.cluster_id
     assert c.cluster_id == a.cluster_id  # a content view and an inset view: as before
-    assert writer.store.inset_images(NS, ["a", "b", "c"]) == {"a", "b"}
+    assert {i for i, views in writer.store.views_of(NS, ["a", "b", "c"]).items() if views.inset} == {"a", "b"}
 
 
 def test_a_delete_regroups_by_the_same_rule(writer):

@@ -287,11 +287,10 @@ class IndexWriter:
         their_views = self.views.views_of(namespace, rescore) if rescore else {}
         if their_views:
             rows = self.store.get_images(namespace, their_views, with_vectors=True)
-            insets = self.views.inset_images(namespace, their_views)
             cluster_of.update({i: r.cluster_id for i, r in rows.items()})
             for item, f in zip(items, found):
                 for image_id in f.keys() & rows.keys() if item.views else ():
-                    f[image_id] = image_similarity(item.all_vectors, [rows[image_id].vector, *their_views[image_id]], a_inset=item.inset, b_inset=image_id in insets)
+                    f[image_id] = image_similarity(item.all_vectors, [rows[image_id].vector, *their_views[image_id]], a_inset=item.inset, b_inset=their_views[image_id].inset)
         # Hits found only through a view carry no cluster id: take their image's (and drop a
         # view whose image row is missing: left by a crash, it is ignored).
         missing = {image_id for f in found for image_id, sim in f.items() if sim >= floor and image_id not in cluster_of}
@@ -474,7 +473,7 @@ class IndexWriter:
         rule = self._rule(namespace)
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
         extra = self.views.views_of(namespace, [m.image_id for m in members]) if members else {}
-        insets = self.views.inset_images(namespace, extra) if extra else set()
+        insets = {i for i, views in extra.items() if views.inset}
         by_cluster: dict[str, list[ImageRow]] = {c: [] for c in affected}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)

@@ -36,7 +36,7 @@ from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import AsyncFairQueue, Priority
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
-from imgdedup.storage.milvus import MilvusStore, StorageError, digest_key
+from imgdedup.storage.milvus import ImageViews, MilvusStore, StorageError, digest_key
 from imgdedup.storage.redo import FLUSH_AFTER_ROWS
 
 log = logging.getLogger(__name__)
@@ -342,8 +342,8 @@ class LocalIndex:
         row = self.store.find_by_sha256(namespace, sha256)
         if row is None or row.vector is None:
             return None
-        views = self.store.views_of(namespace, [row.image_id]).get(row.image_id, [])
-        return row.vector, views, bool(views) and row.image_id in self.store.inset_images(namespace, [row.image_id])
+        views = self.store.views_of(namespace, [row.image_id]).get(row.image_id, ImageViews())
+        return row.vector, views, views.inset
 
     # -- writes ----------------------------------------------------------------------------
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable) -> asyncio.Future[CheckResult]:
@@ -531,7 +531,7 @@ class LocalIndex:
         rows = self.store.get_clusters(namespace, cluster_ids)
         members = self.store.images_in_clusters(namespace, [c for c in cluster_ids if c in rows], with_vectors=True)
         extra = self.store.views_of(namespace, [m.image_id for m in members]) if members else {}
-        insets = self.store.inset_images(namespace, extra) if extra else set()
+        insets = {i for i, views in extra.items() if views.inset}
         by_cluster: dict[str, list] = {}
         for m in members:
             by_cluster.setdefault(m.cluster_id, []).append(m)

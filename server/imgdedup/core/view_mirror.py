@@ -32,7 +32,7 @@ from typing import Container, Iterable, Iterator
 
 import numpy as np
 
-from imgdedup.storage.milvus import MilvusStore, is_inset_key, view_key
+from imgdedup.storage.milvus import ImageViews, MilvusStore, is_inset_key, view_key
 
 # Views of one namespace searched in memory: 8,192 x 512 floats, 16 MiB; a write batch of 32
 # images searches them in ~1-2 ms on one core.
@@ -135,20 +135,17 @@ class ViewMirror:
             out.append([(owners[c], float(row[c]), insets[c]) for c in cols])
         return out
 
-    def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
-        """The stored extra views of these images (images without any are left out)."""
+    def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, ImageViews]:
+        """The stored extra views of these images, with their kind (images without any are left
+        out)."""
         copy = self._copy(namespace)
         if copy is None:
             return self.store.views_of(namespace, image_ids)
         # In view-key order, as MilvusStore.views_of gives them.
-        return {i: [v.copy() for _, v in sorted(copy.views[i].items())] for i in dict.fromkeys(image_ids) if copy.views.get(i)}
-
-    def inset_images(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
-        """Those of these images whose extra views are inset views."""
-        copy = self._copy(namespace)
-        if copy is None:
-            return self.store.inset_images(namespace, image_ids)
-        return {i for i in image_ids if copy.is_inset(i)}
+        return {
+            i: ImageViews((v.copy() for _, v in sorted(copy.views[i].items())), inset=copy.is_inset(i))
+            for i in dict.fromkeys(image_ids) if copy.views.get(i)
+        }
 
     def having_views(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
         """Those of these images that have an extra view."""

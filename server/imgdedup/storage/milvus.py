@@ -146,6 +146,15 @@ def view_key(image_id: str, view: int, namespace: str = DEFAULT_NAMESPACE, *, in
     return hashlib.blake2b(f"{name}\x00{image_id}".encode("utf-8", "surrogatepass"), digest_size=16, person=b"imgdedup-view", key=_ns_key(namespace)).hexdigest()
 
 
+class ImageViews(list):
+    """An image's stored extra views (vectors, in view-key order), and whether they are inset
+    views (view_key): what views_of gives per image."""
+
+    def __init__(self, vectors: Iterable[np.ndarray] = (), *, inset: bool = False):
+        super().__init__(vectors)
+        self.inset = inset
+
+
 def is_inset_key(key: str, image_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
     """Whether `key` is the key of one of this image's inset views (see view_key)."""
     return any(key == view_key(image_id, n, namespace, inset=True) for n in range(1, MAX_VIEWS_PER_IMAGE + 1))
@@ -696,8 +705,9 @@ class MilvusStore:
             self.register_namespace(namespace)
             self._call("upsert", self.views, rows)
 
-    def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, list[np.ndarray]]:
-        """The stored extra views of these images (images without any are left out)."""
+    def views_of(self, namespace: str, image_ids: Iterable[str]) -> dict[str, ImageViews]:
+        """The stored extra views of these images, with their kind (images without any are left
+        out)."""
         keys = [image_key(i, namespace) for i in dict.fromkeys(image_ids)]
         found: list[dict[str, Any]] = []
         for chunk in _chunks(keys):
@@ -709,19 +719,13 @@ class MilvusStore:
                     "query", self.views, filter=_in_list("view_key", [r["view_key"] for r in rows]),
                     output_fields=["view_key", "image_id", "embedding"], limit=len(rows),
                 )
-        out: dict[str, list[np.ndarray]] = {}
+        out: dict[str, ImageViews] = {}
         for r in sorted(found, key=lambda r: r["view_key"]):
-            out.setdefault(str(r["image_id"]), []).append(np.asarray(r["embedding"], dtype=np.float32))
+            image_id = str(r["image_id"])
+            views = out.setdefault(image_id, ImageViews())
+            views.append(np.asarray(r["embedding"], dtype=np.float32))
+            views.inset = views.inset or is_inset_key(str(r["view_key"]), image_id, namespace)
         return out
-
-    def inset_images(self, namespace: str, image_ids: Iterable[str]) -> set[str]:
-        """Those of these images whose extra views are inset views (view_key)."""
-        ids = list(dict.fromkeys(image_ids))
-        found: set[str] = set()
-        for chunk in _chunks([image_key(i, namespace) for i in ids]):
-            rows = self._call("query", self.views, filter=_in_ns(namespace, _in_list("image_key", chunk)), output_fields=["view_key", "image_id"], limit=QUERY_WINDOW)
-            found.update(str(r["image_id"]) for r in rows if is_inset_key(str(r["view_key"]), str(r["image_id"]), namespace))
-        return found
 
     def holds(self, namespace: str) -> bool:
         """Whether the namespace has ever held rows here (registered): one that has not has
