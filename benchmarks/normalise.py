@@ -1,0 +1,212 @@
+"""Score normalisation at a million: does it keep more hard copies above the operating point?
+
+    .venv/bin/python benchmarks/normalise.py --hard DIR [--bench ../shared/dedup-bench] [--boot 20]
+
+The operating point (README, "Precision at a million") raises the threshold with the number of
+stored images until the unrelated-pair tail expects at most 0.01 false matches per query: 0.65
+at 1M, 0.84 at 10M by the plain-cosine fit, where most hard copies score lower. The SSCD paper's
+similarity normalisation subtracts from a pair's cosine beta times the similarity of each side's
+k-th nearest neighbour in a background set of unrelated photos (here the mean of the two sides'
+terms): a photo that scores high against everything is taken down, a copy of a photo unlike
+anything else is not. What matters at size is how the unrelated tail and the copies' scores move
+together, so this measures, for plain cosine and for each normalisation:
+
+- the unrelated tail: every pair among the tail photos, and every tail photo with every image
+  of the hard set (`benchmarks/make_hard.py`'s DISC21-style copies; its photos are not used
+  anywhere else here), a generalized Pareto fit above the 99.9th percentile, as tail.py does;
+- from that fit the threshold with <= 0.01 false matches per query at 15k, 1M and 10M stored images;
+- the share of the hard set's copies whose best score with an image of their own group (the
+  photo or another copy of it) reaches that threshold, per family at 1M: a copy that reaches it
+  joins its group's cluster;
+- a bootstrap over the tail photos (`--boot` resamples, fits again) for the 1M share's spread:
+  the fit's shape parameter decides the extrapolation and moves between samples.
+
+The dev originals that the hard set was not made from are split at random (`--seed`) into the
+background and the tail photos, so no photo is both. Other backgrounds are compared: fewer dev
+photos, the 16 photos scikit-image ships, and a random sample of the hard set itself (what a
+server drawing its background from its own store would get: copies of the queries).
+UKBench views of one object are never an unrelated pair, nor each other's background.
+Offline and on whole images: the server's extra views (a screenshot's content, a pasted inset)
+are not in it, so pastes and screenshots score as whole images do (near nothing at 1M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _server import machine  # noqa: E402
+from tail import NS, Tail, _n, group_of, photos  # noqa: E402
+
+from imgdedup.calibrate import embed_named  # noqa: E402
+
+SOURCES = ("imagenet-sample", "bsds500", "ukbench")  # make_hard.py names a copy "<source>-<file stem>__<family>.<ext>"
+RATE = 0.01  # false matches per query, as the server's operating point
+
+
+def cached_embeddings(cache: Path, names: list[str], read, model: str) -> tuple[list[str], np.ndarray]:
+    if cache.is_file():
+        c = np.load(cache)
+        if set(c["names"].tolist()) == set(names):
+            return c["names"].tolist(), c["vectors"]
+    kept, vectors, failed = embed_named(names, read, model, max_pixels=60_000_000)
+    if failed:
+        print(f"{len(failed)} images could not be decoded: {failed[:5]}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array(kept), vectors=vectors)
+    return kept, vectors
+
+
+def hard_group(file: str) -> str:
+    """The dev-set group (tail.py's group_of) of the photo a hard-set image was made from."""
+    stem = file.split("__")[0].rsplit(".", 1)[0]
+    source = next(s for s in SOURCES if stem.startswith(s + "-"))
+    return group_of(f"{source}/{stem[len(source) + 1:]}.jpg")
+
+
+def dev_stem(name: str) -> str:
+    return name.replace("/", "-", 1).rsplit(".", 1)[0]
+
+
+class Setup:
+    """Embeddings and index arrays shared by every variant."""
+
+    def __init__(self, dev_names, dev_vectors, hard_names, hard_vectors, truth, seed: int):
+        hard_stems = {n.split("__")[0].rsplit(".", 1)[0] for n in hard_names}
+        groups = np.array([group_of(n) for n in dev_names])
+        free = np.array([i for i, n in enumerate(dev_names) if dev_stem(n) not in hard_stems and not n.startswith("skimage/")])
+        np.random.default_rng(seed).shuffle(free)
+        half = len(free) // 2
+        self.background, self.background_groups = dev_vectors[free[:half]], groups[free[:half]]
+        tail_idx = free[half:]
+        self.tail, self.tail_groups = dev_vectors[tail_idx], groups[tail_idx]
+        self.hard, self.hard_groups = hard_vectors, np.array([hard_group(n) for n in hard_names])
+        self.n_made_from = len(hard_stems & {dev_stem(n) for n in dev_names})
+        index = {n: i for i, n in enumerate(hard_names)}
+        self.copies, self.families = [], []
+        for photo, copies in truth.items():
+            members = [index[photo]] + [index[c] for c in copies]
+            for c in copies:
+                self.copies.append((index[c], [m for m in members if m != index[c]]))
+                self.families.append(c.rsplit("__", 1)[1].rsplit(".", 1)[0])
+        self.families = np.array(self.families)
+        self.hard_sims = self.hard @ self.hard.T
+        self.tail_hard = self.tail @ self.hard.T
+        self.tail_tail = self.tail @ self.tail.T
+
+    def kth(self, x: np.ndarray, x_ids: np.ndarray, k: int, background: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Each row's k-th highest similarity among the background's photos, those with its own id
+        (its UKBench object, or itself) left out."""
+        vectors, ids = background
+        s = x @ vectors.T
+        s[x_ids[:, None] == ids[None, :]] = -1.0
+        return np.sort(s, axis=1)[:, -k]
+
+    def backgrounds(self, skimage: np.ndarray, skimage_groups: np.ndarray, seed: int) -> dict:
+        """name -> (vectors, ids, the ids hard-set rows are compared by)."""
+        out = {f"{n} dev photos": (self.background[:n], self.background_groups[:n], self.hard_groups)
+               for n in (len(self.background), 300, 150, 50)}
+        out[f"scikit-image's {len(skimage)}"] = (skimage, skimage_groups, self.hard_groups)
+        # A random sample of the collection itself, as a server could draw from its own store:
+        # it holds copies of the queries (each photo of the hard set has 14 of them).
+        own = np.array([f"hard:{i}" for i in range(len(self.hard))])
+        pick = np.random.default_rng(seed).choice(len(self.hard), 600, replace=False)
+        out["600 of the hard set itself"] = (self.hard[pick], own[pick], own)
+        return out
+
+    def evaluate(self, k: int, beta: float, background=None, rows: np.ndarray | None = None) -> tuple[Tail, np.ndarray]:
+        """The tail fit of unrelated pairs (over the tail photos `rows`, all by default) and each
+        hard copy's best score with its group, both normalised against `background`."""
+        rows = np.arange(len(self.tail)) if rows is None else rows
+        if k:
+            vectors, ids, hard_ids = background
+            t_term = self.kth(self.tail, self.tail_groups, k, (vectors, ids))
+            h_term = self.kth(self.hard, hard_ids, k, (vectors, ids))
+        else:
+            t_term, h_term = np.zeros(len(self.tail)), np.zeros(len(self.hard))
+        tg = self.tail_groups[rows]
+        tt = self.tail_tail[np.ix_(rows, rows)] - beta * (t_term[rows][:, None] + t_term[rows][None, :]) / 2
+        iu = np.triu_indices(len(rows), 1)
+        tt_unrelated = tt[iu][tg[iu[0]] != tg[iu[1]]]
+        th = self.tail_hard[rows] - beta * (t_term[rows][:, None] + h_term[None, :]) / 2
+        th_unrelated = th[tg[:, None] != self.hard_groups[None, :]]
+        tail = Tail(np.concatenate([tt_unrelated, th_unrelated]), 0.999)
+        hh = self.hard_sims - beta * (h_term[:, None] + h_term[None, :]) / 2
+        best = np.array([hh[i, members].max() for i, members in self.copies])
+        return tail, best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hard", type=Path, required=True, help="a set made by benchmarks/make_hard.py")
+    p.add_argument("--bench", type=Path, default=HERE.parent.parent / "shared" / "dedup-bench")
+    p.add_argument("--model", default="sscd_disc_mixup")
+    p.add_argument("--seed", type=int, default=0, help="the background / tail split")
+    p.add_argument("--boot", type=int, default=20, help="bootstrap resamples of the tail photos (0: none)")
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "imgdedup-bench")
+    args = p.parse_args()
+
+    readers = photos(args.bench)
+    dev_names, dev_vectors = cached_embeddings(args.cache / "tail-embeddings.npz", list(readers), lambda n: readers[n](), args.model)
+    truth = json.loads((args.hard / "ground_truth.json").read_text())
+    files = sorted(f.name for f in (args.hard / "images").iterdir())
+    hard_names, hard_vectors = cached_embeddings(args.cache / f"normalise-{args.hard.resolve().name}.npz", files,
+                                                 lambda n: (args.hard / "images" / n).read_bytes(), args.model)
+    s = Setup(dev_names, dev_vectors, hard_names, hard_vectors, truth, args.seed)
+
+    print(f"machine: {machine()}")
+    print(f"model {args.model}; hard set {args.hard} ({len(hard_names)} images, {len(s.copies)} copies of {len(truth)} photos, "
+          f"made from {s.n_made_from} dev photos); background {len(s.background)} other dev photos, tail {len(s.tail)} photos "
+          f"(seed {args.seed}); threshold: <= {RATE} false matches per query, fit above the 99.9th percentile")
+    print()
+    print(f"{'scores':<44} {'shape':>6} " + " ".join(f"{'thr/found @' + _n(n):>17}" for n in NS)
+          + (f" {'@1M boot: 5-50-95 %':>20} {'minus plain: 5-50-95 %':>24}" if args.boot else ""))
+    sk = [i for i, n in enumerate(dev_names) if n.startswith("skimage/")]
+    bgs = s.backgrounds(dev_vectors[sk], np.array([dev_names[i] for i in sk]), args.seed)
+    full = next(iter(bgs))
+    variants = [("plain cosine", 0, 0.0, None)]
+    variants += [(f"k {k}, beta {b}, {full}", k, b, bgs[full]) for k in (1, 2, 3) for b in (0.5, 1.0)]
+    variants += [(f"k 1, beta 1.0, {name}", 1, 1.0, bg) for name, bg in bgs.items() if name != full]
+    variants += [(f"k 3, beta 1.0, {name}", 3, 1.0, bgs[name]) for name in bgs if "itself" in name]
+    rng = np.random.default_rng(args.seed)
+    boots = [rng.integers(0, len(s.tail), len(s.tail)) for _ in range(args.boot)]
+    found_1m, plain_boot = {}, None
+    for label, k, beta, background in variants:
+        tail, best = s.evaluate(k, beta, background)
+        cells = []
+        for n in NS:
+            t = tail.threshold_for(RATE, n)
+            cells.append(f"{t:.3f} / {np.mean(best >= t):.3f}")
+        line = f"{label:<44} {tail.xi:>6.3f} " + " ".join(f"{c:>17}" for c in cells)
+        if boots:
+            shares = []
+            for rows in boots:
+                bt, bb = s.evaluate(k, beta, background, rows)
+                shares.append(np.mean(bb >= bt.threshold_for(RATE, 1_000_000)))
+            shares = np.array(shares)
+            plain_boot = shares if plain_boot is None else plain_boot
+            lo, mid, hi = np.percentile(shares, [5, 50, 95])
+            line += f" {lo:>8.3f} {mid:.3f} {hi:.3f}"
+            if k:  # the same resamples: the gain over plain cosine, paired
+                lo, mid, hi = np.percentile(shares - plain_boot, [5, 50, 95])
+                line += f" {lo:>+12.3f} {mid:+.3f} {hi:+.3f}"
+        print(line, flush=True)
+        t1 = tail.threshold_for(RATE, 1_000_000)
+        found_1m[label] = {f: float(np.mean(best[s.families == f] >= t1)) for f in sorted(set(s.families))}
+    print()
+    print("copies found at the 1M threshold, per family:")
+    families = sorted(set(s.families))
+    width = max(len(f) for f in families)
+    print(f"{'scores':<44} " + " ".join(f"{f[:width]:>{min(width, 8)}}" for f in families))
+    for label, shares in found_1m.items():
+        print(f"{label:<44} " + " ".join(f"{shares[f]:>{min(width, 8)}.2f}" for f in families))
+
+
+if __name__ == "__main__":
+    main()
