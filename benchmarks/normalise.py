@@ -183,7 +183,7 @@ def main() -> None:
         for n in NS:
             t = tail.threshold_for(RATE, n)
             cells.append(f"{t:.3f} / {np.mean(best >= t):.3f}")
-        line = f"{label:<44} {tail.xi:>6.3f} " + " ".join(f"{c:>17}" for c in cells)
+        line = f"{label:<44} {tail.shape:>6.3f} " + " ".join(f"{c:>17}" for c in cells)
         if boots:
             shares = []
             for rows in boots:

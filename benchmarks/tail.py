@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +34,7 @@ from _server import machine  # noqa: E402
 
 from imgdedup.calibrate import embed_named  # noqa: E402
 from imgdedup.runtime import load_spec  # noqa: E402
-from imgdedup.runtime.spec import TailFit  # noqa: E402
+from imgdedup.tail import Tail  # noqa: E402  (the fit `dedup tail` makes of your own photos)
 
 # scikit-image's photographs (its drawings, charts, text pages and synthetic images left out;
 # `chelsea` is `cat`); of the stereo pair only the left view (the right one is a near-duplicate).
@@ -74,46 +73,6 @@ def group_of(name: str) -> str:
     return name
 
 
-class Tail:
-    """p(t) for unrelated pairs: empirical, then a generalized Pareto tail above a quantile
-    (the spec's TailFit: the server extrapolates with the same formula)."""
-
-    def __init__(self, sims: np.ndarray, quantile: float):
-        from scipy.stats import genpareto
-
-        self.sims = np.sort(sims)
-        self.u = float(np.quantile(sims, quantile))
-        over = self.sims[self.sims > self.u] - self.u
-        self.zeta = len(over) / len(sims)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.xi, _, self.sigma = genpareto.fit(over, floc=0)
-        self.n_over = len(over)
-        self.fit = TailFit(u=self.u, share_above=self.zeta, shape=self.xi, scale=self.sigma)
-
-    @property
-    def endpoint(self) -> float:
-        return self.u - self.sigma / self.xi if self.xi < 0 else math.inf
-
-    def empirical(self, t: float) -> int:
-        return int(len(self.sims) - np.searchsorted(self.sims, t, side="left"))
-
-    def p(self, t: float) -> float:
-        if t <= self.u:
-            return self.empirical(t) / len(self.sims)
-        return self.fit.p(t)
-
-    def threshold_for(self, rate: float, n: int) -> float:
-        """The smallest t with n * p(t) <= rate (bisection; p decreases in t)."""
-        lo, hi = float(self.sims[0]), 1.0
-        if n * self.p(lo) <= rate:
-            return lo
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if n * self.p(mid) <= rate else (mid, hi)
-        return hi
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bench", type=Path, default=HERE.parent.parent / "shared" / "dedup-bench")
@@ -149,14 +108,14 @@ def main() -> None:
           f"UKBench same-object: median {np.median(near):.3f}, min {near.min():.3f}, max {near.max():.3f}")
     print("closest unrelated pairs: " + "; ".join(f"{names[iu[0][k]]} ~ {names[iu[1][k]]} {pair_sims[k]:.3f}" for k in top))
     for q, t in tails.items():
-        print(f"tail fit above the {q * 100:.1f}th percentile ({t.u:.3f}, {t.n_over} pairs): shape {t.xi:.3f}, scale {t.sigma:.4f}, "
+        print(f"tail fit above the {q * 100:.1f}th percentile ({t.u:.3f}, {t.n_over} pairs): shape {t.shape:.3f}, scale {t.scale:.4f}, "
               f"upper end {t.endpoint:.3f}")
     print()
     print(f"{'t':>5} {'pairs >= t':>10} {'p(t)':>9} {'p(t) 99.5':>9} " + " ".join(f"{'false/q @' + _n(n):>13}" for n in NS)
           + f" {'P(any) @1M':>10}")
     for t in THRESHOLDS:
         pt = main_tail.p(t)
-        print(f"{t:>5.2f} {main_tail.empirical(t):>10} {pt:>9.2e} {tails[0.995].p(t):>9.2e} "
+        print(f"{t:>5.2f} {main_tail.counted(t):>10} {pt:>9.2e} {tails[0.995].p(t):>9.2e} "
               + " ".join(f"{n * pt:>13.3g}" for n in NS) + f" {1 - math.exp(-1_000_000 * pt):>10.3f}")
     print()
     default = spec.search.default_threshold
@@ -168,7 +127,7 @@ def main() -> None:
     # The fit, as the model spec keeps it (the server's operating point, core/operating_point.py).
     print()
     print("[search.tail]")
-    print(f"u = {main_tail.u:.5f}\nshare_above = {main_tail.zeta:.6f}\nshape = {main_tail.xi:.4f}\nscale = {main_tail.sigma:.5f}")
+    print(f"u = {main_tail.u:.5f}\nshare_above = {main_tail.share_above:.6f}\nshape = {main_tail.shape:.4f}\nscale = {main_tail.scale:.5f}")
     print(f'measured_on = "benchmarks/tail.py: {len(names)} photos, {len(unrelated):,} unrelated pairs, fit above the 99.9th percentile"')
 
 

@@ -79,3 +79,47 @@ def test_composite_pairs_with_the_photo_it_was_pasted_on_count_neither_way(tmp_p
     merged = dict.fromkeys(names, "1")
     scores = pairwise_scores(merged, data.group_of, data.ignored_group_of)
     assert (scores["tp_pairs"], scores["predicted_pairs"]) == (4, 10 - 2)
+
+
+# scikit-image's photographs (bundled with the package; `chelsea` is its cat).
+UNRELATED_PHOTOS = ["astronaut", "brick", "camera", "chelsea", "cell", "coffee", "coins", "grass", "gravel",
+                    "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "retina", "rocket"]
+
+
+def test_tail_fits_your_photos_leaves_copies_out_and_writes_a_spec_the_server_reads(tmp_path):
+    from imgdedup.core.operating_point import OperatingPoint
+    from imgdedup.runtime import load_spec
+
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    for i, name in enumerate(UNRELATED_PHOTOS):  # read recursively: some in a subfolder
+        (photos / ("more" if i % 2 else "") / f"{name}.jpg").write_bytes(encode(rgb(name)))
+    (photos / "coffee_again.jpg").write_bytes(encode(rgb("coffee"), quality=60))  # a copy: not an unrelated pair
+    spec_out, out_json = tmp_path / "mine.toml", tmp_path / "tail.json"
+
+    def tail(*extra):
+        return subprocess.run([sys.executable, "-m", "imgdedup", "tail", str(photos), *extra],
+                              capture_output=True, text=True, timeout=600)
+
+    proc = tail("--quantile", "0.6", "--spec-out", str(spec_out), "--json", str(out_json))
+    assert proc.returncode == 0, proc.stderr
+    n = len(UNRELATED_PHOTOS) + 1
+    result = json.loads(out_json.read_text())
+    assert result["photos"] == n and result["copies_left_out"] == 1 and result["pairs"] == n * (n - 1) // 2 - 1
+    assert "1 pairs at or above 0.85 taken for copies and left out" in proc.stdout and "coffee_again.jpg" in proc.stdout
+    assert "[search.tail]" in proc.stdout and "threshold for <= 0.01 false matches per query" in proc.stdout
+
+    spec, builtin = load_spec(spec_out), load_spec("sscd_disc_mixup")
+    fit = spec.search.tail
+    assert fit.model_dump(exclude={"measured_on"}) == pytest.approx(result["tail"], abs=1e-4)  # what it printed, rounded
+    assert fit.measured_on.startswith(f"dedup tail: {n} photos")
+    # Everything else is the model's own spec, so the server serves the same model with it.
+    assert spec.model_dump(exclude={"search", "base_dir"}) == builtin.model_dump(exclude={"search", "base_dir"})
+    assert spec.search.default_threshold == builtin.search.default_threshold and spec.search.kinds == builtin.search.kinds
+    # The operating point reads the new tail: its threshold at a million is this fit's.
+    point = OperatingPoint(spec.search.default_threshold, fit, 0.01)
+    assert point.threshold(1_000_000) == pytest.approx(max(spec.search.default_threshold, result["thresholds"]["1000000"]), abs=0.006)
+
+    # Too few pairs above the quantile to fit: a clear error, nothing written.
+    proc = tail("--quantile", "0.999")
+    assert proc.returncode == 2 and "lower --quantile" in proc.stderr

@@ -95,12 +95,17 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--page-size", type=int, default=50, help="clusters per HTML page (default 50)")
 
     sub.add_parser("calibrate", help="choose a threshold from a labelled folder (dedup calibrate -h)", add_help=False)
+    sub.add_parser("tail", help="fit the unrelated-pair tail of your own photos for the operating point (dedup tail -h)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["calibrate"]:  # its own parser: runs offline, needs no server
         from imgdedup.calibrate import main as calibrate
 
         return calibrate(argv[1:])
+    if argv[:1] == ["tail"]:  # offline too
+        from imgdedup.tail import main as tail
+
+        return tail(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
