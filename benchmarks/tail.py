@@ -34,14 +34,12 @@ from _server import machine  # noqa: E402
 
 from imgdedup.calibrate import embed_named  # noqa: E402
 from imgdedup.runtime import load_spec  # noqa: E402
-from imgdedup.tail import Tail  # noqa: E402  (the fit `dedup tail` makes of your own photos)
+from imgdedup.tail import SIZES as NS, THRESHOLDS, Tail, _n, _t, tail_block  # noqa: E402  (the fit `dedup tail` makes of your photos)
 
 # scikit-image's photographs (its drawings, charts, text pages and synthetic images left out;
 # `chelsea` is `cat`); of the stereo pair only the left view (the right one is a near-duplicate).
 SKIMAGE_PHOTOS = ["astronaut", "brick", "camera", "cat", "cell", "coffee", "coins", "grass", "gravel", "hubble_deep_field",
                   "immunohistochemistry", "microaneurysms", "moon", "stereo_motorcycle", "retina", "rocket"]
-NS = [15_000, 1_000_000, 10_000_000]
-THRESHOLDS = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80]
 
 
 def photos(bench: Path) -> dict[str, Callable[[], bytes]]:
@@ -121,18 +119,12 @@ def main() -> None:
     default = spec.search.default_threshold
     for rate in (0.01, 0.001):
         print(f"threshold for <= {rate} false matches per query: " + ", ".join(
-            f"{_n(n)}: {main_tail.threshold_for(rate, n):.3f} (99.5 fit {tails[0.995].threshold_for(rate, n):.3f})" for n in NS))
+            f"{_n(n)}: {_t(main_tail.threshold_for(rate, n))} (99.5 fit {_t(tails[0.995].threshold_for(rate, n))})" for n in NS))
     print(f"default threshold {default}: {main_tail.p(default):.2e} per pair -> {1e6 * main_tail.p(default):.3g} false matches per query "
           f"at 1M, {1e7 * main_tail.p(default):.3g} at 10M; UKBench same-object pairs at or above it: {np.mean(near >= default):.2f}")
     # The fit, as the model spec keeps it (the server's operating point, core/operating_point.py).
     print()
-    print("[search.tail]")
-    print(f"u = {main_tail.u:.5f}\nshare_above = {main_tail.share_above:.6f}\nshape = {main_tail.shape:.4f}\nscale = {main_tail.scale:.5f}")
-    print(f'measured_on = "benchmarks/tail.py: {len(names)} photos, {len(unrelated):,} unrelated pairs, fit above the 99.9th percentile"')
-
-
-def _n(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+    print(tail_block(main_tail, f"benchmarks/tail.py: {len(names)} photos, {len(unrelated):,} unrelated pairs, fit above the 99.9th percentile"), end="")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
 
 
 EXIT_CODES = """exit codes:
@@ -180,16 +179,13 @@ def _client(args: argparse.Namespace):
         raise SystemExit(f"error: {exc}") from None
 
 
-def _image_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
+    from imgdedup.core.images import IMAGE_SUFFIXES, image_files
 
-    files = _image_files(args.dir)
+    files = image_files(args.dir)
     if not files:
         print(f"error: no images under {args.dir} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
         return 1

@@ -19,7 +19,8 @@ against N stored images, the threshold that keeps them at the server's budget fo
 10M images with this fit and with the spec's, and the `[search.tail]` block. `--spec-out FILE`
 writes the model's spec with this tail: serve with `--model FILE`. A million pairs (~1,400
 photos) make a usable fit above the 99.9th percentile; with fewer, lower `--quantile` and read
-the result as rough.
+the result as rough (the spec is then written only with `--force`, as it is where no threshold
+keeps the budget at some size: the server would match next to nothing there).
 """
 
 from __future__ import annotations
@@ -27,21 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from imgdedup.calibrate import embed_named
-from imgdedup.runtime import load_spec
-from imgdedup.runtime.spec import TailFit
+from imgdedup.core.images import image_files
+from imgdedup.core.operating_point import OperatingPoint
+from imgdedup.runtime.spec import ModelSpec, TailFit, load_spec, spec_text
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SIZES = (15_000, 1_000_000, 10_000_000)
 THRESHOLDS = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80)
-MIN_OVER = 50  # pairs above the quantile the fit needs at least
+MIN_OVER = 50  # pairs above the quantile a fit should rest on
 COPY_SIMILARITY = 0.85  # a spec without [search.kinds]: pairs at or above are taken for copies
 
 
@@ -52,9 +53,11 @@ class Tail:
     def __init__(self, sims: np.ndarray, quantile: float):
         try:
             from scipy.stats import genpareto
-        except ImportError as e:  # not a server dependency: pip install scipy (the calibrate extra)
-            raise SystemExit("fitting a tail needs scipy: pip install 'imgdedup[calibrate]' (or scipy)") from e
+        except ImportError as e:  # not a server dependency
+            raise SystemExit("fitting a tail needs scipy: pip install 'imgdedup[tail]' (or scipy)") from e
         self.sims = np.sort(np.asarray(sims, dtype=np.float64))
+        if len(self.sims) == 0:
+            raise ValueError("no pairs")
         self.quantile = quantile
         self.u = float(np.quantile(self.sims, quantile))
         over = self.sims[self.sims > self.u] - self.u
@@ -73,136 +76,179 @@ class Tail:
         return self.u - self.scale / self.shape if self.shape < 0 else math.inf
 
     def counted(self, t: float) -> int:
+        """The measured pairs scoring >= t."""
         return int(len(self.sims) - np.searchsorted(self.sims, t, side="left"))
 
     def p(self, t: float) -> float:
         return self.counted(t) / len(self.sims) if t <= self.u else self.fit.p(t)
 
-    def threshold_for(self, rate: float, n: int) -> float:
-        """The smallest t with n * p(t) <= rate (bisection: p falls as t rises)."""
+    def threshold_for(self, rate: float, n: int) -> float | None:
+        """The smallest t with n * p(t) <= rate (bisection: p falls as t rises); None where not
+        even a similarity of 1 keeps it (the fit's tail is that heavy)."""
         lo, hi = float(self.sims[0]), 1.0
         if n * self.p(lo) <= rate:
             return lo
+        if n * self.p(hi) > rate:
+            return None
         for _ in range(60):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if n * self.p(mid) <= rate else (mid, hi)
         return hi
 
 
-def threshold_for(fit: TailFit, rate: float, n: int) -> float:
-    """What the server's operating point does with a spec's tail (before its 0.005 steps and
-    the base it never goes under): the smallest t above the fit's u with n * p(t) <= rate."""
-    return fit.threshold_for(rate / n)
-
-
 def tail_block(tail: Tail, measured_on: str) -> str:
-    return (f"[search.tail]\nu = {tail.u:.5f}\nshare_above = {tail.share_above:.6f}\nshape = {tail.shape:.4f}\n"
+    """The [search.tail] table a spec keeps (TailFit's fields)."""
+    return (f"[search.tail]\nu = {tail.u:.5f}\nshare_above = {tail.share_above:.6g}\nshape = {tail.shape:.4f}\n"
             f"scale = {tail.scale:.5f}\nmeasured_on = {json.dumps(measured_on)}\n")
 
 
-def spec_with_tail(spec_text: str, block: str) -> str:
-    """The spec's TOML with its [search.tail] table replaced by `block` (added if it has none)."""
-    table = re.compile(r"^\[search\.tail\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILINE)
-    if table.search(spec_text):
-        return table.sub(lambda _: block + "\n", spec_text, count=1)
-    return spec_text.rstrip("\n") + "\n\n" + block
+def spec_with_tail(text: str, block: str, base_dir: Path | None = None) -> str:
+    """The spec's TOML with its [search.tail] table replaced by `block` (appended if it has
+    none), comments above the next table kept; `base_dir` pins the folder relative model paths
+    are read from (a spec written elsewhere). Checked: it parses, and differs from the original
+    in search.tail (and base_dir) only."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith("[search.tail]")), None)
+    if start is None:
+        out = text.rstrip("\n") + "\n\n" + block
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+            end -= 1  # the comments (and blank lines) just above the next table are that table's
+        out = "".join(lines[:start]) + block + "\n" + "".join(lines[end:]).lstrip("\n")
+    if base_dir is not None:
+        out = f"base_dir = {json.dumps(str(base_dir))}\n" + out
+    before, after = tomllib.loads(text), tomllib.loads(out)
+    for data in (before, after):
+        data.get("search", {}).pop("tail", None)
+        data.pop("base_dir", None)
+    if before != after:
+        raise ValueError("the spec's [search.tail] could not be replaced on its own (write it by hand)")
+    ModelSpec.model_validate(tomllib.loads(out))
+    return out
 
 
-def _pairs(names: list[str], iu: tuple[np.ndarray, np.ndarray], sims: np.ndarray, which: np.ndarray, most: int = 20) -> None:
-    for k in which[np.argsort(-sims[which])][:most]:
-        print(f"  {names[iu[0][k]]} ~ {names[iu[1][k]]} {sims[k]:.3f}")
-    if len(which) > most:
-        print(f"  ... {len(which) - most} more")
+def drop_copies(names: list[str], vectors: np.ndarray, copy_at: float) -> tuple[list[str], np.ndarray, list[tuple[str, str, float]]]:
+    """Each image that scores >= copy_at with one kept before it is left out (a copy is not an
+    unrelated photo, and its pairs would count its photo's twice): (kept names, their vectors,
+    (left out, its photo, similarity))."""
+    sims = vectors @ vectors.T
+    keep, dropped = [], []
+    for i in range(len(names)):
+        twin = next((j for j in keep if sims[i, j] >= copy_at), None)
+        if twin is None:
+            keep.append(i)
+        else:
+            dropped.append((names[i], names[twin], float(sims[i, twin])))
+    return [names[i] for i in keep], vectors[keep], dropped
 
 
 def _n(n: int) -> str:
     return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _t(t: float | None) -> str:
+    return "none <= 1" if t is None else f"{t:.3f}"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dedup tail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", type=Path, nargs="+", help="folders of unrelated photos of your collection's kind (read recursively)")
     parser.add_argument("--model", default="sscd_disc_mixup", help="built-in model name or spec file")
     parser.add_argument("--quantile", type=float, default=0.999, help="fit the pairs above this quantile (default 0.999)")
     parser.add_argument("--rate", type=float, default=0.01, help="false matches per query to plan for (the server's false_matches_per_query)")
+    parser.add_argument("--max-photos", type=int, default=4000, help="a seeded sample of this many if there are more (all pairs are kept in memory)")
     parser.add_argument("--spec-out", type=Path, help="write the model's spec with this tail here")
+    parser.add_argument("--force", action="store_true", help="write --spec-out even from a rough fit, or one no threshold keeps at some size")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--max-pixels", type=int, default=60_000_000)
     args = parser.parse_args(argv)
     if not 0.5 <= args.quantile < 1:
         parser.error("--quantile must be in [0.5, 1)")
+    if not 0 < args.rate <= 1:
+        parser.error("--rate must be in (0, 1]")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     spec = load_spec(args.model)
-    paths = {str(p): p for d in args.dir for p in sorted(d.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-    kept, vectors, failed = embed_named(list(paths), lambda n: paths[n].read_bytes(), args.model, max_pixels=args.max_pixels)
+    text, folder = spec_text(args.model)  # read now: a bad --model fails before the embedding
+    files = [p for d in args.dir for p in image_files(d)]
+    if len(files) > args.max_photos:
+        files = sorted(np.random.default_rng(0).choice(files, args.max_photos, replace=False).tolist())
+    paths = {str(p): p for p in files}
+    names, vectors, failed = embed_named(list(paths), lambda n: paths[n].read_bytes(), args.model, max_pixels=args.max_pixels)
     if failed:
         print(f"{len(failed)} images could not be decoded and are left out, e.g. {failed[:3]}")
-    if len(kept) < 3:
-        print(f"{len(kept)} photos; a tail needs many (~1,400 for a million pairs)", file=sys.stderr)
-        return 2
-
     copy_at = spec.search.kinds.copy_similarity if spec.search.kinds is not None else COPY_SIMILARITY
-    iu = np.triu_indices(len(kept), k=1)
+    names, vectors, copies = drop_copies(names, vectors, copy_at)
+    iu = np.triu_indices(len(names), k=1)
     sims = (vectors @ vectors.T)[iu]
-    copies = np.flatnonzero(sims >= copy_at)
-    unrelated = np.delete(sims, copies)
     try:
-        tail = Tail(unrelated, args.quantile)
+        tail = Tail(sims, args.quantile)
     except ValueError as e:
-        print(f"{e}; give more photos or a lower --quantile", file=sys.stderr)
+        print(f"{len(names)} photos: {e}; give more photos or a lower --quantile", file=sys.stderr)
         return 2
 
-    print(f"model {spec.name}; {len(kept)} photos, {len(unrelated):,} pairs "
-          f"(mean {unrelated.mean():.3f}, sd {unrelated.std():.3f}, most similar {unrelated.max():.3f})")
-    if len(copies):
-        print(f"{len(copies)} pairs at or above {copy_at} taken for copies and left out:")
-        _pairs(kept, iu, sims, copies)
-    matches = np.flatnonzero((sims >= spec.search.default_threshold) & (sims < copy_at))
+    print(f"model {spec.name}; {len(names)} photos, {len(sims):,} pairs "
+          f"(mean {sims.mean():.3f}, sd {sims.std():.3f}, most similar {sims.max():.3f})")
+    if copies:
+        print(f"{len(copies)} images left out as copies (>= {copy_at}) of another:")
+        for name, twin, s in sorted(copies, key=lambda c: -c[2])[:20]:
+            print(f"  {name} ~ {twin} {s:.3f}")
+    base = spec.search.default_threshold
+    matches = np.flatnonzero(sims >= base)
     if len(matches):
-        print(f"{len(matches)} pairs between the model's threshold ({spec.search.default_threshold}) and {copy_at}: "
-              "if they are shots of one scene, take one of each out and run again:")
-        _pairs(kept, iu, sims, matches)
-    warn = "" if tail.n_over >= MIN_OVER else f" (only {tail.n_over} pairs above it: a rough fit; more photos make it firmer)"
-    print(f"fit above the {args.quantile:g} quantile ({tail.u:.3f}, {tail.n_over} pairs): shape {tail.shape:.3f}, scale {tail.scale:.4f}{warn}")
+        print(f"{len(matches)} pairs at or above the model's threshold ({base}): if they are shots of one scene, "
+              "take one of each out and run again:")
+        for k in matches[np.argsort(-sims[matches])][:20]:
+            print(f"  {names[iu[0][k]]} ~ {names[iu[1][k]]} {sims[k]:.3f}")
+    rough = tail.n_over < MIN_OVER
+    print(f"fit above the {args.quantile:g} quantile ({tail.u:.3f}, {tail.n_over} pairs): shape {tail.shape:.3f}, scale {tail.scale:.4f}"
+          + (" (a rough fit: more photos make it firmer)" if rough else ""))
     print()
     print(f"{'t':>5} {'pairs >= t':>10} {'p(t)':>9} " + " ".join(f"{'false/q @' + _n(n):>13}" for n in SIZES))
     for t in THRESHOLDS:
         pt = tail.p(t)
         print(f"{t:>5.2f} {tail.counted(t):>10} {pt:>9.2e} " + " ".join(f"{n * pt:>13.3g}" for n in SIZES))
     print()
-    ours = {n: tail.threshold_for(args.rate, n) for n in SIZES}
-    print(f"threshold for <= {args.rate:g} false matches per query, this fit: "
-          + ", ".join(f"{_n(n)} {t:.3f}" for n, t in ours.items()))
-    theirs = {n: threshold_for(spec.search.tail, args.rate, n) for n in SIZES} if spec.search.tail is not None else {}
-    if theirs:
-        print(f"  the spec's tail ({spec.search.tail.measured_on or 'no source given'}): "
-              + ", ".join(f"{_n(n)} {t:.3f}" for n, t in theirs.items()))
-        heavier = [n for n in SIZES if ours[n] > theirs[n] + 0.005]
+    fits = {n: tail.threshold_for(args.rate, n) for n in SIZES}
+    print(f"similarity for <= {args.rate:g} false matches per query by this fit: " + ", ".join(f"{_n(n)} {_t(t)}" for n, t in fits.items()))
+    # What the server would run at (the base under it, in its steps), with this tail and the spec's.
+    ours = OperatingPoint(base, tail.fit, args.rate)
+    print("the server's threshold with this tail: " + ", ".join(f"{_n(n)} {ours.threshold(n):.3f}" for n in SIZES))
+    if spec.search.tail is not None:
+        theirs = OperatingPoint(base, spec.search.tail, args.rate)
+        print("  with the spec's tail:              " + ", ".join(f"{_n(n)} {theirs.threshold(n):.3f}" for n in SIZES)
+              + f" ({spec.search.tail.measured_on or 'no source given'})")
+        # Heavier where the spec's threshold would let through more than twice the budget (a
+        # step of 0.005 either way is the fits' noise, not a different tail).
+        heavier = next((n for n in SIZES if n * tail.p(theirs.threshold(n)) > 2 * args.rate), None)
         if heavier:
-            print(f"  your photos' tail is heavier: with the spec's tail a query against {_n(heavier[0])} stored images "
-                  f"would meet {heavier[0] * tail.p(theirs[heavier[0]]):.3g} unrelated ones, not {args.rate:g}")
-    measured_on = f"dedup tail: {len(kept)} photos, {len(unrelated):,} unrelated pairs, fit above the {args.quantile:g} quantile"
-    block = tail_block(tail, measured_on)
+            print(f"  your photos' tail is heavier: with the spec's tail a query against {_n(heavier)} stored images "
+                  f"would meet {heavier * tail.p(theirs.threshold(heavier)):.3g} unrelated ones, not {args.rate:g}")
+    block = tail_block(tail, f"dedup tail: {len(names)} photos, {len(sims):,} unrelated pairs, fit above the {args.quantile:g} quantile")
     print()
     print(block, end="")
+    written = None
     if args.spec_out:
-        relative = spec.source.path is not None and not spec.source.path.is_absolute()
-        if relative and args.spec_out.resolve().parent != spec.base_dir:
-            print(f"{args.model} names its model file relative to its own folder: write --spec-out there", file=sys.stderr)
-            return 2
-        text = Path(args.model).read_text() if spec.base_dir is not None else _builtin_text(args.model)
-        args.spec_out.write_text(spec_with_tail(text, block))
-        print(f"\nwrote {args.spec_out}: serve with --model {args.spec_out}")
+        unreachable = [_n(n) for n, t in fits.items() if t is None]
+        if (rough or unreachable) and not args.force:
+            why = f"no similarity keeps {args.rate:g} at {', '.join(unreachable)}" if unreachable else f"{tail.n_over} pairs above the quantile"
+            print(f"\nnot written ({why}): the server would match next to nothing at those sizes; --force writes it anyway", file=sys.stderr)
+        else:
+            relative = spec.source.path is not None and not spec.source.path.is_absolute()
+            pin = folder if relative and args.spec_out.resolve().parent != folder else None
+            args.spec_out.parent.mkdir(parents=True, exist_ok=True)
+            args.spec_out.write_text(spec_with_tail(text, block, pin))
+            written = str(args.spec_out)
+            print(f"\nwrote {args.spec_out}: serve with --model {args.spec_out}")
     if args.json:
         args.json.write_text(json.dumps({
-            "photos": len(kept), "pairs": int(len(unrelated)), "copies_left_out": int(len(copies)),
+            "photos": len(names), "pairs": int(len(sims)), "copies_left_out": len(copies), "failed": len(failed),
             "tail": tail.fit.model_dump(exclude={"measured_on"}), "n_over": tail.n_over, "quantile": args.quantile,
-            "thresholds": {str(n): t for n, t in ours.items()}, "spec_thresholds": {str(n): t for n, t in theirs.items()},
+            "similarity_for_rate": {str(n): t for n, t in fits.items()},
+            "server_threshold": {str(n): ours.threshold(n) for n in SIZES}, "spec_out": written,
         }, indent=2))
-    return 0
-
-
-def _builtin_text(name: str) -> str:
-    import importlib.resources
-
-    return (importlib.resources.files("imgdedup.model_specs") / f"{name}.toml").read_text()
+    return 0 if written or not args.spec_out else 2

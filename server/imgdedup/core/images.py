@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +25,9 @@ Image.MAX_IMAGE_PIXELS = None
 cv2.setNumThreads(1)
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF")
+# File names the command-line tools take for images when they walk a folder (the server itself
+# never reads a name: the format comes from the bytes).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"})
 MIN_SIDE = 16
 
 
@@ -280,3 +284,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
     except Exception:
         return None
     return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+
+
+def image_files(root: Path) -> list[Path]:
+    """The image files under `root`, recursively, in name order (by IMAGE_SUFFIXES)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -166,18 +166,26 @@ def builtin_spec_names() -> list[str]:
     return sorted(f.name.removesuffix(".toml") for f in files.iterdir() if f.name.endswith(".toml"))
 
 
-def load_spec(name_or_path: str | Path) -> ModelSpec:
-    """Load a built-in spec by name (e.g. "sscd_disc_mixup") or a spec file by path."""
+def spec_text(name_or_path: str | Path) -> tuple[str, Path | None]:
+    """A spec's TOML text and the folder it is in (None for a built-in spec): what load_spec
+    reads, for a tool that writes a spec of its own from it (dedup tail --spec-out)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"model spec file not found: {path}")
-        data = tomllib.loads(path.read_text())
-        data.setdefault("base_dir", path.resolve().parent)
-        return ModelSpec.model_validate(data)
+        return path.read_text(), path.resolve().parent
     resource = importlib.resources.files("imgdedup.model_specs") / f"{name_or_path}.toml"
     if not resource.is_file():
         raise ValueError(
             f"unknown model {name_or_path!r}: give a spec file path or one of {builtin_spec_names()}"
         )
-    return ModelSpec.model_validate(tomllib.loads(resource.read_text()))
+    return resource.read_text(), None
+
+
+def load_spec(name_or_path: str | Path) -> ModelSpec:
+    """Load a built-in spec by name (e.g. "sscd_disc_mixup") or a spec file by path."""
+    text, folder = spec_text(name_or_path)
+    data = tomllib.loads(text)
+    if folder is not None:
+        data.setdefault("base_dir", folder)
+    return ModelSpec.model_validate(data)
