@@ -19,10 +19,10 @@ together, so this measures, for plain cosine and for each normalisation:
 - the share of the hard set's copies whose best score with an image of their own group (the
   photo or another copy of it) reaches that threshold, per family at 1M: a copy that reaches it
   joins its group's cluster;
-- a bootstrap over the tail photos (`--boot` resamples, fits again) for the 1M share's spread:
-  the fit's shape parameter decides the extrapolation and moves between samples. It resamples
-  the tail photos only (not the hard set's groups, whose images are 91 % of the tail pairs'
-  other side), and k and beta are chosen on these same data: read its spread as a lower bound.
+- a bootstrap (`--boot` resamples, fitted again) for the 1M share's spread, resampling both
+  the tail photos and the hard set's groups (a photo with its copies): the fit's shape
+  parameter decides the extrapolation and moves between samples. k and beta are chosen on
+  these same data, so read the spread as a lower bound.
 
 The dev originals that the hard set was not made from are split at random (`--seed`) into the
 background and the tail photos, so no photo is both. Other backgrounds are compared: fewer dev
@@ -100,13 +100,16 @@ class Setup:
         self.hard, self.hard_groups = hard_vectors, np.array([hard_group(n) for n in hard_names])
         self.n_made_from = len(hard_stems & {dev_stem(n) for n in dev_names})
         index = {n: i for i, n in enumerate(hard_names)}
-        self.copies, self.families = [], []
-        for photo, copies in truth.items():
+        self.copies, self.families, copy_group, self.members = [], [], [], []
+        for g, (photo, copies) in enumerate(truth.items()):
             members = [index[photo]] + [index[c] for c in copies]
+            self.members.append(np.array(members))
             for c in copies:
                 self.copies.append((index[c], [m for m in members if m != index[c]]))
                 self.families.append(c.rsplit("__", 1)[1].rsplit(".", 1)[0])
+                copy_group.append(g)
         self.families = np.array(self.families)
+        self.copies_of = [np.flatnonzero(np.array(copy_group) == g) for g in range(len(self.members))]
         self.hard_sims = self.hard @ self.hard.T
         self.tail_hard = self.tail @ self.hard.T
         self.tail_tail = self.tail @ self.tail.T
@@ -131,35 +134,46 @@ class Setup:
         out["600 of the hard set itself"] = (self.hard[pick], own[pick], own)
         return out
 
-    def evaluate(self, k: int, beta: float, background=None, rows: np.ndarray | None = None, side: str = "both") -> tuple[Tail, np.ndarray]:
-        """The tail fit of unrelated pairs (over the tail photos `rows`, all by default) and each
-        hard copy's best score with its group, both normalised against `background`: by the mean
-        of the two sides' terms (`side` "both"), or by the query's term alone, the query being
-        the copy ("copy") or the other member of its group ("photo"); then an unrelated pair
-        counts once each way."""
-        rows = np.arange(len(self.tail)) if rows is None else rows
+    def prepare(self, k: int, beta: float, background=None, side: str = "both") -> tuple:
+        """The terms of every tail photo and hard image, and each hard copy's best score with its
+        group, normalised against `background`: by the mean of the two sides' terms (`side`
+        "both"), or by the query's term alone, the query being the copy ("copy") or the other
+        member of its group ("photo")."""
         if k:
             vectors, ids, hard_ids = background
-            t_term = self.kth(self.tail, self.tail_groups, k, (vectors, ids))[rows]
+            t_term = self.kth(self.tail, self.tail_groups, k, (vectors, ids))
             h_term = self.kth(self.hard, hard_ids, k, (vectors, ids))
         else:
-            t_term, h_term = np.zeros(len(rows)), np.zeros(len(self.hard))
-        tg = self.tail_groups[rows]
+            t_term, h_term = np.zeros(len(self.tail)), np.zeros(len(self.hard))
+        if side == "both":
+            hh = self.hard_sims - beta * (h_term[:, None] + h_term[None, :]) / 2
+        else:
+            hh = self.hard_sims - beta * (h_term[:, None] if side == "copy" else h_term[None, :])
+        best = np.array([hh[i, members].max() for i, members in self.copies])
+        return beta, side, t_term, h_term, best
+
+    def fit(self, prepared: tuple, rows: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[Tail, np.ndarray]:
+        """The tail fit of the unrelated pairs among the tail photos `rows` and with the hard
+        set's groups `groups` (all of each by default; a bootstrap repeats some, leaves others
+        out), and the best scores of those groups' copies. With the query's term alone an
+        unrelated pair counts once each way."""
+        beta, side, t_term, h_term, best = prepared
+        rows = np.arange(len(self.tail)) if rows is None else rows
+        groups = np.arange(len(self.members)) if groups is None else groups
+        cols = np.concatenate([self.members[g] for g in groups])
+        tg, hg, t, h = self.tail_groups[rows], self.hard_groups[cols], t_term[rows], h_term[cols]
         tt = self.tail_tail[np.ix_(rows, rows)]
-        th = self.tail_hard[rows]
-        unrelated_th = tg[:, None] != self.hard_groups[None, :]
+        th = self.tail_hard[np.ix_(rows, cols)]
+        unrelated_th = tg[:, None] != hg[None, :]
         if side == "both":
             iu = np.triu_indices(len(rows), 1)
-            tt = (tt - beta * (t_term[:, None] + t_term[None, :]) / 2)[iu][tg[iu[0]] != tg[iu[1]]]
-            th = (th - beta * (t_term[:, None] + h_term[None, :]) / 2)[unrelated_th]
-            hh = self.hard_sims - beta * (h_term[:, None] + h_term[None, :]) / 2
-        else:  # row i as the query: its own term; the tail pairs both ways
-            tt = (tt - beta * t_term[:, None])[tg[:, None] != tg[None, :]]
-            th = np.concatenate([(th - beta * t_term[:, None])[unrelated_th], (th - beta * h_term[None, :])[unrelated_th]])
-            hh = self.hard_sims - beta * (h_term[:, None] if side == "copy" else h_term[None, :])
+            tt = (tt - beta * (t[:, None] + t[None, :]) / 2)[iu][tg[iu[0]] != tg[iu[1]]]
+            th = (th - beta * (t[:, None] + h[None, :]) / 2)[unrelated_th]
+        else:  # row i as the query: its own term; the pairs both ways
+            tt = (tt - beta * t[:, None])[tg[:, None] != tg[None, :]]
+            th = np.concatenate([(th - beta * t[:, None])[unrelated_th], (th - beta * h[None, :])[unrelated_th]])
         tail = Tail(np.concatenate([tt, th]), 0.999)
-        best = np.array([hh[i, members].max() for i, members in self.copies])
-        return tail, best
+        return tail, best[np.concatenate([self.copies_of[g] for g in groups])]
 
 
 def main() -> None:
@@ -197,16 +211,18 @@ def main() -> None:
     # The query's term alone: a threshold of the query's own, no term kept per stored image.
     variants += [(f"query side, k {k}, beta 1.0, {who} as query", k, 1.0, bgs[full], who) for k in (1, 2) for who in ("copy", "photo")]
     rng = np.random.default_rng(args.seed)
-    boots = [rng.integers(0, len(s.tail), len(s.tail)) for _ in range(args.boot)]
+    # Both ways: the tail photos, and the hard set's groups (a photo with all its copies).
+    boots = [(rng.integers(0, len(s.tail), len(s.tail)), rng.integers(0, len(s.members), len(s.members))) for _ in range(args.boot)]
     found_1m, plain_boot = {}, None
     for label, k, beta, background, side in variants:
-        tail, best = s.evaluate(k, beta, background, side=side)
+        prepared = s.prepare(k, beta, background, side)
+        tail, best = s.fit(prepared)
         cells = [f"{t:.3f} / {share:.3f}" for t, share in (found(best, tail, n) for n in NS)]
         line = f"{label:<44} {tail.shape:>6.3f} " + " ".join(f"{c:>17}" for c in cells)
         if boots:
             shares = []
-            for rows in boots:
-                bt, bb = s.evaluate(k, beta, background, rows, side)
+            for rows, groups in boots:
+                bt, bb = s.fit(prepared, rows, groups)
                 shares.append(found(bb, bt, 1_000_000)[1])
             shares = np.array(shares)
             plain_boot = shares if plain_boot is None else plain_boot
