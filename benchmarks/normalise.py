@@ -46,9 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _server import machine  # noqa: E402
-from tail import NS, Tail, _n, group_of, photos  # noqa: E402
-
-from imgdedup.calibrate import embed_named  # noqa: E402
+from tail import NS, Tail, _n, cached_embeddings, group_of, photos  # noqa: E402
 
 SOURCES = ("imagenet-sample", "bsds500", "ukbench")  # make_hard.py names a copy "<source>-<file stem>__<family>.<ext>"
 RATE = 0.01  # false matches per query, as the server's operating point
@@ -59,19 +57,6 @@ def found(best: np.ndarray, tail: Tail, n: int) -> tuple[float, float]:
     (none where no similarity up to 1 keeps it)."""
     t = tail.threshold_for(RATE, n)
     return (math.inf, 0.0) if t is None else (t, float(np.mean(best >= t)))
-
-
-def cached_embeddings(cache: Path, names: list[str], read, model: str) -> tuple[list[str], np.ndarray]:
-    if cache.is_file():
-        c = np.load(cache)
-        if set(c["names"].tolist()) == set(names):
-            return c["names"].tolist(), c["vectors"]
-    kept, vectors, failed = embed_named(names, read, model, max_pixels=60_000_000)
-    if failed:
-        print(f"{len(failed)} images could not be decoded: {failed[:5]}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array(kept), vectors=vectors)
-    return kept, vectors
 
 
 def hard_group(file: str) -> str:

@@ -62,6 +62,21 @@ def photos(bench: Path) -> dict[str, Callable[[], bytes]]:
     return readers
 
 
+def cached_embeddings(cache: Path, names: list[str], read: Callable[[str], bytes], model: str) -> tuple[list[str], np.ndarray]:
+    """Embeddings of `names` as the server makes them, kept in `cache` between runs (outside the
+    project; used again while it holds the same names)."""
+    if cache.is_file():
+        c = np.load(cache)
+        if set(c["names"].tolist()) == set(names):
+            return c["names"].tolist(), c["vectors"]
+    kept, vectors, failed = embed_named(names, read, model, max_pixels=60_000_000)
+    if failed:
+        print(f"{len(failed)} images could not be decoded: {failed[:5]}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, names=np.array(kept), vectors=vectors)
+    return kept, vectors
+
+
 def group_of(name: str) -> str:
     """UKBench files come in fours (one object); every other photo is its own group."""
     folder, file = name.split("/", 1)
@@ -79,15 +94,7 @@ def main() -> None:
                    help="embeddings are kept here between runs (outside the project)")
     args = p.parse_args()
     readers = photos(args.bench)
-    cached = np.load(args.cache) if args.cache.is_file() else None
-    if cached is not None and set(cached["names"].tolist()) == set(readers):
-        names, vectors = cached["names"].tolist(), cached["vectors"]
-    else:
-        names, vectors, failed = embed_named(list(readers), lambda n: readers[n](), args.model, max_pixels=60_000_000)
-        if failed:
-            print(f"{len(failed)} photos could not be decoded: {failed[:5]}")
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(args.cache, names=np.array(names), vectors=vectors)
+    names, vectors = cached_embeddings(args.cache, list(readers), lambda n: readers[n](), args.model)
     spec = load_spec(args.model)
     groups = np.array([group_of(n) for n in names])
     sims = vectors @ vectors.T

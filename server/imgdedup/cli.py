@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 
 
-
 EXIT_CODES = """exit codes:
   0  done (also when a reader such as `head` closed the output early)
   1  failed: the server is unreachable or answered an error, is not SERVING (health), or there was

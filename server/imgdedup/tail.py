@@ -38,7 +38,7 @@ import numpy as np
 from imgdedup.calibrate import embed_named
 from imgdedup.core.images import image_files
 from imgdedup.core.operating_point import OperatingPoint
-from imgdedup.runtime.spec import ModelSpec, TailFit, load_spec, spec_text
+from imgdedup.runtime.spec import ModelSpec, TailFit, parse_spec, spec_text
 
 SIZES = (15_000, 1_000_000, 10_000_000)
 THRESHOLDS = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80)
@@ -128,19 +128,20 @@ def spec_with_tail(text: str, block: str, base_dir: Path | None = None) -> str:
     return out
 
 
-def drop_copies(names: list[str], vectors: np.ndarray, copy_at: float) -> tuple[list[str], np.ndarray, list[tuple[str, str, float]]]:
-    """Each image that scores >= copy_at with one kept before it is left out (a copy is not an
-    unrelated photo, and its pairs would count its photo's twice): (kept names, their vectors,
-    (left out, its photo, similarity))."""
-    sims = vectors @ vectors.T
-    keep, dropped = [], []
+def drop_copies(names: list[str], sims: np.ndarray, copy_at: float) -> tuple[list[int], list[tuple[str, str, float]]]:
+    """Each image that scores >= copy_at (in `sims`, every pair's) with one kept before it is
+    left out (a copy is not an unrelated photo, and its pairs would count its photo's twice):
+    (the kept images' indices, (left out, its photo, similarity))."""
+    keep: list[int] = []
+    dropped = []
     for i in range(len(names)):
-        twin = next((j for j in keep if sims[i, j] >= copy_at), None)
-        if twin is None:
-            keep.append(i)
+        twins = np.flatnonzero(sims[i, keep] >= copy_at) if keep else ()
+        if len(twins):
+            j = keep[twins[0]]
+            dropped.append((names[i], names[j], float(sims[i, j])))
         else:
-            dropped.append((names[i], names[twin], float(sims[i, twin])))
-    return [names[i] for i in keep], vectors[keep], dropped
+            keep.append(i)
+    return keep, dropped
 
 
 def _n(n: int) -> str:
@@ -172,8 +173,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    spec = load_spec(args.model)
     text, folder = spec_text(args.model)  # read now: a bad --model fails before the embedding
+    spec = parse_spec(text, folder)
     files = [p for d in args.dir for p in image_files(d)]
     if len(files) > args.max_photos:
         files = sorted(np.random.default_rng(0).choice(files, args.max_photos, replace=False).tolist())
@@ -182,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{len(failed)} images could not be decoded and are left out, e.g. {failed[:3]}")
     copy_at = spec.search.kinds.copy_similarity if spec.search.kinds is not None else COPY_SIMILARITY
-    names, vectors, copies = drop_copies(names, vectors, copy_at)
+    every = vectors @ vectors.T
+    keep, copies = drop_copies(names, every, copy_at)
+    names = [names[i] for i in keep]
     iu = np.triu_indices(len(names), k=1)
-    sims = (vectors @ vectors.T)[iu]
+    sims = every[np.ix_(keep, keep)][iu]
     try:
         tail = Tail(sims, args.quantile)
     except ValueError as e:

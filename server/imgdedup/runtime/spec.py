@@ -184,7 +184,11 @@ def spec_text(name_or_path: str | Path) -> tuple[str, Path | None]:
 
 def load_spec(name_or_path: str | Path) -> ModelSpec:
     """Load a built-in spec by name (e.g. "sscd_disc_mixup") or a spec file by path."""
-    text, folder = spec_text(name_or_path)
+    return parse_spec(*spec_text(name_or_path))
+
+
+def parse_spec(text: str, folder: Path | None) -> ModelSpec:
+    """A spec from its TOML text (spec_text's), relative model paths read from `folder`."""
     data = tomllib.loads(text)
     if folder is not None:
         data.setdefault("base_dir", folder)
