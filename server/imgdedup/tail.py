@@ -37,13 +37,13 @@ import numpy as np
 
 from imgdedup.calibrate import embed_named
 from imgdedup.core.images import image_files
+from imgdedup.core.normalise import COPY_SIMILARITY, Normaliser, kth_similarity
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.runtime.spec import ModelSpec, TailFit, parse_spec, spec_text
 
 SIZES = (15_000, 1_000_000, 10_000_000)
 THRESHOLDS = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80)
 MIN_OVER = 50  # pairs above the quantile a fit should rest on
-COPY_SIMILARITY = 0.85  # a spec without [search.kinds]: pairs at or above are taken for copies
 
 
 class Tail:
@@ -96,23 +96,39 @@ class Tail:
         return hi
 
 
-def tail_block(tail: Tail, measured_on: str) -> str:
-    """The [search.tail] table a spec keeps (TailFit's fields)."""
-    return (f"[search.tail]\nu = {tail.u:.5f}\nshare_above = {tail.share_above:.6g}\nshape = {tail.shape:.4f}\n"
+def tail_block(tail: Tail, measured_on: str, table: str = "search.tail") -> str:
+    """The [search.tail] table a spec keeps (TailFit's fields), or the same under `table`."""
+    return (f"[{table}]\nu = {tail.u:.5f}\nshare_above = {tail.share_above:.6g}\nshape = {tail.shape:.4f}\n"
             f"scale = {tail.scale:.5f}\nmeasured_on = {json.dumps(measured_on)}\n")
 
 
+def normalise_block(background: str, k: int, beta: float, typical_term: float, tail: Tail, measured_on: str) -> str:
+    """The [search.normalise] table (NormaliseSpec's fields) with its tail."""
+    return (f"[search.normalise]\nbackground = {json.dumps(background)}\nk = {k}\nbeta = {beta:g}\n"
+            f"typical_term = {typical_term:.5f}\nmeasured_on = {json.dumps(measured_on)}\n\n"
+            + tail_block(tail, measured_on, "search.normalise.tail"))
+
+
 def spec_with_tail(text: str, block: str, base_dir: Path | None = None) -> str:
-    """The spec's TOML with its [search.tail] table replaced by `block` (appended if it has
-    none), comments above the next table kept; `base_dir` pins the folder relative model paths
-    are read from (a spec written elsewhere). Checked: it parses, and differs from the original
-    in search.tail (and base_dir) only."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip().startswith("[search.tail]")), None)
-    if start is None:
-        out = text.rstrip("\n") + "\n\n" + block
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    """The spec's TOML with its [search.tail] table replaced by `block`: spec_with."""
+    return spec_with(text, {"tail": block}, base_dir)
+
+
+def spec_with(text: str, blocks: dict[str, str], base_dir: Path | None = None) -> str:
+    """The spec's TOML with its [search.NAME] tables (their sub-tables too) replaced by the
+    blocks (appended where it has none), comments above the next table kept; `base_dir` pins
+    the folder relative model paths are read from (a spec written elsewhere). Checked: it
+    parses, and differs from the original in those tables (and base_dir) only."""
+    out = text
+    for name, block in blocks.items():
+        lines = out.splitlines(keepends=True)
+        header = f"[search.{name}]"
+        start = next((i for i, line in enumerate(lines) if line.strip().startswith(header)), None)
+        if start is None:
+            out = out.rstrip("\n") + "\n\n" + block
+            continue
+        end = next((i for i in range(start + 1, len(lines))
+                    if lines[i].lstrip().startswith("[") and not lines[i].lstrip().startswith(f"[search.{name}.")), len(lines))
         while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
             end -= 1  # the comments (and blank lines) just above the next table are that table's
         out = "".join(lines[:start]) + block + "\n" + "".join(lines[end:]).lstrip("\n")
@@ -120,10 +136,11 @@ def spec_with_tail(text: str, block: str, base_dir: Path | None = None) -> str:
         out = f"base_dir = {json.dumps(str(base_dir))}\n" + out
     before, after = tomllib.loads(text), tomllib.loads(out)
     for data in (before, after):
-        data.get("search", {}).pop("tail", None)
+        for name in blocks:
+            data.get("search", {}).pop(name, None)
         data.pop("base_dir", None)
     if before != after:
-        raise ValueError("the spec's [search.tail] could not be replaced on its own (write it by hand)")
+        raise ValueError(f"the spec's {', '.join(f'[search.{n}]' for n in blocks)} could not be replaced on their own (write them by hand)")
     ModelSpec.model_validate(tomllib.loads(out))
     return out
 
@@ -161,6 +178,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-photos", type=int, default=4000, help="a seeded sample of this many if there are more (all pairs are kept in memory)")
     parser.add_argument("--spec-out", type=Path, help="write the model's spec with this tail here")
     parser.add_argument("--force", action="store_true", help="write --spec-out even from a rough fit, or one no threshold keeps at some size")
+    parser.add_argument("--normalise", action="store_true",
+                        help="also fit query-side score normalisation: a seeded half of the photos becomes its background, "
+                             "the other half's pairs fit the normalised tail (--spec-out writes both, the background beside it)")
+    parser.add_argument("--background", type=Path, nargs="+",
+                        help="folders of the normalisation's background photos instead of half of DIR (implies --normalise): "
+                             "unrelated to each other and to what the collection will hold")
+    parser.add_argument("--k", type=int, default=1, help="normalisation: the query's term is its k-th highest similarity with the background (default 1)")
+    parser.add_argument("--beta", type=float, default=1.0, help="normalisation: the term's weight (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the background half and of --boot (default 0)")
+    parser.add_argument("--boot", type=int, default=0,
+                        help="refit this many resamples of the photos (drawn again with replacement) and print the spread "
+                             "of the server's thresholds: how much the fit moves with photos like yours (default 0: not done)")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--max-pixels", type=int, default=60_000_000)
     args = parser.parse_args(argv)
@@ -168,6 +197,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--quantile must be in [0.5, 1)")
     if not 0 < args.rate <= 1:
         parser.error("--rate must be in (0, 1]")
+    if args.k < 1 or not 0 < args.beta <= 2:
+        parser.error("--k must be >= 1 and --beta in (0, 2]")
+    if not 0 <= args.boot <= 1000:
+        parser.error("--boot must be in 0..1000")
+    args.normalise = args.normalise or bool(args.background)
     return args
 
 
@@ -178,16 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     files = [p for d in args.dir for p in image_files(d)]
     if len(files) > args.max_photos:
         files = sorted(np.random.default_rng(0).choice(files, args.max_photos, replace=False).tolist())
-    paths = {str(p): p for p in files}
-    names, vectors, failed = embed_named(list(paths), lambda n: paths[n].read_bytes(), args.model, max_pixels=args.max_pixels)
-    if failed:
-        print(f"{len(failed)} images could not be decoded and are left out, e.g. {failed[:3]}")
+    names, vectors, failed = _embed(files, args)
     copy_at = spec.search.kinds.copy_similarity if spec.search.kinds is not None else COPY_SIMILARITY
     every = vectors @ vectors.T
     keep, copies = drop_copies(names, every, copy_at)
     names = [names[i] for i in keep]
+    every = every[np.ix_(keep, keep)]
     iu = np.triu_indices(len(names), k=1)
-    sims = every[np.ix_(keep, keep)][iu]
+    sims = every[iu]
     try:
         tail = Tail(sims, args.quantile)
     except ValueError as e:
@@ -231,20 +263,36 @@ def main(argv: list[str] | None = None) -> int:
         if heavier:
             print(f"  your photos' tail is heavier: with the spec's tail a query against {_n(heavier)} stored images "
                   f"would meet {heavier * tail.p(theirs.threshold(heavier)):.3g} unrelated ones, not {args.rate:g}")
-    block = tail_block(tail, f"dedup tail: {len(names)} photos, {len(sims):,} unrelated pairs, fit above the {args.quantile:g} quantile")
+    blocks = {"tail": tail_block(tail, f"dedup tail: {len(names)} photos, {len(sims):,} unrelated pairs, fit above the {args.quantile:g} quantile")}
+    unreachable = [_n(n) for n, t in fits.items() if t is None]
+    normalised = None
+    if args.normalise:
+        try:
+            normalised = _normalise(args, spec, names, vectors[keep], every, copy_at, ours)
+        except ValueError as e:
+            print(f"normalisation: {e}; give more photos or a lower --quantile", file=sys.stderr)
+            return 2
+        rough = rough or normalised["rough"]
+        unreachable += [f"{_n(n)} (normalised)" for n, t in normalised["fits"].items() if t is None]
+    resampled = _resampled(args, base, every, vectors[keep], copy_at, normalised) if args.boot else None
     print()
-    print(block, end="")
+    print(blocks["tail"], end="")
     written = None
     if args.spec_out:
-        unreachable = [_n(n) for n, t in fits.items() if t is None]
         if (rough or unreachable) and not args.force:
-            why = f"no similarity keeps {args.rate:g} at {', '.join(unreachable)}" if unreachable else f"{tail.n_over} pairs above the quantile"
+            why = f"no similarity keeps {args.rate:g} at {', '.join(unreachable)}" if unreachable else "too few pairs above the quantile"
             print(f"\nnot written ({why}): the server would match next to nothing at those sizes; --force writes it anyway", file=sys.stderr)
         else:
             relative = spec.source.path is not None and not spec.source.path.is_absolute()
             pin = folder if relative and args.spec_out.resolve().parent != folder else None
             args.spec_out.parent.mkdir(parents=True, exist_ok=True)
-            args.spec_out.write_text(spec_with_tail(text, block, pin))
+            if normalised is not None:
+                background = args.spec_out.with_name(args.spec_out.stem + "-background.npy")
+                np.save(background, normalised["background"])
+                # Relative to the spec's folder, unless base_dir is pinned to another one.
+                blocks["normalise"] = normalised["block"](str(background.resolve()) if pin else background.name)
+                print(f"\nwrote {background}: the normalisation's background ({len(normalised['background'])} photos' embeddings)")
+            args.spec_out.write_text(spec_with(text, blocks, pin))
             written = str(args.spec_out)
             print(f"\nwrote {args.spec_out}: serve with --model {args.spec_out}")
     if args.json:
@@ -253,5 +301,108 @@ def main(argv: list[str] | None = None) -> int:
             "tail": tail.fit.model_dump(exclude={"measured_on"}), "n_over": tail.n_over, "quantile": args.quantile,
             "similarity_for_rate": {str(n): t for n, t in fits.items()},
             "server_threshold": {str(n): ours.threshold(n) for n in SIZES}, "spec_out": written,
+            "normalise": None if normalised is None else normalised["summary"], "resampled": resampled,
         }, indent=2))
     return 0 if written or not args.spec_out else 2
+
+
+def _embed(files: list[Path], args: argparse.Namespace) -> tuple[list[str], np.ndarray, list[str]]:
+    paths = {str(p): p for p in files}
+    names, vectors, failed = embed_named(list(paths), lambda n: paths[n].read_bytes(), args.model, max_pixels=args.max_pixels)
+    if failed:
+        print(f"{len(failed)} images could not be decoded and are left out, e.g. {failed[:3]}")
+    return names, vectors, failed
+
+
+def _normalise(args: argparse.Namespace, spec: ModelSpec, names: list[str], vectors: np.ndarray, every: np.ndarray,
+               copy_at: float, plain: OperatingPoint) -> dict:
+    """Fit query-side normalisation (core/normalise.py): the background (half of the photos, or
+    --background's), the terms of the other photos, the tail of their ordered pairs' normalised
+    scores (cosine - beta x the first one's term: either image may be the query)."""
+    if args.background:
+        bg_files = [p for d in args.background for p in image_files(d)]
+        if len(bg_files) > args.max_photos:
+            bg_files = sorted(np.random.default_rng(args.seed).choice(bg_files, args.max_photos, replace=False).tolist())
+        _, background, _ = _embed(bg_files, args)
+        queries = np.arange(len(names))
+    else:
+        order = np.random.default_rng(args.seed).permutation(len(names))
+        half = len(names) // 2
+        background, queries = vectors[np.sort(order[:half])], np.sort(order[half:])
+    if len(background) <= args.k or len(queries) < 2:
+        raise ValueError(f"{len(background)} background photos and {len(queries)} others: too few")
+    ntail, terms, scores = _normalised_tail(args, vectors, every, background, queries, copy_at)
+    typical = float(np.median(terms))
+    point = OperatingPoint(plain.base, plain.tail, plain.false_matches_per_query,
+                           Normaliser(background, args.k, args.beta, ntail.fit, typical, copy_at))
+    fits = {n: ntail.threshold_for(args.rate, n) for n in SIZES}
+    where = "--background" if args.background else f"a seeded half (--seed {args.seed})"
+    measured_on = (f"dedup tail --normalise: {len(background)} background photos ({where}), {len(queries)} photos' "
+                   f"{len(scores):,} ordered unrelated pairs, k {args.k}, beta {args.beta:g}, fit above the {args.quantile:g} quantile")
+    low, high = (float(v) for v in np.quantile(terms, [0.1, 0.9]))
+    print()
+    print(f"normalisation: {len(background)} background photos ({where}), k {args.k}, beta {args.beta:g}; "
+          f"the other {len(queries)} photos' terms: median {typical:.3f}, 10-90 % {low:.3f}-{high:.3f}")
+    print(f"normalised scores' fit above the {args.quantile:g} quantile ({ntail.u:.3f}, {ntail.n_over} pairs): "
+          f"shape {ntail.shape:.3f}, scale {ntail.scale:.4f}" + (" (a rough fit)" if ntail.n_over < MIN_OVER else ""))
+    print(f"normalised score for <= {args.rate:g} false matches per query: " + ", ".join(f"{_n(n)} {_t(t)}" for n, t in fits.items()))
+    thresholds = {}
+    for label, term in (("a typical query (median term)", None), ("a query at the 10 % term", low), ("a query at the 90 % term", high)):
+        thresholds[label] = {str(n): point.threshold(n, term) for n in SIZES}
+        print(f"the server's threshold for {label}: " + ", ".join(f"{_n(n)} {point.threshold(n, term):.3f}" for n in SIZES)
+              + f" (plain: {', '.join(f'{plain.threshold(n):.3f}' for n in SIZES)})")
+    return {
+        "background": background.astype(np.float32), "queries": queries, "fits": fits, "rough": ntail.n_over < MIN_OVER,
+        "block": lambda path: normalise_block(path, args.k, args.beta, typical, ntail, measured_on),
+        "summary": {"background_photos": len(background), "query_photos": int(len(queries)), "ordered_pairs": int(len(scores)),
+                    "k": args.k, "beta": args.beta, "typical_term": typical, "term_10_90": [low, high],
+                    "tail": ntail.fit.model_dump(exclude={"measured_on"}), "n_over": ntail.n_over,
+                    "similarity_for_rate": {str(n): t for n, t in fits.items()}, "server_threshold": thresholds},
+    }
+
+
+def _normalised_tail(args: argparse.Namespace, vectors: np.ndarray, every: np.ndarray, background: np.ndarray,
+                     queries: np.ndarray, copy_at: float) -> tuple[Tail, np.ndarray, np.ndarray]:
+    """The queries' terms and the tail of their ordered pairs' normalised scores (a photo drawn
+    twice by a resample is not paired with itself)."""
+    terms = kth_similarity(vectors[queries], background, args.k, copy_at)
+    pairs = every[np.ix_(queries, queries)] - args.beta * terms[:, None]
+    scores = pairs[queries[:, None] != queries[None, :]]
+    return Tail(scores, args.quantile), terms, scores
+
+
+def _resampled(args: argparse.Namespace, base: float, every: np.ndarray, vectors: np.ndarray, copy_at: float,
+               normalised: dict | None) -> dict:
+    """The server's thresholds at SIZES from --boot resamples of the photos (and of the
+    background and the queries, with --normalise), refitted: their 5th, 50th and 95th percentiles."""
+    rng = np.random.default_rng(args.seed + 1)
+    n = len(every)
+    plain: list[list[float]] = []
+    norm: list[list[float]] = []
+    for _ in range(args.boot):
+        idx = rng.integers(0, n, n)
+        pairs = every[np.ix_(idx, idx)][np.triu(idx[:, None] != idx[None, :], 1)]
+        try:
+            fit = Tail(pairs, args.quantile).fit
+            plain.append([OperatingPoint(base, fit, args.rate).threshold(s) for s in SIZES])
+            if normalised is not None:
+                background, queries = normalised["background"], normalised["queries"]
+                background = background[rng.integers(0, len(background), len(background))]
+                queries = queries[rng.integers(0, len(queries), len(queries))]
+                ntail, terms, _ = _normalised_tail(args, vectors, every, background, queries, copy_at)
+                point = OperatingPoint(base, fit, args.rate, Normaliser(background, args.k, args.beta, ntail.fit, float(np.median(terms)), copy_at))
+                norm.append([point.threshold(s) for s in SIZES])
+        except ValueError:  # a resample with too few distinct pairs above the quantile
+            continue
+
+    def spread(rows: list[list[float]]) -> dict[str, list[float]]:
+        q = np.quantile(np.asarray(rows), [0.05, 0.5, 0.95], axis=0) if rows else np.full((3, len(SIZES)), np.nan)
+        return {str(size): [round(float(v), 4) for v in q[:, i]] for i, size in enumerate(SIZES)}
+
+    out = {"resamples": len(plain), "plain": spread(plain), "normalised": spread(norm) if normalised is not None else None}
+    print()
+    print(f"the server's threshold over {len(plain)} resamples of the photos, 5 / 50 / 95 %:")
+    for label, table in (("plain", out["plain"]), ("normalised, a typical query", out["normalised"])):
+        if table is not None:
+            print(f"  {label}: " + "; ".join(f"{_n(int(size))} {' / '.join(f'{v:.3f}' for v in q)}" for size, q in table.items()))
+    return out

@@ -239,10 +239,19 @@ class IndexWriter:
         """The namespace's default threshold now (its operating point)."""
         return self.point.threshold(self._stored(namespace))
 
-    def _rule(self, namespace: str) -> LinkRule:
-        """The link rule at the namespace's clustering threshold (its cluster mode's)."""
-        t = self.modes.threshold(self.cluster_modes(namespace), None, self._stored(namespace))
-        return self.rule if t == self.rule.threshold else replace(self.rule, threshold=t)
+    def _rules(self, namespace: str, vectors: list[np.ndarray], stored: int) -> tuple[list[LinkRule], list[float | None]]:
+        """The link rule of each query (its vector) at the namespace's clustering threshold (its
+        cluster mode's; with normalisation, the query's own: OperatingPoint.threshold), and
+        the queries' normalisation terms (None each without it)."""
+        terms = self.point.terms(vectors, stored)
+        mode = self.cluster_modes(namespace)
+        rules: dict[float, LinkRule] = {self.rule.threshold: self.rule}
+        of_term: dict[float | None, LinkRule] = {}
+        for term in terms:
+            if term not in of_term:
+                t = self.modes.threshold(mode, None, stored, term)
+                of_term[term] = rules.setdefault(t, replace(self.rule, threshold=t))
+        return [of_term[term] for term in terms], terms
 
     def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> tuple[list[list[Hit]], list[dict[str, float]]]:
         """Nearest stored images of each item (all of `namespace`) by image_similarity, most
@@ -343,18 +352,18 @@ class IndexWriter:
                 existing.pop(image_id)
 
         room = self.limits.room(namespace) if self.limits is not None else None
-        rule = self._rule(namespace)
         stored = self._stored(namespace)
-        thresholds = [self.modes.threshold(i.mode, i.threshold, stored) for i in items]
-        limit = max(max(i.top_k for i in items) + SEARCH_SLACK, rule.neighbours if any(i.add_to_index for i in items) else 0)
+        rules, terms = self._rules(namespace, [i.vector for i in items], stored)
+        thresholds = [self.modes.threshold(i.mode, i.threshold, stored, term) for i, term in zip(items, terms)]
+        limit = max(max(i.top_k for i in items) + SEARCH_SLACK, self.rule.neighbours if any(i.add_to_index for i in items) else 0)
         t0 = time.perf_counter()
         # Only candidates that could be a match, a cluster link or support for one (the link
         # rule's floor) matter from here on.
-        floor = min(*thresholds, rule.threshold, rule.floor)
+        floor = min(*thresholds, *(r.threshold for r in rules), self.rule.floor)
         all_hits, by_view = self._search(namespace, items, limit, floor=floor)
         # Stored images with an extra view among those that could link a cluster (the link
         # rule treats them apart: LinkRule.clusters_to_join).
-        linking = {h.image_id for item, hits in zip(items, all_hits) if item.add_to_index for h in hits if h.similarity >= rule.threshold}
+        linking = {h.image_id for item, rule, hits in zip(items, rules, all_hits) if item.add_to_index for h in hits if h.similarity >= rule.threshold}
         viewed = self.views.having_views(namespace, linking) if linking else set()
         t1 = time.perf_counter()
         metrics.STAGE_SECONDS.labels("search").observe(t1 - t0)
@@ -402,7 +411,7 @@ class IndexWriter:
                         if item.inset and items[k].inset:  # two inset views: image_similarity
                             sims[:, 1:][sims[:, 1:] < INSET_PAIR_MIN] = -1.0
                         own_view[r.image_id] = float(sims.max())
-            row.cluster_id = book.add_image(row, candidates, rule, viewed, own_view)
+            row.cluster_id = book.add_image(row, candidates, rules[n], viewed, own_view)
             batch_rows.append(row)
             batch_at.append(n)
             if item.views:
@@ -470,7 +479,6 @@ class IndexWriter:
         self.counts.changed(namespace, -len(deleted))
         self.views.delete_views(namespace, deleted)
         affected = sorted({found[i].cluster_id for i in deleted})
-        rule = self._rule(namespace)
         members = self.store.images_in_clusters(namespace, affected, with_vectors=True)
         extra = self.views.views_of(namespace, [m.image_id for m in members]) if members else {}
         insets = {i for i, views in extra.items() if views.inset}
@@ -485,7 +493,8 @@ class IndexWriter:
                 emptied.append(cid)
                 continue
             rows.sort(key=lambda m: (m.inserted_at_ms, m.image_id))
-            components = _regroup(rows, extra, rule, insets)
+            rules = self._rules(namespace, [m.vector for m in rows], self._stored(namespace))[0]
+            components = _regroup(rows, extra, self.rule, insets, [r.threshold for r in rules])
             components.sort(key=len, reverse=True)
             for n, component in enumerate(components):
                 new_cid = cid if n == 0 else new_cluster_id()
@@ -539,6 +548,8 @@ def _pairwise(images: list[list[np.ndarray]], insets: Sequence[bool] = ()) -> np
     return sims
 
 
-def _regroup(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], rule: LinkRule, insets: Container[str] = ()) -> list[list[ImageRow]]:
-    """The clusters `rule` makes of rows (in the order given: the order they were stored)."""
-    return [[rows[i] for i in group] for group in rule.regroup(_similarities(rows, extra, insets))]
+def _regroup(rows: list[ImageRow], extra: dict[str, list[np.ndarray]], rule: LinkRule, insets: Container[str] = (),
+             thresholds: Sequence[float] | None = None) -> list[list[ImageRow]]:
+    """The clusters `rule` makes of rows (in the order given: the order they were stored; with
+    `thresholds`, each row links its pairs with the earlier ones at its own: LinkRule.regroup)."""
+    return [[rows[i] for i in group] for group in rule.regroup(_similarities(rows, extra, insets), thresholds=thresholds)]

@@ -17,7 +17,7 @@ the order they were stored, against each other only. Pure functions of similarit
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,17 +70,19 @@ class LinkRule:
             return kept
         return [c for c in [*own_view, *kept] if c in kept][:1]
 
-    def regroup(self, sims: np.ndarray, order: Sequence[int] | None = None) -> list[list[int]]:
+    def regroup(self, sims: np.ndarray, order: Sequence[int] | None = None, thresholds: Sequence[float] | None = None) -> list[list[int]]:
         """Clusters of n images given their n x n similarities, adding them one at a time in
-        `order` (default 0..n-1: the order they were stored) as the index writer does. Returns
-        lists of indexes, each in insertion order."""
+        `order` (default 0..n-1: the order they were stored) as the index writer does; with
+        `thresholds`, image i links at thresholds[i] (a query's own: score normalisation).
+        Returns lists of indexes, each in insertion order."""
         n = len(sims)
         order = list(range(n)) if order is None else list(order)
         label = np.full(n, -1)  # cluster (its first member's index) of each image added so far
         size: dict[int, int] = {}
         for i in order:
-            near = np.flatnonzero((label >= 0) & (sims[i] >= min(self.floor, self.threshold)))
-            chosen = self.clusters_to_join(((int(label[j]), float(sims[i, j])) for j in near), size.__getitem__)
+            rule = self if thresholds is None or thresholds[i] == self.threshold else replace(self, threshold=thresholds[i])
+            near = np.flatnonzero((label >= 0) & (sims[i] >= min(rule.floor, rule.threshold)))
+            chosen = rule.clusters_to_join(((int(label[j]), float(sims[i, j])) for j in near), size.__getitem__)
             if not chosen:
                 label[i] = i
                 size[i] = 1

@@ -73,12 +73,13 @@ class MatchModes:
                 reason="MATCH_MODE_NOT_CALIBRATED",
             )
 
-    def threshold(self, mode: MatchMode, given: float | None, stored: int) -> float:
+    def threshold(self, mode: MatchMode, given: float | None, stored: int, term: float | None = None) -> float:
         """The threshold of a check in `mode` against a namespace of `stored` images: the
-        caller's own (raised to copy_similarity for COPIES), else the mode's operating point."""
+        caller's own (raised to copy_similarity for COPIES), else the mode's operating point
+        (for a query with this normalisation `term`: OperatingPoint.threshold)."""
         if given is None:
             point = self.near if mode == MatchMode.NEAR_DUPLICATES and self.near is not None else self.point
-            given = point.threshold(stored)
+            given = point.threshold(stored, term)
         if mode == MatchMode.COPIES and self.copy_similarity is not None:
             return max(given, self.copy_similarity)
         return given

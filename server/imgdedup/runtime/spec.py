@@ -127,6 +127,21 @@ class KindsSpec(_Strict):
     measured_on: str = ""  # which images, how many pairs, when
 
 
+class NormaliseSpec(_Strict):
+    """Query-side score normalisation (core/normalise.py, docs/matching.md): a query's term is
+    its k-th highest cosine with `background`, unrelated photos of the collection's kind (no
+    copies of what it stores); where the operating point has risen above its base, a query's
+    threshold is `tail`'s for the namespace's size plus beta times its term. `dedup tail
+    --normalise` writes this table and the background beside the spec."""
+
+    background: Path  # an .npy of L2-normalised embeddings (n x dim, float32), relative to the spec's folder
+    k: int = Field(1, ge=1)
+    beta: float = Field(1.0, gt=0.0, le=2.0)
+    tail: TailFit  # of the normalised scores of unrelated pairs (cosine - beta x the query's term)
+    typical_term: float = Field(ge=-1.0, le=1.0)  # the median term of unrelated photos: GetInfo's threshold is that query's
+    measured_on: str = ""
+
+
 class SearchSpec(_Strict):
     default_threshold: float = Field(0.75, gt=0.0, le=1.0)
     # The unrelated-pair tail of this model, for a threshold that rises with the number of
@@ -134,6 +149,8 @@ class SearchSpec(_Strict):
     tail: TailFit | None = None
     # None: every match is reported without a kind, and only MATCH_MODE_DUPLICATES is served.
     kinds: KindsSpec | None = None
+    # None: the operating point's threshold is the same for every query of a namespace.
+    normalise: NormaliseSpec | None = None
 
 
 class ModelSpec(_Strict):
@@ -150,13 +167,14 @@ class ModelSpec(_Strict):
     def input_size(self) -> int:
         return self.input.resize.size
 
+    def resolve(self, path: Path) -> Path:
+        """A path the spec names, relative to its folder where it is not absolute."""
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
     def model_path(self) -> Path:
         """The model file, resolved (the installed package's own file, never a copy)."""
         if self.source.path is not None:
-            path = self.source.path
-            if not path.is_absolute() and self.base_dir is not None:
-                path = self.base_dir / path
-            return path
+            return self.resolve(self.source.path)
         module = importlib.import_module(self.source.python_package or "")
         return Path(getattr(module, self.source.attribute or ""))
 
