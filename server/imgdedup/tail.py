@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     normalised = None
     if args.normalise:
         try:
-            normalised = _normalise(args, spec, names, vectors[keep], every, copy_at, ours)
+            normalised = _normalise(args, names, vectors[keep], every, copy_at, ours)
         except ValueError as e:
             print(f"normalisation: {e}; give more photos or a lower --quantile", file=sys.stderr)
             return 2
@@ -314,7 +314,7 @@ def _embed(files: list[Path], args: argparse.Namespace) -> tuple[list[str], np.n
     return names, vectors, failed
 
 
-def _normalise(args: argparse.Namespace, spec: ModelSpec, names: list[str], vectors: np.ndarray, every: np.ndarray,
+def _normalise(args: argparse.Namespace, names: list[str], vectors: np.ndarray, every: np.ndarray,
                copy_at: float, plain: OperatingPoint) -> dict:
     """Fit query-side normalisation (core/normalise.py): the background (half of the photos, or
     --background's), the terms of the other photos, the tail of their ordered pairs' normalised

@@ -107,8 +107,9 @@ class ClusterModes:
 
     @classmethod
     def from_settings(cls, settings, spec: ModelSpec) -> ClusterModes:
-        """The settings' cluster modes for this model: what a start checks before it opens anything."""
-        return cls.of(settings.cluster_modes, MatchModes.of(OperatingPoint.of(settings, spec), spec))
+        """The settings' cluster modes for this model: what a start checks before it opens anything
+        (only whether the model is calibrated for them: no tail or normalisation background needed)."""
+        return cls.of(settings.cluster_modes, MatchModes.of(OperatingPoint(settings.default_threshold(spec)), spec))
 
     def __call__(self, namespace: str) -> MatchMode:
         return self.by_name.get(namespace, self.by_name.get("*", MatchMode.DUPLICATES))
