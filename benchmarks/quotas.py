@@ -15,6 +15,14 @@ refused calls per second. The target: the namespace at its limit costs the other
 their throughput. The accepted `noisy` checks do real work (decode, model, search) that the
 stream loses whatever the scheduling: printed beside it (rate x the stream's time per image).
 
+    python benchmarks/quotas.py --shared [--seconds 20] [--rate 5] [--noisy-clients 4]
+
+instead measures how one rate holds across processes (core/rate_shares.py): --noisy-clients
+polite callers (they wait RetryInfo's delay) in `noisy` for --seconds each against one process,
+`--workers 2` reached on one connection, `--workers 2` on a connection per caller, and two
+replicas (one the writer, the other its front) with the callers split between them; it prints
+the accepted checks per second against the quota.
+
 Images: dev photos (--images, default ../shared/dedup-bench/dev/originals; scikit-image crops
 when absent). The stream's photos are stored once first (not measured); each measured stream
 re-sends them with new bytes (a JPEG comment per phase), so every phase does the same work.
@@ -23,6 +31,7 @@ re-sends them with new bytes (a JPEG comment per phase), so every phase does the
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
 import sys
 import tempfile
@@ -104,6 +113,75 @@ def phase(target: str, images: list[bytes], name: str, noisy: tuple[list[bytes],
     return {"n": len(images), "seconds": seconds, "errors": errors, **counts}
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flood(targets: list[str], photos: list[bytes], clients: int, seconds: float, one_channel: bool) -> dict:
+    """Polite callers in `noisy`, spread over `targets` in turns, for `seconds`: accepted and
+    refused checks per second, and the accepted ones per target."""
+    stop = threading.Event()
+    counts = [{"accepted": 0, "refused": 0} for _ in range(clients)]
+
+    def caller(k: int, client: DedupClient) -> None:
+        i = k
+        while not stop.is_set():
+            try:
+                client.check(photos[i % len(photos)])
+                counts[k]["accepted"] += 1
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                counts[k]["refused"] += 1
+                stop.wait(retry_delay(exc) or 0.1)
+            i += 1
+
+    channels = {t: DedupClient(t, namespace="noisy") for t in targets} if one_channel else {}
+    clients_of = [channels[targets[k % len(targets)]] if one_channel else DedupClient(targets[k % len(targets)], namespace="noisy") for k in range(clients)]
+    threads = [threading.Thread(target=caller, args=(k, c)) for k, c in enumerate(clients_of)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    for c in {id(c): c for c in clients_of}.values():
+        c.close()
+    per_target = {t: sum(counts[k]["accepted"] for k in range(clients) if targets[k % len(targets)] == t) / elapsed for t in targets}
+    return {"accepted": sum(c["accepted"] for c in counts) / elapsed, "refused": sum(c["refused"] for c in counts) / elapsed, "per_target": per_target}
+
+
+def shared(args, photos: list[bytes]) -> None:
+    """--shared: one namespace's rate against one process, two fronts and two replicas."""
+    print(f"noisy: {args.noisy_clients} polite callers, quota {args.rate:g} images/s (burst the same), {args.seconds:g} s per setup")
+    print(f"  {'setup':<42} {'accepted/s':>10} {'x quota':>8} {'refused/s':>9}  accepted/s by process")
+    with tempfile.TemporaryDirectory(prefix="dedup-quota-") as tmp:
+        config = Path(tmp) / "dedup.toml"
+        config.write_text(f"[quotas.noisy]\nimages_per_second = {args.rate}\nburst = {max(1.0, args.rate)}\n")
+        setups = [("one process", ["--workers", "1"], True), ("--workers 2, one connection", ["--workers", "2"], True),
+                  ("--workers 2, a connection per caller", ["--workers", "2"], False)]
+        for name, extra, one_channel in setups:
+            with server(None, "--config", str(config), *extra) as (target, _pid):
+                with DedupClient(target) as client:
+                    client.wait_ready()
+                row = flood([target], photos, args.noisy_clients, args.seconds, one_channel)
+            print(f"  {name:<42} {row['accepted']:10.2f} {row['accepted'] / args.rate:8.2f} {row['refused']:9.1f}")
+        port = _free_port()
+        with server(None, "--config", str(config), "--workers", "1", "--writer-listen", f"127.0.0.1:{port}") as (a, _):
+            with server(None, "--config", str(config), "--workers", "1", "--writer", f"127.0.0.1:{port}") as (b, _):
+                for t in (a, b):
+                    with DedupClient(t) as client:
+                        client.wait_ready()
+                row = flood([a, b], photos, args.noisy_clients, args.seconds, False)
+        split = " + ".join(f"{v:.2f}" for v in row["per_target"].values())
+        print(f"  {'two replicas, callers split between them':<42} {row['accepted']:10.2f} {row['accepted'] / args.rate:8.2f} {row['refused']:9.1f}  {split}")
+    print("\nthe quota holds across processes when every row is ~1.00 x quota (each process may hold one token more at first)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
@@ -111,7 +189,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the three modes, the photos split between them")
     parser.add_argument("--rate", type=float, default=1.0, help="the noisy namespace's images_per_second (burst: the same)")
     parser.add_argument("--noisy-clients", type=int, default=4, help="concurrent callers in the noisy namespace")
+    parser.add_argument("--shared", action="store_true", help="measure how one rate holds across fronts and replicas instead (see above)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="--shared: seconds of calls per setup")
     args = parser.parse_args()
+    if args.shared:
+        print(f"machine: {machine()}")
+        shared(args, load_images(args.images, NOISY_PHOTOS))
+        return
 
     images = load_images(args.images, args.stream_n + NOISY_PHOTOS)
     if not all(b.startswith(b"\xff\xd8") for b in images):

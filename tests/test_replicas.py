@@ -8,10 +8,12 @@ Runs in both Milvus passes (on Lite, A alone opens the Lite file)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
+import time
 
 import cv2
 import grpc
@@ -217,3 +219,37 @@ def test_kill_9_of_the_writer_replica_mid_stream_loses_nothing_and_the_other_rec
         again = check(b, encode(rgb("coffee")), image_id="after", add=True)  # B was not restarted
         assert again.stored
         _assert_consistent(b, acked | {"after"})
+
+
+def _hammer(stubs: dict, namespace: str, seconds: float) -> tuple[dict[str, int], float]:
+    """Checks sent in turns to each stub for `seconds`; the ones each let through, and the time
+    it took. A refusal must be RESOURCE_EXHAUSTED (it is held up to 0.25 s: core/quotas.py)."""
+    image = encode(rgb("camera"))
+    passed = {name: 0 for name in stubs}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for name, stub in stubs.items():
+            try:
+                check(stub, image, namespace=namespace)
+                passed[name] += 1
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+    return passed, time.monotonic() - t0
+
+
+def test_replicas_share_a_namespace_rate_quota(tmp_path):
+    """A namespace's images-per-second quota holds across replicas (core/rate_shares.py): a caller
+    that sends to both gets the rate once, not once per replica. Each replica alone would let
+    1 + 1/s through (~14 over 6 s of calls sent to both in turns); sharing, together at most the
+    rate, plus the one token each may hold at first."""
+    rate = 1.0
+    pair = Pair(tmp_path, env={"DEDUP_QUOTAS": json.dumps({"slow": {"images_per_second": rate, "burst": 1}})})
+    try:
+        with channel_for(pair.a.target) as ca, channel_for(pair.b.target) as cb:
+            passed, elapsed = _hammer({"a": pb_grpc.DedupServiceStub(ca), "b": pb_grpc.DedupServiceStub(cb)}, "slow", 6.0)
+        total = sum(passed.values())
+        assert total <= 2 + rate * elapsed + 1, (passed, elapsed)
+        assert passed["a"] >= 1 and passed["b"] >= 1, passed
+        assert total >= rate * elapsed * 0.6, (passed, elapsed)  # and the rate is there to be had
+    finally:
+        pair.stop()

@@ -18,7 +18,7 @@ class NamespaceQuota(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_images: int | None = Field(None, ge=0, description="images the namespace may store; a check that would store one more gets RESOURCE_EXHAUSTED")
-    images_per_second: float | None = Field(None, gt=0, description="checks (BulkCheck: items) per second, a token bucket in each server process (with workers N, each front gets 1/N)")
+    images_per_second: float | None = Field(None, gt=0, description="checks (BulkCheck: items) per second, shared by every process that checks through one index writer (fronts, replicas: core/rate_shares.py)")
     burst: float | None = Field(None, ge=1, description="checks that may come at once after a quiet spell (the bucket's size); default: one second's worth, at least 1")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
+from imgdedup.core.rate_shares import Allotment
 
 
 @dataclass(slots=True)
@@ -64,6 +65,11 @@ class IndexBackend(Protocol):
 
     async def delete_namespace(self, namespace: str) -> int:
         """Delete every image and cluster of a namespace; returns how many images it held."""
+
+    async def share_rates(self, process: str, demand: dict[str, float]) -> dict[str, Allotment] | None:
+        """This process's part of each namespace's images-per-second quota, from the writer,
+        which hears every process that checks through it (core/rate_shares.py); `demand`: checks
+        per second since the last call, by namespace. None: no answer (keep the last parts)."""
 
     async def healthy(self) -> bool:
         """Whether writes can go through now (tries to recover when not)."""

@@ -32,6 +32,7 @@ from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
+from imgdedup.core.rate_shares import RateReporter
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
 from imgdedup.core.views import extra_view
 from imgdedup.runtime import Embedder, ModelSpec
@@ -181,6 +182,8 @@ class DedupEngine:
         self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
         # Namespaces' images-per-second quotas (core/quotas.py), taken before any work.
         self._rates = RateLimits(settings.quotas)
+        # ... shared with the other processes that check through the same writer.
+        self._rate_reporter = RateReporter(self._rates, index) if self._rates.limited else None
         metrics.MODEL_INFO.labels(spec.name, settings.embedder, ",".join(embedder.providers)).set(1)
         log.info("engine ready: model=%s providers=%s index=%s batches of up to %d, %.1f ms", spec.name, embedder.providers, index.backend, batch_size, batch_delay_s * 1000)
 
@@ -210,6 +213,8 @@ class DedupEngine:
         return cls(settings, spec, embedder, index)
 
     async def close(self) -> None:
+        if self._rate_reporter is not None:
+            await self._rate_reporter.stop()
         await self._batcher.stop()
         await self.index.close()  # lets queued writes finish
         self.embedder.close()

@@ -34,6 +34,7 @@ from imgdedup.core.linking import LinkRule
 from imgdedup.core.match_modes import ClusterModes, MatchModes
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import AsyncFairQueue, Priority
+from imgdedup.core.rate_shares import Allotment, RateShares
 from imgdedup.core.threads import thread_pool
 from imgdedup.runtime import ModelSpec
 from imgdedup.storage.milvus import ImageViews, MilvusStore, StorageError, digest_key
@@ -147,6 +148,8 @@ class LocalIndex:
         self._commit_task = loop.create_task(self._commit_loop(), name="index-committer")
         self._digest_task = loop.create_task(self._load_digests(), name="digest-loader") if stored is not None else None
         self._feeds: set[_DigestFeed] = set()  # watch_digests' listeners
+        # The processes checking through this writer share each namespace's rate quota.
+        self._rate_shares = RateShares(settings.quotas)
 
     @classmethod
     async def open(cls, settings: Settings, spec: ModelSpec, *, rebuild: bool = False, may_write: Callable[[], bool] | None = None) -> "LocalIndex":
@@ -300,6 +303,10 @@ class LocalIndex:
             log.error("rebuilding clusters after a failed write failed: %s", exc)
             return
         log.warning("clusters rebuilt after a failed write: %d written, %d stale removed", written, stale)
+
+    # -- rate quotas, shared by the processes that check through this writer ------------------
+    async def share_rates(self, process: str, demand: dict[str, float]) -> dict[str, Allotment]:
+        return self._rate_shares.allot(process, demand)
 
     # -- exact duplicates ------------------------------------------------------------------
     def might_hold(self, namespace: str, sha256: str) -> bool | None:

@@ -1,9 +1,10 @@
 """Per-namespace quotas (the `quotas` setting; docs/namespaces.md).
 
 - **Images per second**: a token bucket per namespace in each process that takes checks (the
-  engine, before any decoding, so a refused check costs almost nothing). With `--workers N` each
-  front gets 1/N of the rate and burst (transport/workers.py); separate replicas each enforce
-  the whole rate. Over it: QuotaExceeded with the time until the next token (RetryInfo). The
+  engine, before any decoding, so a refused check costs almost nothing). The processes that
+  check through one index writer (`--workers N`'s fronts, replicas) share each rate: every half
+  second each tells the writer what it was asked for and gets its part (core/rate_shares.py).
+  Over it: QuotaExceeded with the time until the next token (RetryInfo). The
   refusal is held back for up to HOLD_S of that time (RetryInfo then says the rest): a client
   that retries at once, ignoring RetryInfo, then makes at most 1/HOLD_S calls per second per
   call in flight instead of a thousand (measured: benchmarks/quotas.py), and a client that
@@ -21,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Mapping
+from collections import Counter
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from imgdedup import metrics
 from imgdedup.config import NamespaceQuota
 from imgdedup.core.counts import StoredCounts
 from imgdedup.core.errors import QuotaExceeded
+
+if TYPE_CHECKING:
+    from imgdedup.core.rate_shares import Allotment
 
 ANY = "*"
 # The longest a refused check is held before its answer (see above).
@@ -38,43 +43,88 @@ def quota_of(quotas: Mapping[str, NamespaceQuota], namespace: str) -> NamespaceQ
 
 
 class _Bucket:
-    __slots__ = ("rate", "size", "tokens", "at")
+    __slots__ = ("rate", "size", "tokens", "at", "fair", "limit")
 
     def __init__(self, rate: float, size: float, now: float):
         self.rate, self.size, self.tokens, self.at = rate, size, size, now
+        self.fair = rate  # what a refused caller's wait is told from (Allotment.fair_rate)
+        self.limit = rate  # the namespace's quota, as the index writer last said (Allotment.limit)
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+        self.at = now
 
 
 class RateLimits:
-    """Token buckets, one per namespace with an images_per_second quota. Used from one thread
+    """Token buckets, one per namespace with an images_per_second quota, at this process's
+    settings until the index writer allots it a part of each (`allot`). Used from one thread
     (the event loop)."""
 
     def __init__(self, quotas: Mapping[str, NamespaceQuota], clock: Callable[[], float] = time.monotonic):
         self._quotas = quotas
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}  # namespaces with a rate quota that called
+        self._asked: Counter[str] = Counter()  # checks of those since the last demand()
+        self._since = clock()
+
+    @property
+    def limited(self) -> bool:
+        """Whether any namespace has an images_per_second quota here."""
+        return any(q.images_per_second is not None for q in self._quotas.values())
+
+    def _bucket(self, namespace: str, now: float) -> _Bucket | None:
+        bucket = self._buckets.get(namespace)
+        if bucket is None:
+            q = quota_of(self._quotas, namespace)
+            if q is None or q.images_per_second is None:
+                return None
+            rate = q.images_per_second
+            bucket = self._buckets[namespace] = _Bucket(rate, max(1.0, q.burst or rate), now)
+        return bucket
 
     def take(self, namespace: str) -> None:
         """Take one check's token, or raise QuotaExceeded (with the wait for the next one)."""
         metrics.NAMESPACE_CHECKS.labels(namespace).inc()
-        bucket = self._buckets.get(namespace)
         now = self._clock()
+        bucket = self._bucket(namespace, now)
         if bucket is None:
-            q = quota_of(self._quotas, namespace)
-            if q is None or q.images_per_second is None:
-                return
-            rate = q.images_per_second
-            bucket = self._buckets[namespace] = _Bucket(rate, max(1.0, q.burst or rate), now)
-        bucket.tokens = min(bucket.size, bucket.tokens + (now - bucket.at) * bucket.rate)
-        bucket.at = now
+            return
+        self._asked[namespace] += 1
+        bucket.refill(now)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return
         metrics.QUOTA_REFUSED.labels(namespace, "images_per_second").inc()
-        wait = (1.0 - bucket.tokens) / bucket.rate
+        # Told from the fair part, not this process's allotment: one that was asked for little
+        # has a small one until its next report shows the demand (core/rate_shares.py).
+        wait = (1.0 - bucket.tokens) / max(bucket.rate, bucket.fair)
         raise QuotaExceeded(
-            f"namespace {namespace!r} is over its rate quota ({bucket.rate:g} images per second); retry after RetryInfo's delay",
-            namespace=namespace, quota="images_per_second", limit=bucket.rate, retry_after_s=wait,
+            f"namespace {namespace!r} is over its rate quota ({bucket.limit:g} images per second); retry after RetryInfo's delay",
+            namespace=namespace, quota="images_per_second", limit=bucket.limit, retry_after_s=wait,
         )
+
+    def demand(self) -> dict[str, float]:
+        """Checks per second of each rate-limited namespace since the last call (refused ones
+        too), for the index writer's RateShares; the namespaces named in the quotas with a rate
+        are there from the start, at 0, so that their first calls find a part waiting."""
+        now = self._clock()
+        elapsed = max(now - self._since, 1e-3)
+        named = {n: 0.0 for n, q in self._quotas.items() if n != ANY and q.images_per_second is not None}
+        out = named | {n: self._asked[n] / elapsed for n in self._buckets}
+        self._asked.clear()
+        self._since = now
+        return out
+
+    def allot(self, allotments: Mapping[str, Allotment]) -> None:
+        """Take this process's part of each namespace's rate from the index writer."""
+        now = self._clock()
+        for namespace, part in allotments.items():
+            bucket = self._bucket(namespace, now)
+            if bucket is None:  # the writer limits what this process's settings do not
+                bucket = self._buckets[namespace] = _Bucket(part.rate, part.burst, now)
+            bucket.refill(now)  # at the old rate up to now
+            bucket.rate, bucket.size, bucket.fair, bucket.limit = part.rate, part.burst, part.fair_rate, part.limit
+            bucket.tokens = min(bucket.tokens, bucket.size)
 
 
 async def hold(refused: QuotaExceeded) -> None:

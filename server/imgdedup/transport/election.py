@@ -281,6 +281,10 @@ class ElectedIndex:
             return self._delegate.watch_digests()
         return _no_keys() if self.settings.digest_cache else None
 
+    async def share_rates(self, process: str, demand: dict[str, float]):
+        index = self._delegate
+        return await index.share_rates(process, demand) if index is not None else None
+
     def enqueue(self, item: PendingImage, priority: Priority, flow: Hashable):
         return self._current().enqueue(item, priority, flow)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgdedup._proto.dedup.internal.v1 import writer_pb2 as ipb
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
 from imgdedup.core.backends import ClusterView
 from imgdedup.core.match_modes import MatchKind
 from imgdedup.core.priority import Priority
+from imgdedup.core.rate_shares import Allotment
 from imgdedup.storage.milvus import Hit
 
 PRIORITY_TO_PB = {Priority.HIGH: pb.PRIORITY_HIGH, Priority.LOW: pb.PRIORITY_LOW}
@@ -43,6 +45,17 @@ def namespaces_pb(found: list[tuple[str, int, int]]) -> pb.ListNamespacesRespons
 
 def namespace_rows(answer: pb.ListNamespacesResponse) -> list[tuple[str, int, int]]:
     return [(n.name, n.indexed_images, n.clusters) for n in answer.namespaces]
+
+
+def allotments_pb(allotments: dict[str, Allotment] | None) -> ipb.ShareRatesResponse:
+    return ipb.ShareRatesResponse(allotments={
+        n: ipb.RateAllotment(images_per_second=a.rate, burst=a.burst, fair_images_per_second=a.fair_rate, limit=a.limit)
+        for n, a in (allotments or {}).items()
+    })
+
+
+def allotments_of(answer: ipb.ShareRatesResponse) -> dict[str, Allotment]:
+    return {n: Allotment(a.images_per_second, a.burst, a.fair_images_per_second, a.limit) for n, a in answer.allotments.items()}
 
 
 def match_pb(h: Hit, kind: MatchKind | None = None) -> pb.Match:

@@ -36,7 +36,7 @@ from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import digest_key
 from imgdedup.transport.errors import ForwardedError
-from imgdedup.transport.messages import PRIORITY_TO_PB, cluster_view, hit_of, namespace_rows, vector_bytes, vector_of
+from imgdedup.transport.messages import PRIORITY_TO_PB, allotments_of, cluster_view, hit_of, namespace_rows, vector_bytes, vector_of
 from imgdedup.transport.writer_service import FRONT_ID_KEY, KEEPALIVE_OPTIONS, SERVICE_NAME
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,9 @@ class RemoteIndex:
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
+
+    async def share_rates(self, process: str, demand: dict[str, float]):
+        return allotments_of(await self._unary(self._stub.ShareRates, ipb.ShareRatesRequest(process=process, demand=demand)))
 
     # -- deletes and reads -------------------------------------------------------------------
     async def _unary(self, method, request):

@@ -95,9 +95,10 @@ def front_settings(settings: Settings, writer_address: str, port: int, number: i
     """A front's share of the machine: unless set explicitly, the model's threads are divided
     between the fronts instead of each taking every core (onnxruntime's threads spin). Decode
     threads are not: the kernel spreads connections unevenly, and a busy front should be able
-    to decode on every core while another is idle. Each front takes 1/count of every
-    namespace's images-per-second quota (and of its burst, at least 1): the kernel spreads
-    connections, not calls, so one busy client may reach one front only (README "Quotas")."""
+    to decode on every core while another is idle. Each front starts with 1/count of every
+    namespace's images-per-second quota (and of its burst, at least 1) until the writer allots
+    it its part by demand (core/rate_shares.py): the kernel spreads connections, not calls, so
+    one busy client may reach one front only (README "Quotas")."""
     cores = os.cpu_count() or 1
     update: dict = {"workers": 1, "writer_address": writer_address, "writer_listen": None, "writer_election": None, "writer_advertise": None, "port": port}
     explicit = settings.model_fields_set

@@ -27,7 +27,7 @@ from imgdedup.core.match_modes import MatchMode
 from imgdedup.core.priority import Priority
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE
 from imgdedup.transport.errors import abort, to_status
-from imgdedup.transport.messages import PRIORITY_FROM_PB, cluster_pb, match_pb, namespaces_pb, vector_bytes, vector_of
+from imgdedup.transport.messages import PRIORITY_FROM_PB, allotments_pb, cluster_pb, match_pb, namespaces_pb, vector_bytes, vector_of
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ipb.DESCRIPTOR.services_by_name["IndexWriterService"].full_name
@@ -193,6 +193,10 @@ class IndexWriterServicer(ipb_grpc.IndexWriterServiceServicer):
                 first = False
             else:
                 yield ipb.WatchDigestsResponse(keys=batch.astype("<u8").tobytes())
+
+    @_internal
+    async def ShareRates(self, request, context):
+        return allotments_pb(await self.index.share_rates(request.process, dict(request.demand)))
 
     @_internal
     async def DeleteImages(self, request, context):

@@ -129,3 +129,43 @@ class GetIndexInfoResponse(_message.Message):
     indexed_images: int
     clusters: int
     def __init__(self, milvus_backend: _Optional[str] = ..., indexed_images: _Optional[int] = ..., clusters: _Optional[int] = ...) -> None: ...
+
+class ShareRatesRequest(_message.Message):
+    __slots__ = ("process", "demand")
+    class DemandEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_FIELD_NUMBER: _ClassVar[int]
+    process: str
+    demand: _containers.ScalarMap[str, float]
+    def __init__(self, process: _Optional[str] = ..., demand: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class RateAllotment(_message.Message):
+    __slots__ = ("images_per_second", "burst", "fair_images_per_second", "limit")
+    IMAGES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    FAIR_IMAGES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    images_per_second: float
+    burst: float
+    fair_images_per_second: float
+    limit: float
+    def __init__(self, images_per_second: _Optional[float] = ..., burst: _Optional[float] = ..., fair_images_per_second: _Optional[float] = ..., limit: _Optional[float] = ...) -> None: ...
+
+class ShareRatesResponse(_message.Message):
+    __slots__ = ("allotments",)
+    class AllotmentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: RateAllotment
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[RateAllotment, _Mapping]] = ...) -> None: ...
+    ALLOTMENTS_FIELD_NUMBER: _ClassVar[int]
+    allotments: _containers.MessageMap[str, RateAllotment]
+    def __init__(self, allotments: _Optional[_Mapping[str, RateAllotment]] = ...) -> None: ...

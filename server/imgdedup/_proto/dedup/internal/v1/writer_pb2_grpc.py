@@ -50,6 +50,11 @@ class IndexWriterServiceStub:
                 request_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.SerializeToString,
                 response_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.FromString,
                 _registered_method=True)
+        self.ShareRates = channel.unary_unary(
+                '/dedup.internal.v1.IndexWriterService/ShareRates',
+                request_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesRequest.SerializeToString,
+                response_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesResponse.FromString,
+                _registered_method=True)
         self.DeleteImages = channel.unary_unary(
                 '/dedup.internal.v1.IndexWriterService/DeleteImages',
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.DeleteImagesRequest.SerializeToString,
@@ -112,6 +117,16 @@ class IndexWriterServiceServicer:
         UNIMPLEMENTED when the writer keeps no set (digest_cache off, or it is a front of another
         writer). A writer that is closing, or waiting to be elected, ends the stream at once: the
         front watches again a moment later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareRates(self, request, context):
+        """A process's part of each namespace's images-per-second quota (core/rate_shares.py). Every
+        process that takes checks through this writer calls it every half second with what it was
+        asked for since its last call; the writer divides each rate between the processes it heard
+        from lately, by demand. A process keeps its last parts while this fails.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,6 +202,11 @@ def add_IndexWriterServiceServicer_to_server(servicer, server):
                     servicer.WatchDigests,
                     request_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.FromString,
                     response_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.SerializeToString,
+            ),
+            'ShareRates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareRates,
+                    request_deserializer=dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesRequest.FromString,
+                    response_serializer=dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesResponse.SerializeToString,
             ),
             'DeleteImages': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteImages,
@@ -300,6 +320,33 @@ class IndexWriterService:
             '/dedup.internal.v1.IndexWriterService/WatchDigests',
             dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsRequest.SerializeToString,
             dedup_dot_internal_dot_v1_dot_writer__pb2.WatchDigestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareRates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.internal.v1.IndexWriterService/ShareRates',
+            dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesRequest.SerializeToString,
+            dedup_dot_internal_dot_v1_dot_writer__pb2.ShareRatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
