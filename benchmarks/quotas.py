@@ -49,6 +49,7 @@ from latency_under_load import retagged  # noqa: E402
 from throughput import DEFAULT_IMAGES, load_images  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
+from imgdedup._proto.dedup.v1 import dedup_pb2_grpc as pb_grpc  # noqa: E402
 from imgdedup.client import DedupClient  # noqa: E402
 
 NOISY_PHOTOS = 40
@@ -121,15 +122,17 @@ def _free_port() -> int:
 
 def flood(targets: list[str], photos: list[bytes], clients: int, seconds: float, one_channel: bool) -> dict:
     """Polite callers in `noisy`, spread over `targets` in turns, for `seconds`: accepted and
-    refused checks per second, and the accepted ones per target."""
+    refused checks per second, and the accepted ones per target. `one_channel`: the callers of a
+    target share one connection; else each has its own (gRPC would otherwise share one
+    connection between channels to the same address: a local subchannel pool each)."""
     stop = threading.Event()
     counts = [{"accepted": 0, "refused": 0} for _ in range(clients)]
 
-    def caller(k: int, client: DedupClient) -> None:
+    def caller(k: int, stub: pb_grpc.DedupServiceStub) -> None:
         i = k
         while not stop.is_set():
             try:
-                client.check(photos[i % len(photos)])
+                stub.CheckDuplicate(pb.CheckDuplicateRequest(image=photos[i % len(photos)], namespace="noisy"), timeout=60)
                 counts[k]["accepted"] += 1
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -138,9 +141,12 @@ def flood(targets: list[str], photos: list[bytes], clients: int, seconds: float,
                 stop.wait(retry_delay(exc) or 0.1)
             i += 1
 
-    channels = {t: DedupClient(t, namespace="noisy") for t in targets} if one_channel else {}
-    clients_of = [channels[targets[k % len(targets)]] if one_channel else DedupClient(targets[k % len(targets)], namespace="noisy") for k in range(clients)]
-    threads = [threading.Thread(target=caller, args=(k, c)) for k, c in enumerate(clients_of)]
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    shared_channels = {t: grpc.insecure_channel(t, options=options) for t in targets} if one_channel else {}
+    channels = [shared_channels[targets[k % len(targets)]] if one_channel
+                else grpc.insecure_channel(targets[k % len(targets)], options=[*options, ("grpc.use_local_subchannel_pool", 1)])
+                for k in range(clients)]
+    threads = [threading.Thread(target=caller, args=(k, pb_grpc.DedupServiceStub(c))) for k, c in enumerate(channels)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -149,7 +155,7 @@ def flood(targets: list[str], photos: list[bytes], clients: int, seconds: float,
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    for c in {id(c): c for c in clients_of}.values():
+    for c in {id(c): c for c in channels}.values():
         c.close()
     per_target = {t: sum(counts[k]["accepted"] for k in range(clients) if targets[k % len(targets)] == t) / elapsed for t in targets}
     return {"accepted": sum(c["accepted"] for c in counts) / elapsed, "refused": sum(c["refused"] for c in counts) / elapsed, "per_target": per_target}

@@ -4,12 +4,16 @@ tests/test_replicas.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+
 import pytest
 
 from imgdedup.config import NamespaceQuota
-import math
-
-from imgdedup.core.rate_shares import DEMAND_TAU_S, EXPIRE_S, RESERVE, RateShares, share
+from imgdedup.core.errors import QuotaExceeded
+from imgdedup.core.quotas import QUIET_S, RateLimits
+from imgdedup.core.rate_shares import DEMAND_TAU_S, EXPIRE_S, INTERVAL_S, RESERVE, Allotment, RateReporter, RateShares, share
 
 pytestmark = pytest.mark.store_neutral
 
@@ -65,12 +69,24 @@ def test_the_writer_divides_between_processes_heard_from_lately():
     b = shares.allot("b", {"slow": 30.0})["slow"]
     assert b.rate == pytest.approx(5.0) and shares.processes() == 2
     clock.now += EXPIRE_S / 2
-    keep = math.exp(-EXPIRE_S / 2 / DEMAND_TAU_S)  # a's demand, averaged: from 30 towards 10
+    keep = math.exp(-EXPIRE_S / 2 / DEMAND_TAU_S)  # a's demand falls off: from 30 towards 10
     a = keep * 30.0 + (1 - keep) * 10.0
     assert shares.allot("a", {"slow": 10.0})["slow"].rate == pytest.approx(10.0 * RESERVE / 2 + 9.5 * a / (a + 30.0))
     clock.now += EXPIRE_S / 2 + 0.1  # b's last report is now too old: it stopped
     assert shares.allot("a", {"slow": 10.0})["slow"].rate == pytest.approx(10.0)
     assert shares.processes() == 1
+
+
+def test_demand_counts_at_once_when_it_rises_and_falls_off_slowly():
+    clock = Clock()
+    shares = RateShares(QUOTAS, clock=clock)
+    shares.allot("a", {"slow": 0.0})
+    shares.allot("b", {"slow": 0.0})
+    clock.now += INTERVAL_S
+    assert shares.allot("a", {"slow": 40.0})["slow"].rate == pytest.approx(10.0 * RESERVE / 2 + 9.5)  # at once
+    clock.now += INTERVAL_S
+    quiet = shares.allot("a", {"slow": 0.0})["slow"].rate  # a's caller waits: its part stays
+    assert quiet > 9.0
 
 
 def test_only_namespaces_with_a_rate_quota_here_are_allotted():
@@ -86,10 +102,6 @@ def test_only_namespaces_with_a_rate_quota_here_are_allotted():
 def test_a_process_reports_its_demand_and_takes_its_part():
     """RateLimits (core/quotas.py): what it was asked for since the last report, refused
     checks included, and the writer's allotment replacing its own settings."""
-    from imgdedup.core.errors import QuotaExceeded
-    from imgdedup.core.quotas import RateLimits
-    from imgdedup.core.rate_shares import Allotment
-
     clock = Clock()
     limits = RateLimits({"slow": NamespaceQuota(images_per_second=1.0, burst=2.0), "*": NamespaceQuota(images_per_second=5.0)}, clock=clock)
     assert limits.limited
@@ -119,13 +131,47 @@ def test_a_process_reports_its_demand_and_takes_its_part():
         limits.take("slow")
     clock.now += 5.0
     limits.take("slow")
-    # The writer may limit a namespace this process's settings do not.
-    limits.allot({"unnamed": Allotment(rate=1.0, burst=1.0, fair_rate=1.0, limit=2.0)})
-    assert "unnamed" in limits.demand()
+    # Only the namespaces this process limits, and only parts that are a rate.
+    limits.allot({"free": Allotment(rate=1.0, burst=1.0, fair_rate=1.0, limit=2.0), "slow": Allotment(rate=0.0, burst=1.0, fair_rate=0.0, limit=1.0)})
+    assert set(limits.demand()) == {"slow", "other"}
+    clock.now += QUIET_S + 1  # `other` (of the `*` entry) not asked for since: no longer reported
+    assert limits.demand() == {"slow": 0.0}
 
 
 def test_no_rate_quota_no_demand():
-    from imgdedup.core.quotas import RateLimits
-
     limits = RateLimits({"capped": NamespaceQuota(max_images=3)})
     assert not limits.limited and limits.demand() == {}
+
+
+class _WriterThatFails:
+    """A stand-in for an index writer that cannot be reached, then answers: the fault the
+    reporter must ride out (the real writer over gRPC: tests/test_quotas.py, test_replicas.py)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def share_rates(self, process: str, demand: dict[str, float]):
+        self.calls += 1
+        if self.calls <= 2:
+            raise ConnectionError("writer away")
+        return {"slow": Allotment(rate=0.25, burst=1.0, fair_rate=0.5, limit=1.0)}
+
+
+def test_the_reporter_keeps_its_parts_while_the_writer_is_away_then_takes_the_new_ones(caplog):
+    limits = RateLimits({"slow": NamespaceQuota(images_per_second=1.0, burst=2.0)})
+
+    async def run() -> int:
+        writer = _WriterThatFails()
+        reporter = RateReporter(limits, writer)
+        await asyncio.sleep(INTERVAL_S * 2.5)  # reports at 0, 0.5 (both fail) and 1.0 s
+        await reporter.stop()
+        return writer.calls
+
+    with caplog.at_level(logging.WARNING, logger="imgdedup.core.rate_shares"):
+        calls = asyncio.run(run())
+    assert calls == 3
+    assert len([r for r in caplog.records if "failed" in r.message]) == 1  # said once, not per report
+    limits.take("slow")  # the allotment's one token
+    with pytest.raises(QuotaExceeded) as refusal:
+        limits.take("slow")
+    assert refusal.value.retry_after_s == pytest.approx(1 / 0.5, rel=0.05)  # told from the fair part

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 ANY = "*"
 # The longest a refused check is held before its answer (see above).
 HOLD_S = 0.25
+# A namespace of the `*` entry not asked for in this long is no longer reported (RateLimits.demand).
+QUIET_S = 10.0
 
 
 def quota_of(quotas: Mapping[str, NamespaceQuota], namespace: str) -> NamespaceQuota | None:
@@ -65,6 +67,7 @@ class RateLimits:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}  # namespaces with a rate quota that called
         self._asked: Counter[str] = Counter()  # checks of those since the last demand()
+        self._last_asked: dict[str, float] = {}  # when demand() last found each asked for
         self._since = clock()
 
     @property
@@ -105,23 +108,30 @@ class RateLimits:
 
     def demand(self) -> dict[str, float]:
         """Checks per second of each rate-limited namespace since the last call (refused ones
-        too), for the index writer's RateShares; the namespaces named in the quotas with a rate
-        are there from the start, at 0, so that their first calls find a part waiting."""
+        too), for the index writer's RateShares: the namespaces named in the quotas with a rate
+        (from the start, at 0, so that their first calls find a part waiting) and those of the
+        `*` entry asked for in the last QUIET_S (the writer then counts this process out of the
+        others' rates; a namespace that comes back takes its last part until the next report)."""
         now = self._clock()
         elapsed = max(now - self._since, 1e-3)
-        named = {n: 0.0 for n, q in self._quotas.items() if n != ANY and q.images_per_second is not None}
-        out = named | {n: self._asked[n] / elapsed for n in self._buckets}
+        for n in self._asked:
+            self._last_asked[n] = now
+        for n in [n for n, at in self._last_asked.items() if now - at > QUIET_S]:
+            del self._last_asked[n]
+        out = {n: 0.0 for n, q in self._quotas.items() if n != ANY and q.images_per_second is not None}
+        out |= {n: self._asked[n] / elapsed for n in self._last_asked}
         self._asked.clear()
         self._since = now
         return out
 
     def allot(self, allotments: Mapping[str, Allotment]) -> None:
-        """Take this process's part of each namespace's rate from the index writer."""
+        """Take this process's part of each namespace's rate from the index writer (of the
+        namespaces this process limits; a part that is no rate is ignored)."""
         now = self._clock()
         for namespace, part in allotments.items():
             bucket = self._bucket(namespace, now)
-            if bucket is None:  # the writer limits what this process's settings do not
-                bucket = self._buckets[namespace] = _Bucket(part.rate, part.burst, now)
+            if bucket is None or not (part.rate > 0 and part.burst >= 1 and part.fair_rate > 0):
+                continue
             bucket.refill(now)  # at the old rate up to now
             bucket.rate, bucket.size, bucket.fair, bucket.limit = part.rate, part.burst, part.fair_rate, part.limit
             bucket.tokens = min(bucket.tokens, bucket.size)

@@ -10,8 +10,9 @@ writer, every INTERVAL_S, how many checks of each rate-limited namespace it was 
 (`RateShares.allot`), the way YouTube's Doorman and other global rate limiters lease capacity:
 
 - a process that has not reported for EXPIRE_S is gone, and its share goes to the others;
-- demand is averaged over ~DEMAND_TAU_S, so that a caller who waits as a refusal's RetryInfo
-  says finds its process's part much as it was;
+- a process's demand rises at once with what it reports and falls off over ~DEMAND_TAU_S (an
+  exponential decay), so that a busy process gets its part at its next report and a caller who
+  waits as a refusal's RetryInfo says finds that part much as it was;
 - while the namespace's demand fits its rate, each process gets what it asked for plus an
   equal part of what is left (so a caller that moves to another process, or speeds up, finds
   room at once);
@@ -19,11 +20,17 @@ writer, every INTERVAL_S, how many checks of each rate-limited namespace it was 
   nothing can still let a first call through) and the rest in proportion to demand;
 - the burst is divided like the rate (at least one token each).
 
-The allotments always add up to the namespace's rate (its burst may round up by one token per
-process). A process uses its own settings until its first answer (with `--workers N`, 1/N of
-each rate: transport/workers.py) and keeps its last allotment while the writer cannot be
-reached. One caller on one connection, which the kernel or a load balancer pins to one process,
-gets nearly the whole rate after one interval, instead of 1/N of it.
+Each allotment is worked out from the others' last reports, so the parts held at one moment
+add up to the namespace's rate once every process has reported since the last change (the
+burst may round up by one token per process); while a writer that just started (or took over)
+hears the processes one by one, the first are given more for up to one interval. A process uses
+its own settings until its first answer (with `--workers N`, 1/N of each rate:
+transport/workers.py) and keeps its last allotment while the writer cannot be reached. One
+caller on one connection, which the kernel or a load balancer pins to one process, gets nearly
+the whole rate at the next report, instead of 1/N of it.
+
+Every process must have the same rate quotas in its settings: a process reports (and is limited
+in) the namespaces its own settings limit, and the writer divides them by its own settings.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL_S = 0.5  # how often a process reports its demand and takes its allotment
 EXPIRE_S = 4 * INTERVAL_S  # a process not heard from for this long has stopped taking checks
-DEMAND_TAU_S = 2.0  # a process's demand is smoothed over about this long (an exponential average)
+DEMAND_TAU_S = 2.0  # a fall in a process's demand takes about this long to count (an exponential decay)
 RESERVE = 0.05  # of a rate over-asked: split evenly, whatever each process asked for
 
 
@@ -72,9 +79,9 @@ class RateShares:
         return its allotment of each of those namespaces that has a rate quota here."""
         now = self._clock()
         last = self._heard.get(process)
-        if last is not None:  # the exponential average of what it was asked for
+        if last is not None:  # up at once, down by an exponential decay
             keep = math.exp(-(now - last[0]) / DEMAND_TAU_S)
-            demand = {n: keep * last[1].get(n, d) + (1 - keep) * d for n, d in demand.items()}
+            demand = {n: max(d, keep * last[1].get(n, d) + (1 - keep) * d) for n, d in demand.items()}
         self._heard[process] = (now, dict(demand))
         for gone in [p for p, (at, _) in self._heard.items() if now - at > EXPIRE_S]:
             del self._heard[gone]
@@ -121,16 +128,15 @@ class RateReporter:
         while True:
             try:
                 allotments = await self._index.share_rates(self.process, self._limits.demand())
+                if allotments:
+                    self._limits.allot(allotments)
+                said = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the writer away: keep the last parts
-                allotments = None
                 if not said:
                     log.warning("sharing rate quotas with the index writer failed (%s); keeping this process's last parts", exc)
                     said = True
-            if allotments:
-                self._limits.allot(allotments)
-                said = False
             await asyncio.sleep(INTERVAL_S)
 
     async def stop(self) -> None:

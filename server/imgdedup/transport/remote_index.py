@@ -34,6 +34,7 @@ from imgdedup.core.digests import DigestSet
 from imgdedup.core.errors import DedupError, Overloaded, StorageUnavailable
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.priority import Priority
+from imgdedup.core.rate_shares import EXPIRE_S
 from imgdedup.storage.milvus import digest_key
 from imgdedup.transport.errors import ForwardedError
 from imgdedup.transport.messages import PRIORITY_TO_PB, allotments_of, cluster_view, hit_of, namespace_rows, vector_bytes, vector_of
@@ -143,6 +144,7 @@ class RemoteIndex:
         self._wake = asyncio.Event()
         self._stream: _Stream | None = None
         self._exact_asks: list[tuple[str, str, asyncio.Future]] = []
+        self._no_shares_until = 0.0  # the writer does not share rate quotas (share_rates)
         # A copy of the writer's hash set of stored bytes (WatchDigests): the digests it rules out
         # are not asked about (a FindExact call per image cost the writer's process ~0.5 ms of
         # CPU per image, a third of its share: docs/scale-out.md).
@@ -348,7 +350,20 @@ class RemoteIndex:
                             future.set_exception(error)
 
     async def share_rates(self, process: str, demand: dict[str, float]):
-        return allotments_of(await self._unary(self._stub.ShareRates, ipb.ShareRatesRequest(process=process, demand=demand)))
+        """Asked every half second, with a deadline of its own: the writer counts a process out
+        after EXPIRE_S without a report. A writer of an older release (UNIMPLEMENTED) is asked
+        again every 30 s only; meanwhile each process keeps its own part."""
+        if time.monotonic() < self._no_shares_until:
+            return None
+        try:
+            answer = await self._stub.ShareRates(ipb.ShareRatesRequest(process=process, demand=demand), timeout=min(self._timeout, EXPIRE_S / 2), metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise _error(exc, self.address) from None
+            log.warning("the index writer at %s shares no rate quotas (an older release): each process keeps its own part of them", self.address)
+            self._no_shares_until = time.monotonic() + 30.0
+            return None
+        return allotments_of(answer)
 
     # -- deletes and reads -------------------------------------------------------------------
     async def _unary(self, method, request):
