@@ -63,6 +63,10 @@ STRONG_AFTER_DELETE_S = 2.0
 SETUP_TIMEOUT_S = 120.0
 # The oldest Milvus server this works with (tested: the PyPI `milvus` 2.3.5 standalone server).
 MIN_SERVER_VERSION = (2, 3)
+# Milvus Lite's embedded process is taken as started once it has lived 0.5 s, but on a loaded
+# machine it may bind its socket later: the first call then fails at once. Connecting to it is
+# tried again for this long (seen in CI on 2 cores).
+LITE_CONNECT_S = 20.0
 
 
 def _check_scipy_once() -> None:
@@ -264,10 +268,18 @@ class MilvusStore:
 
             if self.is_lite:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
-            except Exception as exc:
-                raise StorageError(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
+            give_up = time.monotonic() + (LITE_CONNECT_S if self.is_lite else 0.0)
+            while True:
+                try:
+                    self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+                    break
+                except Exception as exc:
+                    # Only a socket not answering yet is waited for (CONNECT_FAILED); a Lite
+                    # file another process holds, or a bad URI, fails at once.
+                    if time.monotonic() >= give_up or getattr(exc, "code", None) != 2:
+                        raise StorageError(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
+                    log.info("Milvus Lite at %s not answering yet (%s); trying again", self.uri, exc)
+                    time.sleep(0.25)
         if not self.is_lite:
             self.server_version = _parse_version(self._call("get_server_version"))
             if self.server_version < MIN_SERVER_VERSION:
