@@ -113,3 +113,30 @@ def test_milvus_going_away_turns_health_off_then_reconnects(tmp_path):
             assert any("reconnected to Milvus" in line for line in srv.output)
     finally:
         srv.stop()
+
+
+@pytest.mark.lite_only
+def test_a_milvus_lite_slow_to_listen_is_waited_for_at_start(tmp_path):
+    """milvus-lite takes its process as started once it has lived 0.5 s; on a loaded machine
+    the socket may come later (a failed CI start). The slowness is caused by a stand-in named
+    as such: a directory in BIN_PATH (milvus-lite's own override) whose `milvus` waits 2 s,
+    then runs the real binary with its libraries."""
+    import milvus_lite.server
+
+    real = os.path.join(os.path.dirname(os.path.abspath(milvus_lite.server.__file__)), "lib")
+    slow = tmp_path / "slow_milvus_lite_stand_in"
+    slow.mkdir()
+    for name in os.listdir(real):
+        if name != "milvus":
+            os.symlink(os.path.join(real, name), slow / name)
+    (slow / "milvus").write_text(f'#!/bin/sh\nsleep 2\nexec "{real}/milvus" "$@"\n')
+    (slow / "milvus").chmod(0o755)
+    srv = ServerProcess(tmp_path / "srv", env={"BIN_PATH": str(slow)}).start()
+    try:
+        with channel_for(srv.target) as channel:
+            stub = pb_grpc.DedupServiceStub(channel)
+            stored = check(stub, PHOTOS[0], image_id="slow", add=True)
+            assert check(stub, PHOTOS[0]).matches[0].image_id == "slow" == stored.image_id
+        assert any("not answering yet" in line for line in srv.output)
+    finally:
+        assert srv.stop() == 0
