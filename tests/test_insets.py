@@ -114,8 +114,32 @@ def test_a_composite_stored_first_does_not_link_its_two_photos(inset_stub):
     astronaut = check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
     assert astronaut.cluster_id == first.cluster_id
     # The pasted photo matches the composite through its inset view, but that cluster is the
-    # astronaut's: one member of two resembles it, so it starts its own.
+    # astronaut's: one member of two resembles it, so it starts its own, and the composite,
+    # which belongs with the picture pasted into it, follows it there (LinkRule.follows). The
+    # astronaut's cluster keeps its id and gets the astronaut as its representative.
     chelsea = check(stub, encode(rgb("chelsea")), image_id="chelsea", add=True, namespace=ns, top_k=5)
     assert [m.image_id for m in chelsea.matches] == ["composite"]
     assert chelsea.cluster_id != first.cluster_id
-    assert _clusters(stub, ns) == [["astronaut", "composite"], ["chelsea"]]
+    assert _clusters(stub, ns) == [["astronaut"], ["chelsea", "composite"]]
+    listed = {c.cluster_id: c for c in stub.ListClusters(pb.ListClustersRequest(namespace=ns, min_size=1)).clusters}
+    assert listed[first.cluster_id].size == 1 and listed[first.cluster_id].representative_id == "astronaut"
+    assert listed[chelsea.cluster_id].size == 2
+    # Later copies go where their photos are; the background's copy does not follow the composite.
+    again = check(stub, _astronaut_copy(), image_id="astronaut-copy", add=True, namespace=ns, top_k=5)
+    assert again.cluster_id == first.cluster_id
+    assert _clusters(stub, ns) == [["astronaut", "astronaut-copy"], ["chelsea", "composite"]]
+
+
+def test_a_composite_does_not_follow_another_composite_made_on_its_pasted_photo(inset_stub):
+    stub, ns = inset_stub, "composite-on-composite"
+    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
+    first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
+    check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    # Another composite whose background is the cat: its whole image matches the first one's
+    # inset view, but a composite's whole is only the photo it was pasted on, so the first
+    # composite stays where it is (it follows a picture, not another composite's background).
+    other, _ = paste(rgb("chelsea"), rgb("coffee"), 0.35, 0.55, 0.1)
+    second = check(stub, encode(other), image_id="other", add=True, namespace=ns, top_k=5)
+    assert "composite" in [m.image_id for m in second.matches]
+    assert second.cluster_id != first.cluster_id
+    assert _clusters(stub, ns) == [["astronaut", "composite"], ["other"]]

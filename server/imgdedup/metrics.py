@@ -20,6 +20,7 @@ WRITE_BATCH_SIZE = Histogram("dedup_index_write_batch_size", "images per index w
 WRITE_SECONDS = Histogram("dedup_index_write_seconds", "time of one index write batch", buckets=_LATENCY_BUCKETS)
 EXACT_DUPLICATES = Counter("dedup_exact_duplicates_total", "checks answered from identical stored bytes (no decode, no model)")
 EXTRA_VIEWS = Counter("dedup_extra_views_total", "extra views embedded besides whole images (the content of screenshots, padded photos: core/views.py; a picture pasted into an image: core/insets.py)")
+COMPOSITES_MOVED = Counter("dedup_composites_moved_total", "stored composites that left their cluster for the cluster of the picture pasted into them, which came later (core/linking.py: LinkRule.follows)")
 EMBED_DROPPED = Counter("dedup_embed_dropped_total", "images dropped before inference because their caller had gone (deadline passed or cancelled)")
 SHED = Counter("dedup_shed_total", "requests refused because a queue was full", ["queue"])
 # Where a check's time goes: decode (read, decode, resize, hash), embed (waiting for and running

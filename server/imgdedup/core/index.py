@@ -11,6 +11,7 @@ resembles; deleting an image regroups its cluster's remaining members by the sam
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ from imgdedup.core.quotas import StoredLimits
 from imgdedup.core.threads import thread_pool
 from imgdedup.core.view_mirror import ViewMirror
 from imgdedup.storage.milvus import DEFAULT_NAMESPACE, ClusterRow, Hit, ImageRow, MilvusStore, digest_key, image_key
+
+log = logging.getLogger(__name__)
 
 # Extra neighbours fetched beyond top_k, so that joining clusters sees enough of them and a
 # re-sent image's own row does not crowd out a real match.
@@ -87,6 +90,7 @@ class _ClusterBook:
     rows: dict[str, ClusterRow] = field(default_factory=dict)
     merged_into: dict[str, str] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    moved: dict[str, str] = field(default_factory=dict)  # stored image -> the cluster it follows into
 
     def resolve(self, cluster_id: str) -> str:
         while cluster_id in self.merged_into:
@@ -134,6 +138,22 @@ class _ClusterBook:
         self.dirty.add(cid)
         return cid
 
+    def follow(self, image_id: str, cluster_id: str, into: str) -> bool:
+        """A stored composite (an image with an inset view) in `cluster_id` leaves it for
+        `into`, the cluster of a new image that matched the picture pasted into it
+        (LinkRule.follows: docs/matching.md, "Composites"). Never empties a cluster."""
+        src, dst = self.resolve(cluster_id), self.resolve(into)
+        if src == dst or image_id in self.moved:
+            return False
+        self.load({src})
+        if src not in self.rows or self.rows[src].size < 2:
+            return False
+        self.rows[src].size -= 1
+        self.rows[dst].size += 1
+        self.moved[image_id] = dst
+        self.dirty |= {src, dst}
+        return True
+
     def _merge(self, source: str, target: str) -> None:
         src, dst = self.rows.pop(source), self.rows[target]
         dst.size += src.size
@@ -142,6 +162,26 @@ class _ClusterBook:
         self.merged_into[source] = target
         self.dirty.discard(source)
         self.dirty.add(target)
+
+    def _followers(self) -> list[ImageRow]:
+        """The rows of the composites that follow their pasted picture (follow), with the
+        representatives of the clusters they leave and join put right (as rebuild_clusters
+        would make them: most pixels, then the earliest stored)."""
+        rows = list(self.store.get_images(self.namespace, self.moved, with_vectors=True).values())
+        for img in rows:
+            dst = self.rows[self.resolve(self.moved[img.image_id])]
+            if _better_representative(img.pixels, img.inserted_at_ms, dst):
+                dst.representative_id, dst.rep_pixels, dst.rep_inserted_at_ms = img.image_id, img.pixels, img.inserted_at_ms
+        left = [c for c in self.dirty if self.rows[c].representative_id in self.moved
+                and self.resolve(self.moved[self.rows[c].representative_id]) != c]
+        sources = [c for c in [*left, *self.merged_into] if self.resolve(c) in left]  # with what merged into them
+        for img in self.store.images_in_clusters(self.namespace, sources) if left else ():
+            row = self.rows.get(self.resolve(img.cluster_id))
+            if img.image_id in self.moved or row is None or row.cluster_id not in left:
+                continue
+            if row.representative_id in self.moved or _better_representative(img.pixels, img.inserted_at_ms, row):
+                row.representative_id, row.rep_pixels, row.rep_inserted_at_ms = img.image_id, img.pixels, img.inserted_at_ms
+        return rows
 
     def flush(self, new_images: list[ImageRow], new_views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
         """Write new images (their extra views just before), re-home members of merged
@@ -156,11 +196,15 @@ class _ClusterBook:
         self.store.insert_images(new_images)
         _fault_point("after-image-insert")
         merged = [c for c in self.merged_into if c not in self.rows]
-        if merged:
-            moved = self.store.images_in_clusters(self.namespace, merged, with_vectors=True)
-            for img in moved:
+        rehomed = self.store.images_in_clusters(self.namespace, merged, with_vectors=True) if merged else []
+        if self.moved:
+            rehomed = [r for r in rehomed if r.image_id not in self.moved]
+            rehomed += self._followers()
+        if rehomed:
+            for img in rehomed:
+                img.cluster_id = self.moved.get(img.image_id) or img.cluster_id
                 img.cluster_id = self.resolve(img.cluster_id)
-            self.store.rewrite_images(moved)
+            self.store.rewrite_images(rehomed)
         # Deleted before the upsert: on a Milvus server a delete leaves reads of the collection
         # Strong (~200 ms) until a later write's timestamp covers it (storage/milvus.py), and a
         # merge always upserts its surviving cluster.
@@ -253,10 +297,12 @@ class IndexWriter:
                 of_term[term] = rules.setdefault(t, replace(self.rule, threshold=t))
         return [of_term[term] for term in terms], terms
 
-    def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> tuple[list[list[Hit]], list[dict[str, float]]]:
+    def _search(self, namespace: str, items: list[PendingImage], limit: int, floor: float) -> tuple[list[list[Hit]], list[dict[str, float]], list[dict[str, float]]]:
         """Nearest stored images of each item (all of `namespace`) by image_similarity, most
         similar first; candidates below `floor` may be left out. Also, per item, the best
-        similarity of each candidate to the item's own extra views (empty for most items)."""
+        similarity of each candidate to the item's own extra views (empty for most items), and
+        of the item's whole image to the inset views of candidates it matches better there
+        than as wholes (a composite's pasted picture: LinkRule.follows)."""
         queries, owners, is_view = [], [], []
         for n, item in enumerate(items):
             for k, v in enumerate(item.all_vectors):
@@ -275,6 +321,8 @@ class IndexWriter:
                 view_hits = in_views.result()
         found: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair seen
         by_view: list[dict[str, float]] = [{} for _ in items]  # image_id -> best pair with the item's own views
+        wholes: list[dict[str, float]] = [{} for _ in items]  # image_id -> the two whole images' similarity
+        in_inset: list[dict[str, float]] = [{} for _ in items]  # image_id -> the item's whole against its inset view
         cluster_of: dict[str, str] = {}
         for n, view, hits in zip(owners, is_view, in_images):
             for h in hits:
@@ -282,10 +330,14 @@ class IndexWriter:
                 found[n][h.image_id] = max(found[n].get(h.image_id, -1.0), h.similarity)
                 if view:
                     by_view[n][h.image_id] = max(by_view[n].get(h.image_id, -1.0), h.similarity)
+                else:
+                    wholes[n][h.image_id] = h.similarity
         for n, view, pairs in zip(owners, is_view, view_hits):
             for image_id, sim, inset in pairs:
                 if view and inset and items[n].inset and sim < INSET_PAIR_MIN:
                     continue  # two inset views: image_similarity
+                if inset and not view:
+                    in_inset[n][image_id] = max(in_inset[n].get(image_id, -1.0), sim)
                 found[n][image_id] = max(found[n].get(image_id, -1.0), sim)
                 if view:
                     by_view[n][image_id] = max(by_view[n].get(image_id, -1.0), sim)
@@ -309,7 +361,8 @@ class IndexWriter:
             sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if sim >= floor and i in cluster_of), key=lambda h: -h.similarity)
             for f in found
         ]
-        return hits, by_view
+        pasted = [{i: sim for i, sim in f.items() if sim > w.get(i, -1.0)} for f, w in zip(in_inset, wholes)]
+        return hits, by_view, pasted
 
     # -- check (and store) -------------------------------------------------------------------
     def _stored_since_checked(self, namespace: str, items: list[PendingImage]) -> set[int]:
@@ -360,7 +413,7 @@ class IndexWriter:
         # Only candidates that could be a match, a cluster link or support for one (the link
         # rule's floor) matter from here on.
         floor = min(*thresholds, *(r.threshold for r in rules), self.rule.floor)
-        all_hits, by_view = self._search(namespace, items, limit, floor=floor)
+        all_hits, by_view, pasted = self._search(namespace, items, limit, floor=floor)
         # Stored images with an extra view among those that could link a cluster (the link
         # rule treats them apart: LinkRule.clusters_to_join).
         linking = {h.image_id for item, rule, hits in zip(items, rules, all_hits) if item.add_to_index for h in hits if h.similarity >= rule.threshold}
@@ -412,6 +465,11 @@ class IndexWriter:
                             sims[:, 1:][sims[:, 1:] < INSET_PAIR_MIN] = -1.0
                         own_view[r.image_id] = float(sims.max())
             row.cluster_id = book.add_image(row, candidates, rules[n], viewed, own_view)
+            for h in hits if not item.views else ():  # composites stored earlier whose pasted picture this image is
+                if rules[n].follows(pasted[n].get(h.image_id, -1.0)) and book.follow(h.image_id, h.cluster_id, row.cluster_id):
+                    metrics.COMPOSITES_MOVED.inc()
+                    log.info("composite %r follows the picture pasted into it, %r (%.3f; best pair of views %.3f), into its cluster",
+                             h.image_id, item.image_id, pasted[n][h.image_id], h.similarity)
             batch_rows.append(row)
             batch_at.append(n)
             if item.views:

@@ -15,14 +15,21 @@ textures of two different photos on either side; a textured region has edges eve
 the side and beside it alike. The box whose weakest side scores highest wins, if that reaches
 MIN_CONTRAST.
 
-Measured offline (2026-12-05, 2-core AMD EPYC VM) at these settings: the pasted photo found
-(IoU > 0.5 with the truth) in 63.5 % of the hard set's 200 composites, nearly all with a crop
-that scores >= 0.5 with its photo; fired on 8.0 % of the dev set's 1,496 photos (windows,
-frames: each costs one more embedding); ~1 ms per photo (0.76 since its edge counts come from
-OpenCV's integral image: same boxes on all 1,496 dev photos and 200 composites). Other settings
-traded along one curve (found / fired on photos): 0.54 / 0.045, 0.42 / 0.03 (a stricter
-contrast), 0.58 / 0.11 (a 192-px thumbnail). The server runs it only on images without a content view (core/views.py), so
-an image has one extra view at most. Through the API: docs/matching.md, "Composites".
+Which lines are tried as sides matters most: a pasted border in a textured photo (leopard fur,
+foliage, gravel) is an edge along its whole length, but so are dozens of texture lines, and the
+lines with the most edges alone left it out. So the candidates are those lines and, as many
+again, the lines whose edge run stands out most from the lines beside them (by the contrast
+above).
+
+Measured offline (2026-12-06, 2-core AMD EPYC VM) at these settings: the pasted photo found
+(IoU > 0.5 with the truth) in 144 of the hard set's 200 composites (72 %; 127 with the
+most-edges candidates alone), fired on 15.6 % of the dev set's 1,496 photos (windows, frames,
+screens: each costs one more embedding; 8.0 % before), ~1.25 ms per photo (0.92 before, same
+run). Fewer stand-out candidates traded along one curve (found / fired): 4: 134 / 9.5 %, 8:
+135 / 11.4 %; more found little more (24 + 24: 145 / 17.6 %; 32 + 32: 147 / 18.8 % at 4x the
+time). Earlier settings (2026-12-05): a stricter contrast 0.42 / 0.03, a 192-px thumbnail 0.58 /
+0.11. The server runs it only on images without a content view (core/views.py), so an image has
+one extra view at most. Through the API: docs/matching.md, "Composites".
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from imgdedup.core.images import DecodedImage
 
 THUMB_SIDE = 256
 EDGE = 20  # a step between neighbouring thumbnail pixels, in some channel (0-255)
-CANDIDATES = 16  # lines per direction tried as sides: those with the longest edge runs
+CANDIDATES = 16  # lines per direction tried as sides: those with the longest edge runs,
+CONTRAST_CANDIDATES = 16  # and those whose runs stand out most from the lines beside them
 GAP = 3  # the lines a side is compared with, this many pixels inside and outside it
 CONTRAST_WEIGHT = 0.75
 MIN_CONTRAST = 0.4
@@ -76,11 +84,20 @@ def _cumulative(e: np.ndarray) -> np.ndarray:
 
 
 def _candidates(c: np.ndarray, run: int) -> np.ndarray:
-    """Box coordinates (line index + 1) of the lines with the most edges in some window of
-    `run` pixels: at most CANDIDATES of them."""
-    best = (c[run:] - c[:-run]).max(axis=0)
-    order = np.argsort(best)[::-1][:CANDIDATES]
-    return order[best[order] >= MIN_CONTRAST * run] + 1
+    """Box coordinates (line index + 1) of the lines that may be a side: the CANDIDATES lines
+    with the most edges in some window of `run` pixels, and the CONTRAST_CANDIDATES whose window
+    stands out most from the lines GAP pixels beside it (a pasted border in a textured photo,
+    whose edge count many texture lines equal); each at least MIN_CONTRAST * run edges."""
+    win = (c[run:] - c[:-run]).astype(np.int32)  # windows x lines
+    counts = win.max(axis=0)
+    beside = np.zeros_like(win)
+    beside[:, GAP:] = win[:, :-GAP]
+    np.maximum(beside[:, :-GAP], win[:, GAP:], out=beside[:, :-GAP])
+    stands_out = (win - CONTRAST_WEIGHT * beside).max(axis=0)
+    by_count = np.argsort(counts)[::-1][:CANDIDATES]
+    by_contrast = np.argsort(stands_out)[::-1][:CONTRAST_CANDIDATES]
+    lines = np.union1d(by_count[counts[by_count] >= MIN_CONTRAST * run], by_contrast[stands_out[by_contrast] >= MIN_CONTRAST * run])
+    return lines + 1
 
 
 def _side_contrast(c: np.ndarray, coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -70,6 +70,17 @@ class LinkRule:
             return kept
         return [c for c in [*own_view, *kept] if c in kept][:1]
 
+    def follows(self, pasted_similarity: float) -> bool:
+        """Whether a stored composite leaves its cluster for a new image's: the new image's
+        whole matches the composite's inset view (the picture pasted into it) at
+        `pasted_similarity`, better than the two whole images match each other (and the new
+        image has no extra view: a composite's whole is the photo it was pasted on), and did not
+        join the composite's cluster (it does not resemble it: the composite was stored first
+        and joined the photo it was pasted on). A composite belongs with its pasted picture,
+        as a new composite does by `own_view`; so the order images arrive in no longer
+        decides. Unlike a merge, the composite moves alone (docs/matching.md)."""
+        return self.support > 0 and pasted_similarity >= self.threshold
+
     def regroup(self, sims: np.ndarray, order: Sequence[int] | None = None, thresholds: Sequence[float] | None = None) -> list[list[int]]:
         """Clusters of n images given their n x n similarities, adding them one at a time in
         `order` (default 0..n-1: the order they were stored) as the index writer does; with
