@@ -143,3 +143,21 @@ def test_a_composite_does_not_follow_another_composite_made_on_its_pasted_photo(
     assert "composite" in [m.image_id for m in second.matches]
     assert second.cluster_id != first.cluster_id
     assert _clusters(stub, ns) == [["astronaut", "composite"], ["other"]]
+
+
+def test_copies_of_the_pasted_photo_in_one_stream_all_find_the_composite_where_it_went(inset_stub):
+    stub, ns = inset_stub, "follow-in-one-write"
+    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
+    first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
+    check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    # Two copies of the pasted photo in one stream (one write, when they arrive together): the
+    # second must see the composite in the first one's cluster, where it has just gone, and
+    # join that cluster, not the astronaut's through it.
+    cat = rgb("chelsea")
+    items = [pb.BulkCheckRequest(image_id=f"chelsea-{q}", image=encode(cat, quality=q), add_to_index=True, namespace=ns, top_k=5)
+             for q in (90, 70)]
+    out = list(stub.BulkCheck(iter(items), timeout=60))
+    assert [r.WhichOneof("outcome") for r in out] == ["result", "result"]
+    assert out[0].result.cluster_id == out[1].result.cluster_id != first.cluster_id
+    assert all(m.cluster_id == out[0].result.cluster_id for r in out for m in r.result.matches if m.image_id == "composite")
+    assert _clusters(stub, ns) == [["astronaut"], ["chelsea-70", "chelsea-90", "composite"]]

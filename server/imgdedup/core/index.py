@@ -97,6 +97,10 @@ class _ClusterBook:
             cluster_id = self.merged_into[cluster_id]
         return cluster_id
 
+    def cluster_of(self, image_id: str, cluster_id: str) -> str:
+        """The cluster a stored image is in now: `cluster_id`, as merged, or the one it followed."""
+        return self.resolve(self.moved.get(image_id, cluster_id))
+
     def load(self, cluster_ids: set[str]) -> None:
         missing = {c for c in cluster_ids if c not in self.rows and c not in self.merged_into}
         self.rows.update(self.store.get_clusters(self.namespace, missing))
@@ -168,18 +172,17 @@ class _ClusterBook:
         representatives of the clusters they leave and join put right (as rebuild_clusters
         would make them: most pixels, then the earliest stored)."""
         rows = list(self.store.get_images(self.namespace, self.moved, with_vectors=True).values())
-        for img in rows:
-            dst = self.rows[self.resolve(self.moved[img.image_id])]
-            if _better_representative(img.pixels, img.inserted_at_ms, dst):
-                dst.representative_id, dst.rep_pixels, dst.rep_inserted_at_ms = img.image_id, img.pixels, img.inserted_at_ms
-        left = [c for c in self.dirty if self.rows[c].representative_id in self.moved
-                and self.resolve(self.moved[self.rows[c].representative_id]) != c]
+        into = {img.image_id: self.resolve(self.moved[img.image_id]) for img in rows}
+        # A cluster whose representative left is chosen again from all it holds now.
+        left = {c for c in self.dirty if self.rows[c].representative_id in self.moved and into.get(self.rows[c].representative_id) != c}
         sources = [c for c in [*left, *self.merged_into] if self.resolve(c) in left]  # with what merged into them
-        for img in self.store.images_in_clusters(self.namespace, sources) if left else ():
-            row = self.rows.get(self.resolve(img.cluster_id))
-            if img.image_id in self.moved or row is None or row.cluster_id not in left:
-                continue
-            if row.representative_id in self.moved or _better_representative(img.pixels, img.inserted_at_ms, row):
+        members = [m for m in self.store.images_in_clusters(self.namespace, sources) if m.image_id not in self.moved] if left else []
+        for c in left:
+            row = self.rows[c]
+            row.representative_id, row.rep_pixels, row.rep_inserted_at_ms = "", -1, 0
+        for img in [*members, *rows]:
+            row = self.rows.get(into[img.image_id] if img.image_id in into else self.resolve(img.cluster_id))
+            if row is not None and (row.cluster_id in left or img.image_id in into) and _better_representative(img.pixels, img.inserted_at_ms, row):
                 row.representative_id, row.rep_pixels, row.rep_inserted_at_ms = img.image_id, img.pixels, img.inserted_at_ms
         return rows
 
@@ -361,7 +364,14 @@ class IndexWriter:
             sorted((Hit(i, sim, cluster_of[i]) for i, sim in f.items() if sim >= floor and i in cluster_of), key=lambda h: -h.similarity)
             for f in found
         ]
-        pasted = [{i: sim for i, sim in f.items() if sim > w.get(i, -1.0)} for f, w in zip(in_inset, wholes)]
+        # A stored image matched through its inset view but not found as a whole (the whole
+        # search is approximate and has a limit): the two wholes are compared exactly.
+        unseen = {i for f, w in zip(in_inset, wholes) for i, sim in f.items() if sim >= floor and i not in w}
+        if unseen:
+            vectors = {i: r.vector for i, r in self.store.get_images(namespace, unseen, with_vectors=True).items()}
+            for item, f, w in zip(items, in_inset, wholes):
+                w.update({i: float(item.vector @ vectors[i]) for i in f.keys() & vectors.keys() if i not in w})
+        pasted = [{i: sim for i, sim in f.items() if sim >= floor and sim > w.get(i, 1.0)} for f, w in zip(in_inset, wholes)]
         return hits, by_view, pasted
 
     # -- check (and store) -------------------------------------------------------------------
@@ -428,9 +438,10 @@ class IndexWriter:
         in_batch = _pairwise([i.all_vectors for i in items], [i.inset for i in items]) if len(items) > 1 and any(i.add_to_index for i in items) else None
         new_views: dict[str, list[np.ndarray]] = {}
         new_insets: set[str] = set()
+        followed: list[tuple[str, str, float]] = []  # (composite, its pasted picture, similarity)
         results: list[CheckResult] = []
         for n, (item, threshold, hits) in enumerate(zip(items, thresholds, all_hits)):
-            candidates = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in hits if h.image_id != item.image_id]
+            candidates = [Hit(h.image_id, h.similarity, book.cluster_of(h.image_id, h.cluster_id)) for h in hits if h.image_id != item.image_id]
             if batch_rows:
                 assert in_batch is not None
                 sims = in_batch[n, batch_at]
@@ -446,7 +457,7 @@ class IndexWriter:
                 continue
             previous = existing.get(item.image_id) or next((r for r in batch_rows if r.image_id == item.image_id), None)
             if previous is not None:  # the same id and content again: idempotent, nothing written
-                results.append(CheckResult(matches, stored=True, cluster_id=book.resolve(previous.cluster_id), threshold=threshold))
+                results.append(CheckResult(matches, stored=True, cluster_id=book.cluster_of(previous.image_id, previous.cluster_id), threshold=threshold))
                 continue
             if room is not None and len(batch_rows) >= room:
                 assert self.limits is not None
@@ -467,9 +478,7 @@ class IndexWriter:
             row.cluster_id = book.add_image(row, candidates, rules[n], viewed, own_view)
             for h in hits if not item.views else ():  # composites stored earlier whose pasted picture this image is
                 if rules[n].follows(pasted[n].get(h.image_id, -1.0)) and book.follow(h.image_id, h.cluster_id, row.cluster_id):
-                    metrics.COMPOSITES_MOVED.inc()
-                    log.info("composite %r follows the picture pasted into it, %r (%.3f; best pair of views %.3f), into its cluster",
-                             h.image_id, item.image_id, pasted[n][h.image_id], h.similarity)
+                    followed.append((h.image_id, item.image_id, pasted[n][h.image_id]))
             batch_rows.append(row)
             batch_at.append(n)
             if item.views:
@@ -492,10 +501,13 @@ class IndexWriter:
                 self.counts.forget(namespace)  # part may be written: count again
                 raise
             self.counts.changed(namespace, len(batch_rows))
+            for composite, picture, sim in followed:
+                metrics.COMPOSITES_MOVED.inc()
+                log.info("composite %r followed the picture pasted into it, %r (%.3f), into its cluster", composite, picture, sim)
             metrics.STAGE_SECONDS.labels("insert").observe(time.perf_counter() - t2)
         for n, r in enumerate(results):
             r.cluster_id = book.resolve(r.cluster_id) if r.cluster_id else ""
-            r.matches = [Hit(h.image_id, h.similarity, book.resolve(h.cluster_id)) for h in r.matches]
+            r.matches = [Hit(h.image_id, h.similarity, book.cluster_of(h.image_id, h.cluster_id)) for h in r.matches]
             r.exact = n in exact
         return results
 
