@@ -105,14 +105,20 @@ def test_a_composite_joins_its_pasted_photo_and_links_no_clusters(inset_stub):
     assert _clusters(stub, ns) == [["astronaut", "astronaut-copy"], ["chelsea", "composite"]]
 
 
-def test_a_composite_stored_first_does_not_link_its_two_photos(inset_stub):
-    stub, ns = inset_stub, "composite-first"
+def _composite_then_its_background(stub, ns: str) -> pb.CheckDuplicateResponse:
+    """The cat pasted onto the astronaut, stored first; then the astronaut, which resembles the
+    whole composite and joins it. Returns the composite's response."""
     composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
     first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
     assert not first.matches
-    # The background photo resembles the whole composite: it joins it.
     astronaut = check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
     assert astronaut.cluster_id == first.cluster_id
+    return first
+
+
+def test_a_composite_stored_first_does_not_link_its_two_photos(inset_stub):
+    stub, ns = inset_stub, "composite-first"
+    first = _composite_then_its_background(stub, ns)
     # The pasted photo matches the composite through its inset view, but that cluster is the
     # astronaut's: one member of two resembles it, so it starts its own, and the composite,
     # which belongs with the picture pasted into it, follows it there (LinkRule.follows). The
@@ -132,9 +138,7 @@ def test_a_composite_stored_first_does_not_link_its_two_photos(inset_stub):
 
 def test_a_composite_does_not_follow_another_composite_made_on_its_pasted_photo(inset_stub):
     stub, ns = inset_stub, "composite-on-composite"
-    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
-    first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
-    check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    first = _composite_then_its_background(stub, ns)
     # Another composite whose background is the cat: its whole image matches the first one's
     # inset view, but a composite's whole is only the photo it was pasted on, so the first
     # composite stays where it is (it follows a picture, not another composite's background).
@@ -147,9 +151,7 @@ def test_a_composite_does_not_follow_another_composite_made_on_its_pasted_photo(
 
 def test_copies_of_the_pasted_photo_in_one_stream_all_find_the_composite_where_it_went(inset_stub):
     stub, ns = inset_stub, "follow-in-one-write"
-    composite, _ = paste(rgb("astronaut"), rgb("chelsea"), 0.35, 0.1, 0.5)
-    first = check(stub, encode(composite), image_id="composite", add=True, namespace=ns)
-    check(stub, encode(rgb("astronaut")), image_id="astronaut", add=True, namespace=ns)
+    first = _composite_then_its_background(stub, ns)
     # Two copies of the pasted photo in one stream (one write, when they arrive together): the
     # second must see the composite in the first one's cluster, where it has just gone, and
     # join that cluster, not the astronaut's through it.
