@@ -171,8 +171,8 @@ class _ClusterBook:
         """The rows of the composites that follow their pasted picture (follow), with the
         representatives of the clusters they leave and join put right (as rebuild_clusters
         would make them: most pixels, then the earliest stored)."""
-        rows = list(self.store.get_images(self.namespace, self.moved, with_vectors=True).values())
-        into = {img.image_id: self.resolve(self.moved[img.image_id]) for img in rows}
+        followers = list(self.store.get_images(self.namespace, self.moved, with_vectors=True).values())
+        into = {img.image_id: self.resolve(self.moved[img.image_id]) for img in followers}
         # A cluster whose representative left is chosen again from all it holds now.
         left = {c for c in self.dirty if self.rows[c].representative_id in self.moved and into.get(self.rows[c].representative_id) != c}
         sources = [c for c in [*left, *self.merged_into] if self.resolve(c) in left]  # with what merged into them
@@ -180,11 +180,11 @@ class _ClusterBook:
         for c in left:
             row = self.rows[c]
             row.representative_id, row.rep_pixels, row.rep_inserted_at_ms = "", -1, 0
-        for img in [*members, *rows]:
-            row = self.rows.get(into[img.image_id] if img.image_id in into else self.resolve(img.cluster_id))
+        for img in [*members, *followers]:
+            row = self.rows.get(self.cluster_of(img.image_id, img.cluster_id))
             if row is not None and (row.cluster_id in left or img.image_id in into) and _better_representative(img.pixels, img.inserted_at_ms, row):
                 row.representative_id, row.rep_pixels, row.rep_inserted_at_ms = img.image_id, img.pixels, img.inserted_at_ms
-        return rows
+        return followers
 
     def flush(self, new_images: list[ImageRow], new_views: dict[str, list[np.ndarray]], insets: Container[str] = ()) -> None:
         """Write new images (their extra views just before), re-home members of merged
@@ -205,8 +205,7 @@ class _ClusterBook:
             rehomed += self._followers()
         if rehomed:
             for img in rehomed:
-                img.cluster_id = self.moved.get(img.image_id) or img.cluster_id
-                img.cluster_id = self.resolve(img.cluster_id)
+                img.cluster_id = self.cluster_of(img.image_id, img.cluster_id)
             self.store.rewrite_images(rehomed)
         # Deleted before the upsert: on a Milvus server a delete leaves reads of the collection
         # Strong (~200 ms) until a later write's timestamp covers it (storage/milvus.py), and a

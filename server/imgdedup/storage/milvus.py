@@ -262,7 +262,7 @@ class MilvusStore:
     def connect(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # milvus-lite 2.5 imports the deprecated pkg_resources
-            from pymilvus import MilvusClient
+            from pymilvus import MilvusClient, Status
 
             _check_scipy_once()
 
@@ -276,7 +276,7 @@ class MilvusStore:
                 except Exception as exc:
                     # Only a socket not answering yet is waited for (CONNECT_FAILED); a Lite
                     # file another process holds, or a bad URI, fails at once.
-                    if time.monotonic() >= give_up or getattr(exc, "code", None) != 2:
+                    if time.monotonic() >= give_up or getattr(exc, "code", None) != Status.CONNECT_FAILED:
                         raise StorageError(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
                     log.info("Milvus Lite at %s not answering yet (%s); trying again", self.uri, exc)
                     time.sleep(0.25)
