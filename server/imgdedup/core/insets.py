@@ -21,19 +21,28 @@ lines with the most edges alone left it out. So the candidates are those lines a
 again, the lines whose edge run stands out most from the lines beside them (by the contrast
 above).
 
+Photos hold real rectangles too (windows, frames, screens, book spines), with sides as straight
+and strong as a pasted border. What they lack is colours of their own: a window is lit and
+coloured like the wall around it, while a pasted photo brings another photo's. So the winning
+box must also differ from a ring around it (15 % of its shorter side wide) by MIN_FOREIGN in
+the Bhattacharyya distance of their hue-saturation histograms (on the thumbnail: ~0.1 ms).
+
 Measured offline (2026-12-06, 2-core AMD EPYC VM) at these settings: the pasted photo found
-(IoU > 0.5 with the truth) in 150 of the hard set's 200 composites (75 %; 127 with the
-most-edges candidates alone at a minimum contrast of 0.40), fired on 22.9 % of the dev set's
-1,496 photos (windows, frames, screens: each costs one more embedding), ~1.3 ms per photo.
-Every setting tried trades along one curve, about one composite more found for each 1 % more
-photos fired on (found / fired): at MIN_CONTRAST 0.40, 144 / 15.6 % (the setting until
-2026-12-06's second session), 4 stand-out candidates 134 / 9.5 %, 8: 135 / 11.4 %, 24 + 24:
-145 / 17.6 %, 16 + 32: 147 / 18.5 %, 32 + 32: 147 / 18.8 % at 3-4x the time; 0.38: 147 / 20.3 %;
-0.36: 152 / 25.9 %. The point is chosen by its cost through the API (docs/matching.md,
-"Composites": each fire is an embedding, and the views' cost is held within 30 % of
-BulkCheck's throughput). Earlier settings (2026-12-05): a stricter contrast 0.42 / 0.03, a
-192-px thumbnail 0.58 / 0.11. The server runs it only on images without a content view
-(core/views.py), so an image has one extra view at most.
+(IoU > 0.5 with the truth) in 150 of the hard set's 200 composites (75 %), fired on 13.7 % of
+the dev set's 1,496 photos (each costs one more embedding). Without the colour test every
+setting tried traded along one curve, about one composite more found for each 1 % more photos
+fired on (found / fired): side contrast 0.40, 144 / 15.6 % (until 2026-12-06's afternoon; 127 /
+8.0 % with the most-edges candidates alone), 4 stand-out candidates 134 / 9.5 %, 8: 135 / 11.4
+%, 24 + 24: 145 / 17.6 %, 16 + 32: 147 / 18.5 %, 32 + 32: 147 / 18.8 % at 3-4x the time; 0.38:
+147 / 20.3 %; 0.37: 150 / 22.9 %; 0.36: 152 / 25.9 %. The colour test moves the curve: at 0.40,
+144 / 10.0 %; at 0.37 with MIN_FOREIGN 0.30 / 0.35 / 0.40 / 0.45, 150 / 16.3 %, 150 / 13.8 %,
+145 / 10.3 %, 143 / 7.1 %; at 0.35, 153 / 21.3 %, 152 / 17.5 %, 149 / 13.2 %, 145 / 9.0 %; at
+0.30, 157 / 38.8 %, 156 / 29.4 %; the next boxes tried when the best one fails the test found
+0-4 more for 1-4 % more fired. The composites' distances: median 0.67 (10th percentile 0.49),
+the dev photos' fires 0.37 (0.22). Earlier settings (2026-12-05): a stricter contrast 0.42 /
+0.03, a 192-px thumbnail 0.58 / 0.11. The server runs it only on images without a content view
+(core/views.py), so an image has one extra view at most. Through the API: docs/matching.md,
+"Composites".
 """
 
 from __future__ import annotations
@@ -53,6 +62,11 @@ MIN_CONTRAST = 0.37
 # The box: each side 20-90 % of the image's, its area 4-60 % of the image's.
 MIN_SIDE, MAX_SIDE = 0.2, 0.9
 MIN_AREA, MAX_AREA = 0.04, 0.6
+# The box's colours must differ from those around it (a ring FOREIGN_RING of its shorter side
+# wide): the Bhattacharyya distance of their hue-saturation histograms, at least MIN_FOREIGN.
+MIN_FOREIGN = 0.35
+FOREIGN_RING = 0.15
+HUE_BINS, SATURATION_BINS = 16, 8
 # A JPEG coarser than this (mean luminance quantisation step; ~quality 20 in libjpeg's tables)
 # is not searched: its 8x8 block borders are straight edges everywhere.
 MAX_JPEG_QUANTIZATION = 140.0
@@ -154,7 +168,30 @@ def inset_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     r, k = np.unravel_index(np.argmax(score), score.shape)
     if not np.isfinite(score[r, k]):
         return None
-    return (int(xs[xa[r]]) * factor, int(ys[ya[k]]) * factor, min(w, int(xs[xb[r]]) * factor), min(h, int(ys[yb[k]]) * factor))
+    x0, y0, x1, y1 = int(xs[xa[r]]), int(ys[ya[k]]), int(xs[xb[r]]), int(ys[yb[k]])
+    if _foreignness(thumb, x0, y0, x1, y1) < MIN_FOREIGN:
+        return None
+    return (x0 * factor, y0 * factor, min(w, x1 * factor), min(h, y1 * factor))
+
+
+def _foreignness(thumb: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
+    """How unlike the colours around it the box's are: the Bhattacharyya distance (0: the same,
+    1: disjoint) of the hue-saturation histograms inside the box and in a ring around it. A
+    pasted photo brings colours of its own; a window, a frame or a screen in a photo is lit and
+    coloured like the rest of it."""
+    h, w = thumb.shape[:2]
+    ring = max(2, int(FOREIGN_RING * min(x1 - x0, y1 - y0)))
+    inside = np.zeros((h, w), np.uint8)
+    inside[y0:y1, x0:x1] = 1
+    around = np.zeros((h, w), np.uint8)
+    around[max(0, y0 - ring): y1 + ring, max(0, x0 - ring): x1 + ring] = 1
+    around[y0:y1, x0:x1] = 0
+    hsv = cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)
+    hists = []
+    for mask in (inside, around):
+        hist = cv2.calcHist([hsv], [0, 1], mask, [HUE_BINS, SATURATION_BINS], [0, 180, 0, 256])
+        hists.append(cv2.normalize(hist, None, 1.0, 0.0, cv2.NORM_L1))
+    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))
 
 
 def inset_view(image: DecodedImage, *, jpeg_quantization: float = 0.0) -> DecodedImage | None:
