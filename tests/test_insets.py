@@ -58,6 +58,18 @@ def test_a_box_coloured_like_its_surroundings_is_no_pasted_photo(monkeypatch):
     assert inset_box(composite) is not None
 
 
+def test_a_photo_pasted_into_a_grey_image_is_found(monkeypatch):
+    """A grey image has no hue or saturation to compare (their histograms inside and around any
+    box are the same): its brightness histograms are compared instead."""
+    def grey(a: np.ndarray) -> np.ndarray:
+        return np.dstack([cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)] * 3)
+    composite, truth = paste(grey(rgb("chelsea")), grey(rgb("rocket")), 0.4, 0.3, 0.2)
+    found = inset_box(composite)
+    assert found is not None and max(abs(a - b) for a, b in zip(found, truth)) <= 6, (found, truth)
+    monkeypatch.setattr(insets, "GREY_SATURATION", 0.0)  # hue and saturation even here
+    assert inset_box(composite) is None
+
+
 def test_the_detector_leaves_photos_alone():
     # On the dev set's photos it fires on ~14 % (windows, frames: each costs an embedding).
     for name in ("astronaut", "coffee", "chelsea", "camera", "rocket", "immunohistochemistry", "brick", "grass",
