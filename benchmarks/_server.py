@@ -77,6 +77,20 @@ def cpu_of_children(pid: int) -> float:
     return sum(seconds for parent, seconds in _processes().values() if parent == pid)
 
 
+def cpu_of_children_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by a process's direct children, by their OS name (digits after a
+    last underscore dropped: decoder_0 -> decoder)."""
+    out: dict[str, float] = {}
+    for child, (parent, seconds) in _processes().items():
+        if parent == pid:
+            try:
+                name = re.sub(r"_\d+$", "", Path(f"/proc/{child}/comm").read_text().strip())
+            except OSError:  # ended meanwhile
+                continue
+            out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def cpu_of_tree(pid: int) -> float:
     """CPU seconds used so far by a process and all its descendants (alive ones)."""
     procs = _processes()

@@ -3,6 +3,7 @@ whole server (decode, batching, Milvus search and writes, clusters, gRPC), so th
 everything but the model.
 
     python benchmarks/pipeline.py [--images DIR] [--bulk-n 1500] [--n 400] [--concurrency 1 16] [--workers 1 2]
+                                  [--no-decode-processes]
 
 It builds the stand-in with `onnx` in a temporary folder, with the default model's interface (input
 uint8 NHWC [batch, 288, 288, 3], resized like the default spec; output float32 [batch, 512],
@@ -31,6 +32,8 @@ Prints:
   the measured figures as ratios;
 - where the CPU went per image during the BulkCheck, by group of the server's threads (they carry
   their names into the OS), the Milvus Lite process and this client;
+- the same stream on a server with `--decode-processes` (decoding in processes of its own,
+  core/decoding.py), its CPU split with those processes;
 - scaling with `dedup serve --workers W` for each --workers: the same photos as S concurrent
   BulkCheck streams (S = 4 x the largest W; each stream on a TCP connection of its own, which the
   kernel hashes to a front), images/s, server CPU per image (the parent, i.e. the index
@@ -52,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
+from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_children_by_name, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
 from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, synthetic_jpegs, unary  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
@@ -310,9 +313,20 @@ def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[st
     return out
 
 
-def snapshot(pid: int) -> tuple[dict[str, float], float, float, float]:
-    """(CPU seconds by server thread group, Milvus Lite, this client, the whole server process)."""
-    return cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1]
+def snapshot(pid: int) -> tuple[dict[str, float], float, float, float, dict[str, float]]:
+    """(CPU seconds by server thread group, its child processes (Milvus Lite; decoding
+    processes), this client, the whole server process, its child processes by name)."""
+    return cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1], cpu_of_children_by_name(pid)
+
+
+def measured_stream(target: str, pid: int, metrics_url: str, stream: list[bytes]) -> tuple[dict, tuple]:
+    """One BulkCheck stream storing `stream`: its figures, and the arguments of print_cpu_split."""
+    before, batches, writes = snapshot(pid), batch_totals(metrics_url), batch_totals(metrics_url, WRITES)
+    b = bulk_stored(target, stream)
+    after = snapshot(pid)
+    b.update(batch=mean_batch(batches, batch_totals(metrics_url)), write=mean_batch(writes, batch_totals(metrics_url, WRITES)),
+             cpu=server_ms(before, after, b["n"]), client=client_ms(before, after, b["n"]))
+    return b, (before[:3], after[:3], b, (before[4], after[4]))
 
 
 def server_ms(before: tuple, after: tuple, n: int) -> float:
@@ -337,6 +351,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="checks for each unary run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="`serve --workers` values to compare (none: skip)")
+    parser.add_argument("--decode-processes", action=argparse.BooleanOptionalAction, default=True, help="also run the stream on a server with --decode-processes")
     args = parser.parse_args()
 
     # Without the benchmark set (a machine it does not travel to), distinct synthetic photos: the
@@ -365,12 +380,7 @@ def main() -> None:
                 info = client.info()
             unary(target, queries, 1, min(20, len(queries)))  # warm-up, against the empty index
 
-            before, batches, writes = snapshot(pid), batch_totals(metrics_url), batch_totals(metrics_url, WRITES)
-            b = bulk_stored(target, stream)
-            after = snapshot(pid)
-            b.update(batch=mean_batch(batches, batch_totals(metrics_url)), write=mean_batch(writes, batch_totals(metrics_url, WRITES)),
-                     cpu=server_ms(before, after, b["n"]), client=client_ms(before, after, b["n"]))
-            bulk_cpu = (before[:3], after[:3])
+            b, bulk_cpu = measured_stream(target, pid, metrics_url, stream)
 
             with DedupClient(target) as client:
                 resp = client.stub.ListClusters(pb.ListClustersRequest(page_size=1000, min_size=2), timeout=60)
@@ -388,6 +398,12 @@ def main() -> None:
                          cpu=server_ms(before, after, args.n), client=client_ms(before, after, args.n))
                 rows.append((f"unary c={c}", r))
             rss = peak_rss_mib(pid)
+        in_processes = None
+        if args.decode_processes:
+            metrics_port = free_port()
+            with server(None, "--model", str(spec_path), "--metrics-port", str(metrics_port), "--decode-processes") as (target, pid):
+                unary(target, queries, 1, min(20, len(queries)))  # warm-up, against the empty index
+                in_processes = measured_stream(target, pid, f"http://127.0.0.1:{metrics_port}/metrics", stream)
         scaled = scaling(spec_path, stream, sorted(set(args.workers))) if args.workers else []
 
     print(f"server: model {info.model_name}, threshold {info.default_threshold:.2f}, providers {', '.join(info.execution_providers)}, "
@@ -410,7 +426,13 @@ def main() -> None:
     print(f"  >= {TARGET_IPS:,.0f} img/s:                measured {b['ips']:7.1f} img/s = {verdict(b['ips'], TARGET_IPS, True)}")
     print(f"  <= {TARGET_CPU_MS:.1f} ms server CPU per image: measured {b['cpu']:7.2f} ms    = {verdict(b['cpu'], TARGET_CPU_MS, False)}")
 
-    print_cpu_split(*bulk_cpu, b)
+    print_cpu_split(*bulk_cpu)
+    if in_processes is not None:
+        p, split = in_processes
+        print(f"\nwith --decode-processes (decoding in processes of their own, core/decoding.py; a server of its own):\n"
+              f"BulkCheck (1 stream)  {p['ips']:7.1f} img/s  server CPU {p['cpu']:.2f} ms/img (its processes included)  "
+              f"cores busy {p['cpu'] * p['ips'] / 1000:.2f}  {p['ips'] / b['ips']:.2f}x the threads' stream above  ({p['n'] - p['errors']} stored, {p['errors']} errors)")
+        print_cpu_split(*split)
     for line in scaled:
         print(line)
 

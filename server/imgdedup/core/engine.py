@@ -16,9 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Hashable, NamedTuple
-
-import numpy as np
+from typing import Awaitable, Callable, Hashable
 
 from imgdedup import metrics
 from imgdedup.config import Settings
@@ -26,15 +24,16 @@ from imgdedup.core.backends import ClusterView, IndexBackend
 from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
-from imgdedup.core.images import ImageError, ImageFacts, decode_image, preprocess, probe_image
+from imgdedup.core.decoding import Decoder, InThreadDecoder, make_decoder
+from imgdedup.core.images import ImageError, ImageFacts, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
+from imgdedup.core.model_inputs import InputMaker, ModelInputs
 from imgdedup.core.operating_point import OperatingPoint
 from imgdedup.core.priority import Priority
 from imgdedup.core.quotas import RateLimits
 from imgdedup.core.rate_shares import RateReporter
 from imgdedup.core.threads import PriorityThreadPool, thread_pool
-from imgdedup.core.views import extra_view
 from imgdedup.runtime import Embedder, ModelSpec
 from imgdedup.tracing import tracer
 from imgdedup.storage.milvus import MAX_ID_BYTES, Hit
@@ -43,11 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
-
-
-class ModelInputs(NamedTuple):
-    tensors: list[np.ndarray]  # the whole image, then its extra view (if any)
-    inset: bool  # that view is an inset view (core/views.py: ExtraView)
 
 
 @dataclass(slots=True)
@@ -161,7 +155,7 @@ class DedupEngine:
 
     Built whole by `open()`: the model loaded, the index open, the batcher running."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder, index: IndexBackend):
+    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder, index: IndexBackend, decoder: Decoder | None = None):
         self.settings = settings
         self.spec = spec
         self.point = OperatingPoint.of(settings, spec)
@@ -178,8 +172,10 @@ class DedupEngine:
             low_priority_nice=settings.low_priority_nice,
         )
         self._batcher.start()
-        # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool).
+        # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool), there or
+        # in processes of their own (core/decoding.py).
         self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
+        self._decoder = decoder or InThreadDecoder(InputMaker.of(settings, spec))
         # Namespaces' images-per-second quotas (core/quotas.py), taken before any work.
         self._rates = RateLimits(settings.quotas)
         # ... shared with the other processes that check through the same writer.
@@ -196,21 +192,26 @@ class DedupEngine:
         loader = thread_pool(1, "onnxruntime")
         try:
             model_load = loop.run_in_executor(loader, embedder_factory, spec)
+            # Decoding processes (if any) start meanwhile (core/decoding.py).
+            decoder = make_decoder(settings, InputMaker.of(settings, spec))
             try:
                 index = await index_factory()
+                await asyncio.to_thread(decoder.wait_ready)
             except BaseException:
                 # The start fails now, not after the model has loaded (a Triton embedder may
                 # wait minutes for its model): the embedder is closed whenever it is done.
                 model_load.add_done_callback(_close_when_loaded)
+                decoder.close()
                 raise
             try:
                 embedder = await model_load
             except BaseException:
+                decoder.close()
                 await index.close()
                 raise
         finally:
             loader.shutdown(wait=False)
-        return cls(settings, spec, embedder, index)
+        return cls(settings, spec, embedder, index, decoder)
 
     async def close(self) -> None:
         if self._rate_reporter is not None:
@@ -219,6 +220,7 @@ class DedupEngine:
         await self.index.close()  # lets queued writes finish
         self.embedder.close()
         self._decode_pool.shutdown(wait=True)
+        self._decoder.close()
 
     async def health_problem(self) -> str | None:
         """None when checks can run now; else what cannot: "index" (it cannot take writes; it
@@ -276,12 +278,12 @@ class DedupEngine:
         priority, flow = req.priority, (ticket.stream if ticket is not None else None)
         try:
             with self._batcher.announce(priority), tracer.start_as_current_span("decode"):  # another image of this level is on its way
-                facts, digest, maybe_stored, inputs = await self._decoding(priority, flow, self._prepare, req.namespace, req.image)
+                facts, digest, maybe_stored, inputs = await self._decoding(priority, flow, self._prepare, priority, req.namespace, req.image)
                 # Exact-duplicate fast path: identical bytes reuse the stored embeddings. Only
                 # bytes the digest set cannot rule out are looked up (see core/digests.py).
                 same = await self.index.find_exact(req.namespace, digest) if maybe_stored else None
                 if same is None and inputs is None:
-                    inputs = await self._decoding(priority, flow, self._decode, req.image, facts)
+                    inputs = await self._decoding(priority, flow, self._decoder, req.image, facts, priority)
         except ImageError as exc:
             raise InvalidArgument("image", str(exc), reason=exc.reason) from None
         t1 = time.perf_counter()
@@ -343,7 +345,7 @@ class DedupEngine:
         """Run fn(*args) on the decode pool, in its turn."""
         return asyncio.wrap_future(self._decode_pool.submit(fn, *args, priority=priority, flow=flow))
 
-    def _prepare(self, namespace: str, data: bytes) -> tuple[ImageFacts, str, bool, ModelInputs | None]:
+    def _prepare(self, priority: Priority, namespace: str, data: bytes) -> tuple[ImageFacts, str, bool, ModelInputs | None]:
         """Vet, hash and (unless the bytes are probably stored) decode, in one thread hop.
 
         Returns (facts, digest, whether the bytes may be stored, model inputs or None)."""
@@ -352,17 +354,7 @@ class DedupEngine:
         hint = self.index.might_hold(namespace, digest)
         if hint is True:
             return facts, digest, True, None  # probably an exact duplicate: decode only if it is not
-        return facts, digest, hint is None, self._decode(data, facts)
-
-    def _decode(self, data: bytes, facts: ImageFacts) -> ModelInputs:
-        """Model inputs: the whole image, then its extra views (if any)."""
-        decoded = decode_image(data, max_pixels=self.settings.max_pixels, target_size=self.spec.input_size, facts=facts)
-        resize = self.spec.input.resize
-        tensors = [preprocess(decoded, resize)]
-        view = extra_view(decoded, facts, content=self.settings.content_views, insets=self.settings.inset_views)
-        if view is not None:
-            tensors.append(preprocess(view.image, resize))
-        return ModelInputs(tensors, inset=view is not None and view.inset)
+        return facts, digest, hint is None, self._decoder(data, facts, priority)
 
     async def _submit(self, item: PendingImage, priority: Priority, flow: Hashable, ticket: Ticket | None = None) -> CheckResult:
         """Queue a write. Interactive writes go first; a stream's are FIFO (one flow), so the

@@ -89,3 +89,9 @@ class InferenceUnavailable(DedupError):
     """The inference backend (a Triton server) is down or reloading the model: retry later."""
 
     reason = "INFERENCE_UNAVAILABLE"
+
+
+class DecoderUnavailable(DedupError):
+    """The process decoding the image ended while it did (core/decoding.py): retry."""
+
+    reason = "DECODER_UNAVAILABLE"

@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from imgdedup.core.errors import DedupError, FailedPrecondition, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, PermissionDenied, QuotaExceeded, StorageUnavailable
+from imgdedup.core.errors import DecoderUnavailable, DedupError, FailedPrecondition, InferenceUnavailable, InvalidArgument, NotFound, NotReady, Overloaded, PermissionDenied, QuotaExceeded, StorageUnavailable
 
 log = logging.getLogger(__name__)
 DOMAIN = "imgdedup"
@@ -53,7 +53,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     elif isinstance(exc, Overloaded):
         code = code_pb2.RESOURCE_EXHAUSTED
         details.append(_retry_info(exc.retry_after_s))
-    elif isinstance(exc, (NotReady, StorageUnavailable, InferenceUnavailable)):
+    elif isinstance(exc, (NotReady, StorageUnavailable, InferenceUnavailable, DecoderUnavailable)):
         code = code_pb2.UNAVAILABLE
         details.append(_retry_info(1.0))
     else:

@@ -1,0 +1,202 @@
+"""Where images are decoded: on the engine's decoding threads (the default), or, with
+`decode_processes`, in processes of their own that those threads hand the work to.
+
+Why processes: one server process keeps only ~1.4 of two cores busy whatever its work costs
+(README, Pipeline cost): its Python work runs under one interpreter lock, and the decoding
+threads' share of it (the inset detector's many small numpy calls, the content-view test, the
+codecs' wrappers) is the largest. In a process of its own that work has a lock of its own, and
+the server's threads only wait on a pipe. Unlike `--workers`, the model, its batches and the
+index stay one: on a GPU host, one copy of the model fed in large batches by every core.
+
+Each decoding thread (core/threads.py: PriorityThreadPool, `decode_workers` per priority) has a
+process of its own, started with the engine (spawned, not forked: gRPC's threads do not survive
+a fork): a high-priority call never waits for a bulk one, and the bulk threads' processes run
+niced (`low_priority_nice`) as the threads do. What crosses the pipe: the image's bytes and
+header facts one way, the model inputs (a 288x288x3 array, two with a view) or the image's
+error the other. A process that dies (the kernel's OOM killer, a codec's crash on a hostile
+image) fails the image it held, if any, with UNAVAILABLE and RetryInfo, and is started again
+when its thread next needs it (that image waits for the start, ~1-4 s); the
+processes end with the server: their pipe closes, a kill -9 included (one busy with an image
+ends once it is done).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from typing import Protocol
+
+from imgdedup.core.errors import DecoderUnavailable
+from imgdedup.core.images import ImageError, ImageFacts
+from imgdedup.core.model_inputs import InputMaker, ModelInputs
+from imgdedup.core.priority import Priority
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 120.0
+
+
+class Decoder(Protocol):
+    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs: ...
+
+    def wait_ready(self) -> None: ...  # blocks until it can decode
+
+    def close(self) -> None: ...
+
+
+class InThreadDecoder:
+    """Decode on the calling thread (one of the engine's decoding threads)."""
+
+    def __init__(self, make: InputMaker) -> None:
+        self._make = make
+
+    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs:
+        return self._make(data, facts)
+
+    def wait_ready(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessDecoder:
+    """Decode in `workers` processes per priority level; a calling thread takes an idle one of
+    its level (there are as many as the level has threads, so it never waits for one)."""
+
+    def __init__(self, make: InputMaker, *, workers: int, low_nice: int = 0) -> None:
+        self._make = make
+        self._idle: dict[Priority, queue.SimpleQueue[_Child]] = {level: queue.SimpleQueue() for level in Priority}
+        self._children: list[_Child] = []
+        levels = [(Priority.HIGH, "decoder", 0), (Priority.LOW, "decoder-low", low_nice)]
+        try:
+            for level, name, nice in levels:
+                for n in range(workers):
+                    child = _Child(make, f"{name}_{n}", nice)
+                    self._children.append(child)
+                    self._idle[level].put(child)
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_ready(self) -> None:
+        """Until every process has started (they start side by side: each imports numpy and
+        OpenCV, ~1 s)."""
+        for child in self._children:
+            child.wait_ready()
+        log.info("decoding in %d processes (%d per priority level)", len(self._children), len(self._children) // 2)
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.pid for c in self._children]
+
+    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs:
+        idle = self._idle[priority]
+        child = idle.get()
+        try:
+            return child.call(data, facts)
+        finally:
+            idle.put(child)
+
+    def close(self) -> None:
+        for child in self._children:
+            child.stop()
+
+
+class _Child:
+    """One decoding process and this process's end of its pipe; restarted when it dies."""
+
+    def __init__(self, make: InputMaker, name: str, nice: int) -> None:
+        self._make, self.name, self._nice = make, name, nice
+        self._start()
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child_end, self._make, self.name, self._nice), name=self.name, daemon=True)
+        self._process.start()
+        child_end.close()
+        self._ready = False
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid or 0
+
+    def wait_ready(self) -> None:
+        if self._ready:
+            return
+        if not self._conn.poll(_START_TIMEOUT_S):
+            raise RuntimeError(f"decoding process {self.name} did not start within {_START_TIMEOUT_S:.0f} s")
+        if self._conn.recv() != "ready":
+            raise RuntimeError(f"decoding process {self.name} failed to start")
+        self._ready = True
+
+    def call(self, data: bytes, facts: ImageFacts) -> ModelInputs:
+        if not self._process.is_alive():  # ended while idle: no image lost, start another
+            log.warning("decoding process %s had ended (exit code %s); started again", self.name, self._process.exitcode)
+            self._restart()
+        try:
+            self.wait_ready()
+            self._conn.send((data, facts))
+            reply = self._conn.recv()
+        except (EOFError, OSError, RuntimeError) as exc:
+            code = self._process.exitcode
+            self._restart()
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}" if code is not None else str(exc) or type(exc).__name__
+            log.warning("decoding process %s ended (%s) while decoding an image; started again", self.name, how)
+            raise DecoderUnavailable(f"the process decoding this image ended ({how}); the image was not stored: retry") from None
+        kind, *rest = reply
+        if kind == "ok":
+            return rest[0]
+        if kind == "image":
+            raise ImageError(*rest)
+        raise RuntimeError(f"decoding failed in {self.name}: {rest[0]}")
+
+    def _restart(self) -> None:
+        self.stop()
+        self._start()
+
+    def stop(self) -> None:
+        try:
+            self._conn.close()  # the process sees the pipe close and ends
+        except OSError:
+            pass
+        self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2.0)
+
+
+def _serve(conn, make: InputMaker, name: str, nice: int) -> None:
+    """A decoding process: answer (bytes, facts) with ("ok", inputs) or ("image", reason, message)
+    until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the server's to handle
+    from imgdedup.core.threads import name_os_thread
+
+    threading.current_thread().name = name
+    name_os_thread()
+    if nice > 0:
+        os.nice(nice)
+    conn.send("ready")
+    while True:
+        try:
+            data, facts = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply = ("ok", make(data, facts))
+        except ImageError as exc:
+            reply = ("image", exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as an internal error
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+def make_decoder(settings, make: InputMaker) -> Decoder:
+    if settings.decode_processes:
+        return ProcessDecoder(make, workers=settings.decode_workers, low_nice=settings.low_priority_nice)
+    return InThreadDecoder(make)
