@@ -69,7 +69,6 @@ class ProcessDecoder:
     its level (there are as many as the level has threads, so it never waits for one)."""
 
     def __init__(self, make: InputMaker, *, workers: int, low_nice: int = 0) -> None:
-        self._make = make
         self._idle: dict[Priority, queue.SimpleQueue[_Child]] = {level: queue.SimpleQueue() for level in Priority}
         self._children: list[_Child] = []
         levels = [(Priority.HIGH, "decoder", 0), (Priority.LOW, "decoder-low", low_nice)]
@@ -89,10 +88,6 @@ class ProcessDecoder:
         for child in self._children:
             child.wait_ready()
         log.info("decoding in %d processes (%d per priority level)", len(self._children), len(self._children) // 2)
-
-    @property
-    def pids(self) -> list[int]:
-        return [c.pid for c in self._children]
 
     def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs:
         idle = self._idle[priority]
@@ -121,10 +116,6 @@ class _Child:
         self._process.start()
         child_end.close()
         self._ready = False
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid or 0
 
     def wait_ready(self) -> None:
         if self._ready:

@@ -24,7 +24,7 @@ from imgdedup.core.backends import ClusterView, IndexBackend
 from imgdedup.core.batcher import EmbedBatcher
 from imgdedup.core import namespaces, quotas
 from imgdedup.core.errors import FailedPrecondition, InvalidArgument, NotReady, QuotaExceeded
-from imgdedup.core.decoding import Decoder, InThreadDecoder, make_decoder
+from imgdedup.core.decoding import Decoder, make_decoder
 from imgdedup.core.images import ImageError, ImageFacts, probe_image
 from imgdedup.core.index import CheckResult, PendingImage
 from imgdedup.core.match_modes import MatchKind, MatchMode, MatchModes
@@ -155,7 +155,7 @@ class DedupEngine:
 
     Built whole by `open()`: the model loaded, the index open, the batcher running."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder, index: IndexBackend, decoder: Decoder | None = None):
+    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder, index: IndexBackend, decoder: Decoder):
         self.settings = settings
         self.spec = spec
         self.point = OperatingPoint.of(settings, spec)
@@ -175,7 +175,7 @@ class DedupEngine:
         # Decoding by priority, bulk decoding on niced threads (see PriorityThreadPool), there or
         # in processes of their own (core/decoding.py).
         self._decode_pool = PriorityThreadPool(settings.decode_workers, "decode", low_nice=settings.low_priority_nice)
-        self._decoder = decoder or InThreadDecoder(InputMaker.of(settings, spec))
+        self._decoder = decoder
         # Namespaces' images-per-second quotas (core/quotas.py), taken before any work.
         self._rates = RateLimits(settings.quotas)
         # ... shared with the other processes that check through the same writer.
