@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import _stat, cpu_by_thread, cpu_of_children, cpu_of_children_by_name, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
+from _server import _stat, cpu_by_thread, cpu_of_children_by_name, cpu_of_self, cpu_of_tree, machine, peak_rss_mib, server  # noqa: E402
 from throughput import DEFAULT_IMAGES, batch_totals, free_port, load_images, mean_batch, print_cpu_split, synthetic_jpegs, unary  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
@@ -103,6 +103,15 @@ default_threshold = 0.80
 """
 
 
+def model_tensors(images: list[bytes]) -> np.ndarray:
+    """The photos as the stand-in is fed them: [N, 288, 288, 3] uint8, resized as its spec says."""
+    from imgdedup.core.images import decode_image, preprocess
+    from imgdedup.runtime.spec import ResizePolicy
+
+    resize = ResizePolicy(mode="square", size=SIZE, interpolation="auto")  # SPEC's [input.resize]
+    return np.stack([preprocess(decode_image(b, max_pixels=10**9, target_size=SIZE), resize) for b in images])
+
+
 def grid_features(tensors: np.ndarray) -> np.ndarray:
     """What the stand-in's graph computes before its one matrix: [N, 288, 288, 3] uint8 -> every
     STEP-th pixel on both axes -> the mean of each block of a GRID x GRID x 3 grid, flattened."""
@@ -111,14 +120,10 @@ def grid_features(tensors: np.ndarray) -> np.ndarray:
     return sub.reshape(len(sub), GRID, block, GRID, block, 3).mean(axis=(2, 4)).reshape(len(sub), -1)
 
 
-def fit_whitening(images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, matrix) that whiten the grid features of these photos (ZCA, shrunk by SHRINK) and
-    rotate them into DIM dimensions (orthonormal rows: cosines are kept)."""
-    from imgdedup.core.images import decode_image, preprocess
-    from imgdedup.runtime.spec import ResizePolicy
-
-    resize = ResizePolicy(mode="square", size=SIZE, interpolation="auto")
-    features = grid_features(np.stack([preprocess(decode_image(b, max_pixels=10**9, target_size=SIZE), resize) for b in images]))
+def fit_whitening(tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, matrix) that whiten the grid features of these photos (model_tensors; ZCA, shrunk
+    by SHRINK) and rotate them into DIM dimensions (orthonormal rows: cosines are kept)."""
+    features = grid_features(tensors)
     mean = features.mean(axis=0)
     eigenvalues, vectors = np.linalg.eigh(np.cov((features - mean).T))
     eigenvalues = np.maximum(eigenvalues, 0.0) + SHRINK * eigenvalues.mean()
@@ -127,9 +132,9 @@ def fit_whitening(images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), (whiten @ rotate.T).astype(np.float32)
 
 
-def build_standin(folder: Path, images: list[bytes]) -> Path:
-    """Write the stand-in .onnx and its spec into `folder`, whitened on `images` (a few hundred
-    distinct photos or more); return the spec's path.
+def build_standin(folder: Path, tensors: np.ndarray) -> Path:
+    """Write the stand-in .onnx and its spec into `folder`, whitened on these photos
+    (model_tensors of a few hundred distinct ones or more); return the spec's path.
 
     image uint8 [N, 288, 288, 3] -> every 4th pixel on both axes (72x72) -> float -> mean of each
     6x6 block (12x12x3 grid) -> minus the photos' mean -> @ the whitening matrix (fit_whitening)
@@ -140,7 +145,7 @@ def build_standin(folder: Path, images: list[bytes]) -> Path:
     sub = SIZE // STEP
     block = sub // GRID
     flat = 3 * GRID * GRID
-    mean, matrix = fit_whitening(images)
+    mean, matrix = fit_whitening(tensors)
     consts = {
         "starts": np.array([0, 0], np.int64),
         "ends": np.array([SIZE, SIZE], np.int64),
@@ -176,20 +181,17 @@ def build_standin(folder: Path, images: list[bytes]) -> Path:
     return folder / "nearfree.toml"
 
 
-def discrimination(spec_path: Path, images: list[bytes], queries: list[bytes]) -> dict[str, float]:
+def discrimination(spec_path: Path, photos: np.ndarray, queries: np.ndarray) -> dict[str, float]:
     """The stand-in's cosines between different photos (mean, sd, neighbours per photo at or above
-    FLOOR) and of the re-encoded copies with their originals (the lowest)."""
-    from imgdedup.core.images import decode_image, preprocess
+    FLOOR) and of the re-encoded copies with their originals (the lowest); model_tensors of both."""
     from imgdedup.runtime import create_embedder, load_spec
 
-    spec = load_spec(spec_path)
-    embedder = create_embedder(spec, workers=1, intra_op_threads=1)
+    embedder = create_embedder(load_spec(spec_path), workers=1, intra_op_threads=1)
 
-    def embed(batch: list[bytes]) -> np.ndarray:
-        x = np.stack([preprocess(decode_image(b, max_pixels=10**9, target_size=spec.input_size), spec.input.resize) for b in batch])
+    def embed(x: np.ndarray) -> np.ndarray:
         return np.concatenate([embedder.embed(x[i: i + 64]) for i in range(0, len(x), 64)])
 
-    e, q = embed(images), embed(queries)
+    e, q = embed(photos), embed(queries)
     sims = e @ e.T
     others = sims[np.triu_indices(len(e), 1)]
     return {"mean": float(others.mean()), "sd": float(others.std()), "max": float(others.max()),
@@ -197,15 +199,13 @@ def discrimination(spec_path: Path, images: list[bytes], queries: list[bytes]) -
             "copies_min": float((q * e[: len(q)]).sum(axis=1).min())}
 
 
-def standin_cost(spec_path: Path, images: list[bytes], seconds: float = 1.0) -> dict[int, float]:
+def standin_cost(spec_path: Path, photos: np.ndarray, seconds: float = 1.0) -> dict[int, float]:
     """ms per image of the stand-in alone (one single-threaded session, as the server runs it under
-    load), batch 1 and 8, on preprocessed photos."""
-    from imgdedup.core.images import decode_image, preprocess
+    load), batch 1 and 8, on preprocessed photos (model_tensors)."""
     from imgdedup.runtime import create_embedder, load_spec
 
-    spec = load_spec(spec_path)
-    tensors = [preprocess(decode_image(b, max_pixels=10**9, target_size=spec.input_size), spec.input.resize) for b in images[:8]]
-    embedder = create_embedder(spec, workers=1, intra_op_threads=1)
+    tensors = list(photos[:8])
+    embedder = create_embedder(load_spec(spec_path), workers=1, intra_op_threads=1)
     out = {}
     for batch in (1, 8):
         x = np.stack((tensors * batch)[:batch])
@@ -316,7 +316,8 @@ def scaling(spec_path: Path, images: list[bytes], workers: list[int]) -> list[st
 def snapshot(pid: int) -> tuple[dict[str, float], float, float, float, dict[str, float]]:
     """(CPU seconds by server thread group, its child processes (Milvus Lite; decoding
     processes), this client, the whole server process, its child processes by name)."""
-    return cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1], cpu_of_children_by_name(pid)
+    children = cpu_of_children_by_name(pid)
+    return cpu_by_thread(pid), sum(children.values()), cpu_of_self(), _stat(f"/proc/{pid}/stat")[1], children
 
 
 def measured_stream(target: str, pid: int, metrics_url: str, stream: list[bytes]) -> tuple[dict, tuple]:
@@ -364,11 +365,13 @@ def main() -> None:
           f"mean {statistics.mean(map(len, stream)) / 1024:.0f} KiB" + (f" (asked for {args.bulk_n})" if len(stream) < args.bulk_n else ""))
 
     with tempfile.TemporaryDirectory(prefix="dedup-standin-") as model_dir:
-        spec_path = build_standin(Path(model_dir), stream)
-        cost = standin_cost(spec_path, stream)
+        photos = model_tensors(stream)  # decoded once, for the stand-in's fit, cost and cosines
+        spec_path = build_standin(Path(model_dir), photos)
+        cost = standin_cost(spec_path, photos)
         print(f"stand-in model alone ({SIZE}x{SIZE} uint8 NHWC -> {DIM}-d, one thread): "
               f"batch 1 {cost[1]:.3f} ms/img, batch 8 {cost[8]:.3f} ms/img")
-        d = discrimination(spec_path, stream, queries)
+        d = discrimination(spec_path, photos, model_tensors(queries))
+        del photos  # ~250 KB each: not kept while the servers are measured
         print(f"stand-in's cosines: different photos {d['mean']:.3f} +- {d['sd']:.3f} (highest {d['max']:.3f}; the default model's "
               f"0.009 +- 0.047), {d['near']:.2f} neighbours per photo >= {FLOOR:.2f}; re-encoded copies >= {d['copies_min']:.3f}")
 

@@ -94,7 +94,7 @@ def through_service(n: int, fronts: int, duplicates: float, per_request: int = 1
     from imgdedup._proto.dedup.v1 import dedup_pb2 as pb
     from imgdedup.transport.messages import vector_bytes
     from imgdedup.transport.writer_service import FRONT_ID_KEY
-    from pipeline import build_standin
+    from pipeline import build_standin, model_tensors
     from throughput import synthetic_jpegs
 
     def run_fronts(address: str, todo: list[PendingImage]) -> tuple[float, int]:
@@ -131,7 +131,7 @@ def through_service(n: int, fronts: int, duplicates: float, per_request: int = 1
         return len(todo) / (time.perf_counter() - t0), sum(errors)
 
     with tempfile.TemporaryDirectory(prefix="dedup-writer-") as folder:
-        spec = build_standin(Path(folder), synthetic_jpegs(200))  # any model will do: nothing reaches it
+        spec = build_standin(Path(folder), model_tensors(synthetic_jpegs(200)))  # any model will do: nothing reaches it
         port = free_port()
         with server(None, "--model", str(spec), "--writer-listen", f"127.0.0.1:{port}") as (_, pid):
             address = f"127.0.0.1:{port}"
