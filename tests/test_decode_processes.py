@@ -4,7 +4,9 @@ The server answers as with decoding threads (copies found, views matched, bad im
 with their reason, a stream's order kept); a decoding process killed while idle fails no image
 (it is started again when next needed), one killed while it decodes fails that image alone
 with UNAVAILABLE and RetryInfo; and the
-processes end with the server, a kill -9 of it included."""
+processes end with the server, a kill -9 of it included, and their shared memory is removed.
+The decoder itself gives the same model inputs as decoding in the thread, through its shared
+blocks and through the pipe for bytes and inputs too large for them."""
 
 from __future__ import annotations
 
@@ -173,8 +175,12 @@ def test_processes_end_with_the_server(tmp_path):
     try:
         decoders = _decoders(server.proc.pid)
         assert len(decoders) == 2
+        blocks = _shared_blocks(server.proc.pid)
+        assert len(blocks) == 4  # two per process
         os.kill(server.proc.pid, signal.SIGKILL)  # the server alone: its pipes close
         assert wait_until(lambda: all(not Path(f"/proc/{pid}").exists() or _state(pid) == "Z" for pid in decoders), 20), _state_all(decoders)
+        # and its resource tracker removes the shared blocks it made
+        assert wait_until(lambda: not any(block.exists() for block in blocks), 20), [b for b in blocks if b.exists()]
     finally:
         server.stop(signal.SIGKILL, timeout=10)
         if server.proc is not None:
@@ -193,3 +199,50 @@ def _state(pid: int) -> str:
 
 def _state_all(pids) -> dict[int, str]:
     return {pid: _state(pid) for pid in pids}
+
+
+def _shared_blocks(pid: int) -> set[Path]:
+    """The shared-memory files a process has mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {Path(line.split(maxsplit=5)[5].removesuffix(" (deleted)")) for line in maps if "/dev/shm/" in line}
+
+
+def test_decoder_gives_what_the_thread_gives():
+    """ProcessDecoder against InThreadDecoder on the same bytes: a JPEG (the shared blocks both
+    ways), a noisy PNG over IN_SLOT_BYTES (its bytes through the pipe), a long strip whose
+    short-side inputs exceed OUT_SLOT_BYTES (the inputs pickled back), a padded photo (two
+    inputs: the whole and its content view) and a refused image; then the blocks are removed."""
+    from imgdedup.core.decoding import IN_SLOT_BYTES, OUT_SLOT_BYTES, InThreadDecoder, ProcessDecoder
+    from imgdedup.core.images import ImageError, probe_image
+    from imgdedup.core.model_inputs import InputMaker
+    from imgdedup.core.priority import Priority
+    from imgdedup.runtime.spec import ResizePolicy
+
+    noisy = encode(np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8), ".png")
+    assert len(noisy) > IN_SLOT_BYTES
+    strip = encode(np.tile(rgb("coffee")[:, :, :], (1, 8, 1)))  # 400 x 4,800: short side 288 -> 288 x 3,456
+    assert 288 * 3456 * 3 > OUT_SLOT_BYTES
+    padded = encode(cv2.copyMakeBorder(cv2.resize(rgb("rocket"), (300, 200)), 150, 150, 150, 150, cv2.BORDER_CONSTANT, value=(255, 255, 255)))
+    images = {"jpeg": encode(rgb("astronaut")), "noisy": noisy, "strip": strip, "padded": padded}
+    for mode in ("square", "short_side"):
+        make = InputMaker(10**9, 288, ResizePolicy(mode=mode, size=288), content_views=True, inset_views=True)
+        here, there = InThreadDecoder(make), ProcessDecoder(make, workers=1)
+        try:
+            there.wait_ready()
+            blocks = _shared_blocks(os.getpid())
+            assert len(blocks) == 4
+            # Every answer is compared once all are in: one left in a block would be overwritten.
+            answers = [(mode, name, level, here(data, facts, Priority.HIGH), there(data, facts, level))
+                       for name, data in images.items() for facts in [probe_image(data, max_pixels=10**9)] for level in Priority]
+            for *where, want, got in answers:
+                assert got.inset == want.inset and len(got.tensors) == len(want.tensors), where
+                assert all(np.array_equal(a, b) for a, b in zip(got.tensors, want.tensors)), where
+            assert len(here(padded, probe_image(padded, max_pixels=10**9), Priority.HIGH).tensors) == 2
+            png = bytearray(encode(rgb("coffee"), ".png"))
+            png[200:-100] = bytes(len(png) - 300)
+            with pytest.raises(ImageError) as refused:
+                there(bytes(png), probe_image(bytes(png), max_pixels=10**9), Priority.LOW)
+            assert refused.value.reason == "CORRUPT_IMAGE"
+        finally:
+            there.close()
+        assert not any(block.exists() for block in blocks)
