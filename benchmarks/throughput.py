@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import cpu_by_thread, cpu_of_children, cpu_of_self, machine, peak_rss_mib, server  # noqa: E402
+from _server import cpu_by_thread, cpu_of_children_by_name, cpu_of_self, machine, peak_rss_mib, server  # noqa: E402
 
 from imgdedup._proto.dedup.v1 import dedup_pb2 as pb  # noqa: E402
 from imgdedup.client import DedupClient  # noqa: E402
@@ -234,9 +234,9 @@ def main() -> None:
             r["batch"] = mean_batch(before, batch_totals(metrics_url))
             rows.append((f"unary c={c}", r))
         before = batch_totals(metrics_url)
-        cpu_before = (cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self()) if pid else None
+        cpu_before = (cpu_by_thread(pid), cpu_of_children_by_name(pid), cpu_of_self()) if pid else None
         b = bulk(target, images[: args.bulk_n])
-        cpu_after = (cpu_by_thread(pid), cpu_of_children(pid), cpu_of_self()) if pid else None
+        cpu_after = (cpu_by_thread(pid), cpu_of_children_by_name(pid), cpu_of_self()) if pid else None
         b["batch"] = mean_batch(before, batch_totals(metrics_url))
         rss = peak_rss_mib(pid) if pid else None
 
@@ -249,7 +249,8 @@ def main() -> None:
     if rss:
         print(f"server peak RSS: {rss:.0f} MiB")
     if cpu_before and cpu_after:
-        print_cpu_split(cpu_before, cpu_after, b)
+        # the server's children by name: Milvus Lite, and decoding processes if it has them
+        print_cpu_split(cpu_before, cpu_after, b, (cpu_before[1], cpu_after[1]))
 
 
 def print_cpu_split(before: tuple, after: tuple, b: dict, children: tuple[dict, dict] | None = None) -> None:

@@ -207,11 +207,15 @@ def _shared_blocks(pid: int) -> set[Path]:
     return {Path(line.split(maxsplit=5)[5].removesuffix(" (deleted)")) for line in maps if "/dev/shm/" in line}
 
 
-def test_decoder_gives_what_the_thread_gives():
+@pytest.mark.parametrize("shm", ["blocks", "full"])
+def test_decoder_gives_what_the_thread_gives(shm, monkeypatch, caplog):
     """ProcessDecoder against InThreadDecoder on the same bytes: a JPEG (the shared blocks both
     ways), a noisy PNG over IN_SLOT_BYTES (its bytes through the pipe), a long strip whose
     short-side inputs exceed OUT_SLOT_BYTES (the inputs pickled back), a padded photo (two
-    inputs: the whole and its content view) and a refused image; then the blocks are removed."""
+    inputs: the whole and its content view) and a refused image; then the blocks are removed.
+    "full": /dev/shm cannot hold the blocks (a real ENOSPC: an input block larger than its free
+    space), so everything goes through the pipe, with a warning."""
+    from imgdedup.core import decoding
     from imgdedup.core.decoding import IN_SLOT_BYTES, OUT_SLOT_BYTES, InThreadDecoder, ProcessDecoder
     from imgdedup.core.images import ImageError, probe_image
     from imgdedup.core.model_inputs import InputMaker
@@ -224,13 +228,17 @@ def test_decoder_gives_what_the_thread_gives():
     assert 288 * 3456 * 3 > OUT_SLOT_BYTES
     padded = encode(cv2.copyMakeBorder(cv2.resize(rgb("rocket"), (300, 200)), 150, 150, 150, 150, cv2.BORDER_CONSTANT, value=(255, 255, 255)))
     images = {"jpeg": encode(rgb("astronaut")), "noisy": noisy, "strip": strip, "padded": padded}
+    if shm == "full":
+        free = os.statvfs("/dev/shm")
+        monkeypatch.setattr(decoding, "IN_SLOT_BYTES", free.f_bavail * free.f_frsize + (1 << 30))
     for mode in ("square", "short_side"):
         make = InputMaker(10**9, 288, ResizePolicy(mode=mode, size=288), content_views=True, inset_views=True)
         here, there = InThreadDecoder(make), ProcessDecoder(make, workers=1)
         try:
             there.wait_ready()
             blocks = _shared_blocks(os.getpid())
-            assert len(blocks) == 4
+            assert len(blocks) == (4 if shm == "blocks" else 0)
+            assert ("no shared memory" in caplog.text) == (shm == "full")
             # Every answer is compared once all are in: one left in a block would be overwritten.
             answers = [(mode, name, level, here(data, facts, Priority.HIGH), there(data, facts, level))
                        for name, data in images.items() for facts in [probe_image(data, max_pixels=10**9)] for level in Priority]

@@ -15,7 +15,9 @@ niced (`low_priority_nice`) as the threads do. What crosses: the image's bytes o
 model inputs (a 288x288x3 array, two with a view) the other, through two blocks of shared memory
 each process has (`_Slots`: the pipe carries only their sizes, the header facts and the image's
 error, if any); bytes or inputs too large for a block (an image over IN_SLOT_BYTES) go through
-the pipe instead. Pickled through the pipe, each image cost ~0.9 ms of CPU in the two
+the pipe instead, as everything does where the blocks cannot be had (a full /dev/shm: their
+memory is reserved when they are made, so a full one is an error at start, never a SIGBUS on a
+write; Docker's default /dev/shm is 64 MB, and the blocks take 2 MiB per process). Pickled through the pipe, each image cost ~0.9 ms of CPU in the two
 processes (a microbenchmark: 100 KB in, one 288x288x3 array out; 2-core AMD EPYC VM,
 2026-12-06), through the blocks ~0.15. The blocks are the server's: it makes them and removes
 them when it stops (after a kill -9 of it, multiprocessing's resource tracker does).
@@ -49,8 +51,8 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 120.0
 # Each decoding process's shared blocks: the image's bytes (larger ones go through the pipe),
 # and its model inputs (the whole image and its view: two 288x288x3 arrays take 0.5 MB).
-IN_SLOT_BYTES = 4 << 20
-OUT_SLOT_BYTES = 2 << 20
+IN_SLOT_BYTES = 1 << 20
+OUT_SLOT_BYTES = 1 << 20
 
 
 class Decoder(Protocol):
@@ -120,17 +122,18 @@ class _Child:
 
     def __init__(self, make: InputMaker, name: str, nice: int) -> None:
         self._make, self.name, self._nice = make, name, nice
-        self._slots = _Slots.create()  # kept when the process is started again
+        self._slots = _Slots.create(name)  # kept when the process is started again; None: the pipe alone
         try:
             self._start()
         except BaseException:
-            self._slots.remove()
+            if self._slots is not None:
+                self._slots.remove()
             raise
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_end = context.Pipe()
-        args = (child_end, self._make, self.name, self._nice, self._slots.names)
+        args = (child_end, self._make, self.name, self._nice, self._slots.names if self._slots is not None else None)
         self._process = context.Process(target=_serve, args=args, name=self.name, daemon=True)
         self._process.start()
         child_end.close()
@@ -151,7 +154,7 @@ class _Child:
             self._restart()
         try:
             self.wait_ready()
-            in_slot = self._slots.put(data)
+            in_slot = self._slots is not None and self._slots.put(data)
             self._conn.send((facts, len(data) if in_slot else -1))
             if not in_slot:
                 self._conn.send_bytes(data)
@@ -164,6 +167,7 @@ class _Child:
             raise DecoderUnavailable(f"the process decoding this image ended ({how}); the image was not stored: retry") from None
         kind, *rest = reply
         if kind == "ok":  # in the output block: (shape, ...), inset
+            assert self._slots is not None
             return ModelInputs(self._slots.take(rest[0]), inset=rest[1])
         if kind == "ok-pickled":
             return rest[0]
@@ -188,7 +192,8 @@ class _Child:
     def remove(self) -> None:
         """Stop the process and remove its shared blocks (the server is stopping)."""
         self.stop()
-        self._slots.remove()
+        if self._slots is not None:
+            self._slots.remove()
 
 
 class _Slots:
@@ -200,15 +205,20 @@ class _Slots:
         self.inputs, self.outputs, self._owner = inputs, outputs, owner
 
     @classmethod
-    def create(cls) -> _Slots:
-        inputs = shared_memory.SharedMemory(create=True, size=IN_SLOT_BYTES)
+    def create(cls, name: str) -> _Slots | None:
+        """Two new blocks, their memory reserved (posix_fallocate: a full /dev/shm fails here,
+        not with a SIGBUS at a write); None, and a warning, if they cannot be had."""
+        made: list[shared_memory.SharedMemory] = []
         try:
-            outputs = shared_memory.SharedMemory(create=True, size=OUT_SLOT_BYTES)
-        except BaseException:
-            inputs.close()
-            inputs.unlink()
-            raise
-        return cls(inputs, outputs, owner=True)
+            for size in (IN_SLOT_BYTES, OUT_SLOT_BYTES):
+                made.append(shared_memory.SharedMemory(create=True, size=size))
+                os.posix_fallocate(made[-1]._fd, 0, size)  # the one handle to the block's file
+        except OSError as exc:
+            log.warning("decoding process %s: no shared memory (%s); images and inputs go through its pipe", name, exc)
+            for block in made:
+                _discard(block, unlink=True)
+            return None
+        return cls(made[0], made[1], owner=True)
 
     @classmethod
     def attach(cls, names: tuple[str, str]) -> _Slots:
@@ -252,15 +262,19 @@ class _Slots:
 
     def remove(self) -> None:
         for block in (self.inputs, self.outputs):
-            try:
-                block.close()
-                if self._owner:
-                    block.unlink()
-            except (OSError, BufferError):  # closing must not raise
-                log.warning("could not remove shared memory %s", block.name, exc_info=True)
+            _discard(block, unlink=self._owner)
 
 
-def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, str]) -> None:
+def _discard(block: shared_memory.SharedMemory, *, unlink: bool) -> None:
+    try:
+        block.close()
+        if unlink:
+            block.unlink()
+    except (OSError, BufferError):  # closing must not raise
+        log.warning("could not remove shared memory %s", block.name, exc_info=True)
+
+
+def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, str] | None) -> None:
     """A decoding process: answer each (facts, size) with ("ok", shapes, inset) (the inputs in
     the output block), ("ok-pickled", inputs), or ("image", reason, message), until the pipe
     closes. Size -1: the bytes follow on the pipe."""
@@ -271,17 +285,17 @@ def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, 
     name_os_thread()
     if nice > 0:
         os.nice(nice)
-    slots = _Slots.attach(slot_names)
+    slots = _Slots.attach(slot_names) if slot_names is not None else None
     conn.send("ready")
     while True:
         try:
             facts, size = conn.recv()
-            data = conn.recv_bytes() if size < 0 else slots.get(size)
+            data = conn.recv_bytes() if slots is None or size < 0 else slots.get(size)
         except (EOFError, OSError):
             return
         try:
             inputs = make(data, facts)
-            shapes = slots.store(inputs.tensors)
+            shapes = slots.store(inputs.tensors) if slots is not None else None
             reply = ("ok", shapes, inputs.inset) if shapes is not None else ("ok-pickled", inputs)
         except ImageError as exc:
             reply = ("image", exc.reason, str(exc))
