@@ -240,17 +240,34 @@ def test_decoder_gives_what_the_thread_gives(shm, monkeypatch, caplog):
             assert len(blocks) == (4 if shm == "blocks" else 0)
             assert ("no shared memory" in caplog.text) == (shm == "full")
             # Every answer is compared once all are in: one left in a block would be overwritten.
-            answers = [(mode, name, level, here(data, facts, Priority.HIGH), there(data, facts, level))
-                       for name, data in images.items() for facts in [probe_image(data, max_pixels=10**9)] for level in Priority]
-            for *where, want, got in answers:
+            # The header probed in the process (no facts given) or given to it.
+            answers = [(mode, name, level, given, here(data, Priority.HIGH), there(data, level, probe_image(data, max_pixels=10**9) if given else None))
+                       for name, data in images.items() for level in Priority for given in (False, True)]
+            for *where, (want_facts, want), (got_facts, got) in answers:
+                assert got_facts == want_facts, where
                 assert got.inset == want.inset and len(got.tensors) == len(want.tensors), where
                 assert all(np.array_equal(a, b) for a, b in zip(got.tensors, want.tensors)), where
-            assert len(here(padded, probe_image(padded, max_pixels=10**9), Priority.HIGH).tensors) == 2
+            assert len(here(padded, Priority.HIGH)[1].tensors) == 2
+            # Vetted only (bytes probably stored): the facts, no inputs.
+            assert there(padded, Priority.HIGH, decode=False) == (probe_image(padded, max_pixels=10**9), None)
+            # Refused by the header (in the process) and by the decoder.
+            with pytest.raises(ImageError) as refused:
+                there(b"GIF89a" + b"\0" * 64, Priority.HIGH)
+            assert refused.value.reason == here_refuses(here, b"GIF89a" + b"\0" * 64)
             png = bytearray(encode(rgb("coffee"), ".png"))
             png[200:-100] = bytes(len(png) - 300)
             with pytest.raises(ImageError) as refused:
-                there(bytes(png), probe_image(bytes(png), max_pixels=10**9), Priority.LOW)
+                there(bytes(png), Priority.LOW)
             assert refused.value.reason == "CORRUPT_IMAGE"
         finally:
             there.close()
         assert not any(block.exists() for block in blocks)
+
+
+def here_refuses(decoder, data: bytes) -> str:
+    from imgdedup.core.images import ImageError
+    from imgdedup.core.priority import Priority
+
+    with pytest.raises(ImageError) as refused:
+        decoder(data, Priority.HIGH)
+    return refused.value.reason

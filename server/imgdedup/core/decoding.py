@@ -56,7 +56,9 @@ OUT_SLOT_BYTES = 1 << 20
 
 
 class Decoder(Protocol):
-    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs: ...
+    def __call__(self, data: bytes, priority: Priority, facts: ImageFacts | None = None, *, decode: bool = True) -> tuple[ImageFacts, ModelInputs | None]: ...
+    # InputMaker.__call__ where the decoder runs it: the header probed unless `facts` are
+    # given, the model inputs made unless `decode` is false
 
     def wait_ready(self) -> None: ...  # blocks until it can decode
 
@@ -69,8 +71,8 @@ class InThreadDecoder:
     def __init__(self, make: InputMaker) -> None:
         self._make = make
 
-    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs:
-        return self._make(data, facts)
+    def __call__(self, data: bytes, priority: Priority, facts: ImageFacts | None = None, *, decode: bool = True) -> tuple[ImageFacts, ModelInputs | None]:
+        return self._make(data, facts, decode=decode)
 
     def wait_ready(self) -> None:
         pass
@@ -104,11 +106,11 @@ class ProcessDecoder:
             child.wait_ready()
         log.info("decoding in %d processes (%d per priority level)", len(self._children), len(self._children) // 2)
 
-    def __call__(self, data: bytes, facts: ImageFacts, priority: Priority) -> ModelInputs:
+    def __call__(self, data: bytes, priority: Priority, facts: ImageFacts | None = None, *, decode: bool = True) -> tuple[ImageFacts, ModelInputs | None]:
         idle = self._idle[priority]
         child = idle.get()
         try:
-            return child.call(data, facts)
+            return child.call(data, facts, decode)
         finally:
             idle.put(child)
 
@@ -148,14 +150,14 @@ class _Child:
             raise RuntimeError(f"decoding process {self.name} failed to start")
         self._ready = True
 
-    def call(self, data: bytes, facts: ImageFacts) -> ModelInputs:
+    def call(self, data: bytes, facts: ImageFacts | None, decode: bool) -> tuple[ImageFacts, ModelInputs | None]:
         if not self._process.is_alive():  # ended while idle: no image lost, start another
             log.warning("decoding process %s had ended (exit code %s); started again", self.name, self._process.exitcode)
             self._restart()
         try:
             self.wait_ready()
             in_slot = self._slots is not None and self._slots.put(data)
-            self._conn.send((facts, len(data) if in_slot else -1))
+            self._conn.send((facts, decode, len(data) if in_slot else -1))
             if not in_slot:
                 self._conn.send_bytes(data)
             reply = self._conn.recv()
@@ -166,11 +168,14 @@ class _Child:
             log.warning("decoding process %s ended (%s) while decoding an image; started again", self.name, how)
             raise DecoderUnavailable(f"the process decoding this image ended ({how}); the image was not stored: retry") from None
         kind, *rest = reply
-        if kind == "ok":  # in the output block: (shape, ...), inset
+        if kind == "ok":  # facts, and the inputs' shapes in the output block (None: not decoded), inset
+            facts, shapes, inset = rest
+            if shapes is None:
+                return facts, None
             assert self._slots is not None
-            return ModelInputs(self._slots.take(rest[0]), inset=rest[1])
-        if kind == "ok-pickled":
-            return rest[0]
+            return facts, ModelInputs(self._slots.take(shapes), inset=inset)
+        if kind == "ok-pickled":  # facts, inputs
+            return rest[0], rest[1]
         if kind == "image":
             raise ImageError(*rest)
         raise RuntimeError(f"decoding failed in {self.name}: {rest[0]}")
@@ -275,9 +280,10 @@ def _discard(block: shared_memory.SharedMemory, *, unlink: bool) -> None:
 
 
 def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, str] | None) -> None:
-    """A decoding process: answer each (facts, size) with ("ok", shapes, inset) (the inputs in
-    the output block), ("ok-pickled", inputs), or ("image", reason, message), until the pipe
-    closes. Size -1: the bytes follow on the pipe."""
+    """A decoding process: answer each (facts or None, decode, size) with ("ok", facts, shapes,
+    inset) (the inputs in the output block; shapes None: not decoded), ("ok-pickled", facts,
+    inputs), or ("image", reason, message), until the pipe closes. Size -1: the bytes follow on
+    the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the server's to handle
     from imgdedup.core.threads import name_os_thread
 
@@ -289,14 +295,17 @@ def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, 
     conn.send("ready")
     while True:
         try:
-            facts, size = conn.recv()
+            facts, decode, size = conn.recv()
             data = conn.recv_bytes() if slots is None or size < 0 else slots.get(size)
         except (EOFError, OSError):
             return
         try:
-            inputs = make(data, facts)
-            shapes = slots.store(inputs.tensors) if slots is not None else None
-            reply = ("ok", shapes, inputs.inset) if shapes is not None else ("ok-pickled", inputs)
+            facts, inputs = make(data, facts, decode=decode)
+            if inputs is None:
+                reply = ("ok", facts, None, False)
+            else:
+                shapes = slots.store(inputs.tensors) if slots is not None else None
+                reply = ("ok", facts, shapes, inputs.inset) if shapes is not None else ("ok-pickled", facts, inputs)
         except ImageError as exc:
             reply = ("image", exc.reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - reported to the caller as an internal error
