@@ -59,6 +59,11 @@ def test_gpu_provider_options_and_batch_defaults(tmp_path):
     assert gpu_options(s).providers(["CPUExecutionProvider"], None) == ["CPUExecutionProvider"]  # onnxruntime (CPU)
     assert Settings().batching(on_gpu=False) == (8, 0.002) and Settings().batching(on_gpu=True) == (32, 0.004)
     assert Settings(max_batch_size=16, max_queue_delay_ms=0).batching(on_gpu=True) == (16, 0.0)
+    # Decoding processes: by default where the model leaves the CPU to the work around it.
+    assert Settings().decoding_in_processes(model_on_cpu=True) is False
+    assert Settings().decoding_in_processes(model_on_cpu=False) is True
+    assert Settings(decode_processes=True).decoding_in_processes(model_on_cpu=True) is True
+    assert Settings(decode_processes=False).decoding_in_processes(model_on_cpu=False) is False
 
 
 @pytest.mark.single_process  # reads one process's metrics, threads or children

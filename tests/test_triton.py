@@ -102,6 +102,10 @@ def test_answers_through_triton_equal_in_process_ones_and_servers_share_it(tmp_p
             with channel_for(remote[k].target) as channel:
                 info = pb_grpc.DedupServiceStub(channel).GetInfo(pb.GetInfoRequest(), timeout=30)
                 assert list(info.execution_providers) == [f"triton:{model_server.url}/{SPEC.name}"]
+            # The model runs elsewhere: by default the server decodes in processes of its own
+            # (core/decoding.py); with the model on its CPU, on threads.
+            assert "imgdedup.core.decoding: decoding in" in "".join(remote[k].output)
+        assert "imgdedup.core.decoding: decoding in" not in "".join(local.output)
     finally:
         for srv in (local, *remote):
             assert srv.stop() == 0, "".join(srv.output[-30:])

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     inset_views: bool = Field(True, description="also embed a picture pasted into an image (a photo pasted onto another photo) when the image has no content view, and cluster the image with that picture (core/insets.py, docs/matching.md)")
     digest_cache: bool = Field(True, description="keep hashes of stored images' bytes and ids in memory, so only likely exact duplicates and re-sent ids query Milvus; turn off when several servers write one collection")
     decode_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="threads that decode and resize images; default: one per core")
-    decode_processes: bool = Field(False, description="decode in processes of their own, one per decoding thread (decode_workers of each priority), away from the server's interpreter lock: one process then keeps more cores busy, and a codec that crashes takes only its process down (core/decoding.py)")
+    decode_processes: bool | None = Field(None, description="decode in processes of their own, one per decoding thread (decode_workers of each priority), away from the server's interpreter lock: one process then keeps more cores busy, and a codec that crashes takes only its process down (core/decoding.py). Default: on when the model runs off this host's CPU (on a GPU, or on Triton), where the work around the model sets the speed; off when it runs on the CPU, whose cores it keeps busy itself")
     bulk_max_in_flight: int = Field(32, ge=1, description="images of one BulkCheck stream being processed at once")
     low_priority_nice: int = Field(10, ge=0, le=19, description="OS niceness added to the threads that decode and embed low-priority (bulk) images, so the kernel gives the cores to interactive work first (Linux: per thread); 0: off")
     bulk_max_items: int = Field(1_000_000, ge=1, description="images per BulkCheck stream; later ones get RESOURCE_EXHAUSTED")
@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         if (self.triton_tls_cert_file is None) != (self.triton_tls_key_file is None):
             raise ValueError("triton_tls_cert_file and triton_tls_key_file go together")
         return self
+
+    def decoding_in_processes(self, model_on_cpu: bool) -> bool:
+        """decode_processes as set, else whether the model runs off this host's CPU."""
+        return self.decode_processes if self.decode_processes is not None else not model_on_cpu
 
     def batching(self, on_gpu: bool) -> tuple[int, float]:
         """(max_batch_size, max_queue_delay_s): as set, else what suits where the model runs

@@ -1,5 +1,9 @@
-"""Where images are decoded: on the engine's decoding threads (the default), or, with
-`decode_processes`, in processes of their own that those threads hand the work to.
+"""Where images are decoded: on the engine's decoding threads, or, with `decode_processes`, in
+processes of their own that those threads hand the work to. By default (Settings.
+decoding_in_processes) in processes where the model runs off this host's CPU (a GPU, Triton):
+there the work around the model sets the speed (on two cores, with a near-free stand-in model,
+one stream 1.18-1.39x the threads'); on threads where the model runs on the CPU, whose cores it
+keeps busy itself (the real model on two cores: the same throughput either way).
 
 Why processes: one server process keeps only ~1.4 of two cores busy whatever its work costs
 (README, Pipeline cost): its Python work runs under one interpreter lock, and the decoding
@@ -313,7 +317,7 @@ def _serve(conn, make: InputMaker, name: str, nice: int, slot_names: tuple[str, 
         conn.send(reply)
 
 
-def make_decoder(settings, make: InputMaker) -> Decoder:
-    if settings.decode_processes:
+def make_decoder(settings, make: InputMaker, *, processes: bool) -> Decoder:
+    if processes:
         return ProcessDecoder(make, workers=settings.decode_workers, low_nice=settings.low_priority_nice)
     return InThreadDecoder(make)

@@ -186,27 +186,38 @@ class DedupEngine:
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
     async def open(cls, settings: Settings, spec: ModelSpec, embedder_factory: Callable[[ModelSpec], Embedder], index_factory: Callable[[], Awaitable[IndexBackend]]) -> "DedupEngine":
-        """Load the model (blocking, off the event loop) while the index opens."""
+        """Load the model (blocking, off the event loop) while the index opens, and the
+        decoding processes start if decode_processes is set (by default they start once the
+        model has said where it runs: Settings.decoding_in_processes)."""
         loop = asyncio.get_running_loop()
+        make = InputMaker.of(settings, spec)
         # Loaded on a thread named "onnxruntime": the runtime's own threads inherit the name.
         loader = thread_pool(1, "onnxruntime")
         try:
             model_load = loop.run_in_executor(loader, embedder_factory, spec)
-            # Decoding processes (if any) start meanwhile (core/decoding.py).
-            decoder = make_decoder(settings, InputMaker.of(settings, spec))
+            decoder = make_decoder(settings, make, processes=settings.decode_processes) if settings.decode_processes is not None else None
             try:
                 index = await index_factory()
-                await asyncio.to_thread(decoder.wait_ready)
+                if decoder is not None:
+                    await asyncio.to_thread(decoder.wait_ready)
             except BaseException:
                 # The start fails now, not after the model has loaded (a Triton embedder may
                 # wait minutes for its model): the embedder is closed whenever it is done.
                 model_load.add_done_callback(_close_when_loaded)
-                decoder.close()
+                if decoder is not None:
+                    decoder.close()
                 raise
+            embedder = None
             try:
                 embedder = await model_load
+                if decoder is None:
+                    decoder = make_decoder(settings, make, processes=settings.decoding_in_processes(embedder.on_cpu))
+                    await asyncio.to_thread(decoder.wait_ready)
             except BaseException:
-                decoder.close()
+                if decoder is not None:
+                    decoder.close()
+                if embedder is not None:
+                    embedder.close()
                 await index.close()
                 raise
         finally:

@@ -21,6 +21,9 @@ class Embedder(Protocol):
     spec: ModelSpec
     # The model runs on a GPU in this process: the server forms larger batches by default.
     on_gpu: bool
+    # Inference runs on this host's CPU cores (onnxruntime or PyTorch on the CPU), not on a GPU
+    # or another server: the server then decodes on threads by default (core/decoding.py).
+    on_cpu: bool
 
     @property
     def providers(self) -> list[str]:

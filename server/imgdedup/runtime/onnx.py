@@ -98,6 +98,7 @@ class OnnxEmbedder:
         # Thread counts are a CPU matter: on a GPU a solo session would only hold another copy
         # of the weights.
         on_gpu = self.on_gpu = any(p in self._providers for p in _GPU_PROVIDERS)
+        self.on_cpu = not on_gpu
         self._solo = self._session_for(ort, path, solo_threads, requested) if solo_threads and not on_gpu else None
         # I/O binding on a GPU: the output is allocated once per call where it is needed and
         # copied back in one piece, instead of through the generic run path.

@@ -122,6 +122,7 @@ class TorchEmbedder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         on_cuda = self.on_gpu = self.device.type == "cuda"
+        self.on_cpu = self.device.type == "cpu"
         self.half = on_cuda if options.half is None else options.half
         if options.threads and not on_cuda:
             torch.set_num_threads(options.threads)

@@ -49,6 +49,7 @@ class TritonEmbedder:
 
     # Triton batches again across its clients: our batches stay CPU-sized.
     on_gpu = False
+    on_cpu = False  # Triton's, wherever it runs
 
     def __init__(self, spec: ModelSpec, options: TritonOptions):
         try:
