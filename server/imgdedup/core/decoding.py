@@ -15,13 +15,15 @@ index stay one: on a GPU host, one copy of the model fed in large batches by eve
 Each decoding thread (core/threads.py: PriorityThreadPool, `decode_workers` per priority) has a
 process of its own, started with the engine (spawned, not forked: gRPC's threads do not survive
 a fork): a high-priority call never waits for a bulk one, and the bulk threads' processes run
-niced (`low_priority_nice`) as the threads do. What crosses: the image's bytes one way and the
-model inputs (a 288x288x3 array, two with a view) the other, through two blocks of shared memory
-each process has (`_Slots`: the pipe carries only their sizes, the header facts and the image's
-error, if any); bytes or inputs too large for a block (an image over IN_SLOT_BYTES) go through
-the pipe instead, as everything does where the blocks cannot be had (a full /dev/shm: their
-memory is reserved when they are made, so a full one is an error at start, never a SIGBUS on a
-write; Docker's default /dev/shm is 64 MB, and the blocks take 2 MiB per process). Pickled through the pipe, each image cost ~0.9 ms of CPU in the two
+niced (`low_priority_nice`) as the threads do.
+
+What crosses: the image's bytes one way and its header facts and model inputs (a 288x288x3
+array, two with a view) the other, through two blocks of shared memory each process has
+(`_Slots`; the pipe carries only sizes, facts and errors). Bytes or inputs too large for a
+block (an image over IN_SLOT_BYTES) go through the pipe instead, as everything does where the
+blocks cannot be had: their memory is reserved when they are made, so a full /dev/shm is a
+warning at start, never a SIGBUS at a write (Docker's default /dev/shm is 64 MB; the blocks
+take 2 MiB per process). Pickled through the pipe, each image cost ~0.9 ms of CPU in the two
 processes (a microbenchmark: 100 KB in, one 288x288x3 array out; 2-core AMD EPYC VM,
 2026-12-06), through the blocks ~0.15. The blocks are the server's: it makes them and removes
 them when it stops (after a kill -9 of it, multiprocessing's resource tracker does).
