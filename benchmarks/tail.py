@@ -20,6 +20,7 @@ listings): quote it as such.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 from pathlib import Path
@@ -64,16 +65,20 @@ def photos(bench: Path) -> dict[str, Callable[[], bytes]]:
 
 def cached_embeddings(cache: Path, names: list[str], read: Callable[[str], bytes], model: str) -> tuple[list[str], np.ndarray]:
     """Embeddings of `names` as the server makes them, kept in `cache` between runs (outside the
-    project; used again while it holds the same names)."""
+    project; used again while the model and every photo's bytes are the same: another model, or
+    a photo changed under its name, embeds them all again)."""
+    key = hashlib.sha256(model.encode())
+    for name in sorted(names):
+        key.update(name.encode() + b"\0" + hashlib.sha256(read(name)).digest())
     if cache.is_file():
         c = np.load(cache)
-        if set(c["names"].tolist()) == set(names):
+        if "key" in c.files and str(c["key"]) == key.hexdigest():
             return c["names"].tolist(), c["vectors"]
     kept, vectors, failed = embed_named(names, read, model, max_pixels=60_000_000)
     if failed:
         print(f"{len(failed)} images could not be decoded: {failed[:5]}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, names=np.array(kept), vectors=vectors)
+    np.savez(cache, names=np.array(kept), vectors=vectors, key=np.array(key.hexdigest()))
     return kept, vectors
 
 
