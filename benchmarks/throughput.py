@@ -253,17 +253,14 @@ def main() -> None:
         print_cpu_split(cpu_before, cpu_after, b, (cpu_before[1], cpu_after[1]))
 
 
-def print_cpu_split(before: tuple, after: tuple, b: dict, children: tuple[dict, dict] | None = None) -> None:
-    """`children`: the server's child processes' CPU by name, before and after (else their sum,
-    before[1] and after[1], is Milvus Lite's)."""
+def print_cpu_split(before: tuple, after: tuple, b: dict, children: tuple[dict, dict]) -> None:
+    """`before`, `after`: (CPU by server thread, -, this client's CPU); `children`: the server's
+    child processes' CPU by name (Milvus Lite, decoding processes), before and after."""
     per_image = 1000.0 / b["n"]
     threads = {k: (v - before[0].get(k, 0.0)) * per_image for k, v in after[0].items()}
     rows = sorted(((k, v) for k, v in threads.items() if v >= 0.005), key=lambda kv: -kv[1])
-    if children is None:
-        rows.append(("Milvus Lite process", (after[1] - before[1]) * per_image))
-    else:
-        spent = {k: (v - children[0].get(k, 0.0)) * per_image for k, v in children[1].items()}
-        rows += sorted(((f"{k} processes" if k.startswith("decoder") else f"Milvus Lite process ({k})", v) for k, v in spent.items() if v >= 0.005), key=lambda kv: -kv[1])
+    spent = {k: (v - children[0].get(k, 0.0)) * per_image for k, v in children[1].items()}
+    rows += sorted(((f"{k} processes" if k.startswith("decoder") else f"Milvus Lite process ({k})", v) for k, v in spent.items() if v >= 0.005), key=lambda kv: -kv[1])
     rows.append(("benchmark client (this process)", (after[2] - before[2]) * per_image))
     total = sum(v for _, v in rows)
     print("\nCPU per image during BulkCheck, ms (onnxruntime's own threads: 'onnxruntime'; the model also runs on 'embed'):")

@@ -62,9 +62,9 @@ OUT_SLOT_BYTES = 1 << 20
 
 
 class Decoder(Protocol):
-    def __call__(self, data: bytes, priority: Priority, facts: ImageFacts | None = None, *, decode: bool = True) -> tuple[ImageFacts, ModelInputs | None]: ...
     # InputMaker.__call__ where the decoder runs it: the header probed unless `facts` are
     # given, the model inputs made unless `decode` is false
+    def __call__(self, data: bytes, priority: Priority, facts: ImageFacts | None = None, *, decode: bool = True) -> tuple[ImageFacts, ModelInputs | None]: ...
 
     def wait_ready(self) -> None: ...  # blocks until it can decode
 
@@ -208,12 +208,12 @@ class _Child:
 
 
 class _Slots:
-    """A decoding process's two shared-memory blocks, made and removed by the server: the
-    image's bytes go in `inputs`, its model inputs come back in `outputs`. One image at a time
-    (a process serves one decoding thread)."""
+    """A decoding process's two shared-memory blocks, made (create) and removed (remove) by the
+    server, attached to by the process: the image's bytes go in `inputs`, its model inputs come
+    back in `outputs`. One image at a time (a process serves one decoding thread)."""
 
-    def __init__(self, inputs: shared_memory.SharedMemory, outputs: shared_memory.SharedMemory, owner: bool) -> None:
-        self.inputs, self.outputs, self._owner = inputs, outputs, owner
+    def __init__(self, inputs: shared_memory.SharedMemory, outputs: shared_memory.SharedMemory) -> None:
+        self.inputs, self.outputs = inputs, outputs
 
     @classmethod
     def create(cls, name: str) -> _Slots | None:
@@ -227,13 +227,13 @@ class _Slots:
         except OSError as exc:
             log.warning("decoding process %s: no shared memory (%s); images and inputs go through its pipe", name, exc)
             for block in made:
-                _discard(block, unlink=True)
+                _discard(block)
             return None
-        return cls(made[0], made[1], owner=True)
+        return cls(made[0], made[1])
 
     @classmethod
     def attach(cls, names: tuple[str, str]) -> _Slots:
-        return cls(shared_memory.SharedMemory(name=names[0]), shared_memory.SharedMemory(name=names[1]), owner=False)
+        return cls(shared_memory.SharedMemory(name=names[0]), shared_memory.SharedMemory(name=names[1]))
 
     @property
     def names(self) -> tuple[str, str]:
@@ -273,14 +273,13 @@ class _Slots:
 
     def remove(self) -> None:
         for block in (self.inputs, self.outputs):
-            _discard(block, unlink=self._owner)
+            _discard(block)
 
 
-def _discard(block: shared_memory.SharedMemory, *, unlink: bool) -> None:
+def _discard(block: shared_memory.SharedMemory) -> None:
     try:
         block.close()
-        if unlink:
-            block.unlink()
+        block.unlink()
     except (OSError, BufferError):  # closing must not raise
         log.warning("could not remove shared memory %s", block.name, exc_info=True)
 

@@ -187,7 +187,7 @@ class DedupEngine:
     @classmethod
     async def open(cls, settings: Settings, spec: ModelSpec, embedder_factory: Callable[[ModelSpec], Embedder], index_factory: Callable[[], Awaitable[IndexBackend]]) -> "DedupEngine":
         """Load the model (blocking, off the event loop) while the index opens, and the
-        decoding processes start if decode_processes is set (by default they start once the
+        decoding processes start if decode_processes is on (unset, the decoder is made once the
         model has said where it runs: Settings.decoding_in_processes)."""
         loop = asyncio.get_running_loop()
         make = InputMaker.of(settings, spec)
@@ -195,7 +195,9 @@ class DedupEngine:
         loader = thread_pool(1, "onnxruntime")
         try:
             model_load = loop.run_in_executor(loader, embedder_factory, spec)
-            decoder = make_decoder(settings, make, processes=settings.decode_processes) if settings.decode_processes is not None else None
+            # Decoding processes that were asked for start meanwhile; otherwise the decoder is
+            # made once the model has said where it runs.
+            decoder = make_decoder(settings, make, processes=True) if settings.decode_processes else None
             try:
                 index = await index_factory()
                 if decoder is not None:
